@@ -1,0 +1,576 @@
+"""Typed study parameters, validated in one place.
+
+A profile (`params/<name>.yaml`) has one section per stage; each section is one dataclass below, and
+every profile sets every key (profiles differ only in values). Unknown keys, wrong types and values
+outside their choices are refused with the key and the file named.
+
+Each notebook's `parameters` cell holds exactly the fields of the dataclasses listed for it in
+`NOTEBOOK_PARAMS`, plus `data_root` and `out_dir`, with the same defaults (a test checks this), so
+papermill, JupyterLab and the runner all see one definition.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .paths import PARAMS_DIR
+
+CLASSES = ("covid", "pneumonia", "regular", "viral")
+MINORITY_CLASS = "viral"
+
+
+class ParamError(ValueError):
+    """A parameter that is unknown, mistyped or out of range; the message names it and its source."""
+
+
+def choice(default: Any, choices: tuple, **kwargs: Any) -> Any:
+    """A field whose value (or every item, for a list) must be one of `choices`."""
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: list(default), metadata={"choices": choices, **kwargs})
+    return field(default=default, metadata={"choices": choices, **kwargs})
+
+
+def listof(default: list) -> Any:
+    return field(default_factory=lambda: list(default))
+
+
+STAGES = ("01", "02", "03", "04", "05", "06")
+
+
+# --- study: which notebooks the runner executes -------------------------------------------------------
+@dataclass
+class StudyParams:
+    stages: list[str] = choice(list(STAGES), STAGES)  # notebooks to run, in the runner's dependency order
+
+    def check(self) -> None:
+        _require(len(self.stages) > 0, "stages", "must name at least one stage")
+
+
+# --- data: frame extraction and patient-grouped splits (notebook 01, read by all others) -------------
+@dataclass
+class DataParams:
+    sample_hz: float = 3.0  # frames kept per second of video (POCOVID: 3 Hz)
+    max_frames_per_video: int = 30  # cap per video (POCOVID: 30)
+    probe: str = choice("both", ("both", "convex", "linear"))  # which probe's files to use
+    classes: list[str] = choice(list(CLASSES), CLASSES)  # classes kept, in this order
+    split_seed: int = 0  # seed of the patient-grouped splits
+    val_fraction: float = 0.15  # share of each class's patients in validation
+    test_fraction: float = 0.2  # share of each class's patients in test
+    n_folds: int = 5  # patient-grouped folds for cross-validation
+    few_patients: int = 5  # a class with fewer patients: 1 to train, 1 to val, rest to test (seed rule)
+    n_workers: int = 2  # processes decoding videos
+
+    def check(self) -> None:
+        _require(self.sample_hz > 0, "sample_hz", "must be > 0")
+        _require(self.max_frames_per_video >= 1, "max_frames_per_video", "must be >= 1")
+        _require(0 < self.val_fraction < 1 and 0 < self.test_fraction < 1
+                 and self.val_fraction + self.test_fraction < 1,
+                 "val_fraction/test_fraction", "must each lie in (0, 1) and sum to less than 1")
+        _require(self.n_folds >= 2, "n_folds", "must be >= 2")
+        _require(self.few_patients >= 3, "few_patients", "must be >= 3 (train, val and test each need one)")
+        _require(len(self.classes) >= 2 and len(set(self.classes)) == len(self.classes),
+                 "classes", "needs at least two distinct classes")
+        _require(self.n_workers >= 1, "n_workers", "must be >= 1")
+
+
+# --- explore: notebook 01 only ------------------------------------------------------------------------
+@dataclass
+class ExploreParams:
+    n_sample_frames: int = 4  # sample frames shown per class and probe
+    n_intensity_frames: int = 400  # frames per class for intensity statistics (0: all)
+    explore_seed: int = 0  # which frames are shown and sampled
+
+    def check(self) -> None:
+        _require(self.n_sample_frames >= 1, "n_sample_frames", "must be >= 1")
+        _require(self.n_intensity_frames >= 0, "n_intensity_frames", "must be >= 0")
+
+
+# --- sections owned by later stages are added below, one dataclass each ---------------------------------
+
+# --- train / grid: the classifier experiments (notebooks 02 and 03) ---------------------------------------
+ARCHS = ("resnet18", "resnet50", "vit_tiny_patch16_224", "vit_base_patch16_224")
+STRATEGIES = ("none", "weighted_loss", "balanced_sampler")
+SYNTHETIC_AMOUNT_UNITS = ("ratio", "fraction", "count")
+
+
+@dataclass
+class TrainParams:
+    """Knobs shared by every classifier run of a study (section `train`)."""
+
+    image_size: int = 64  # square input in pixels (ViTs: a multiple of 16)
+    epochs: int = 2  # most epochs; early stopping may end sooner
+    batch_size: int = 32  # frames per optimisation step
+    lr: float = 0.0003  # AdamW learning rate
+    weight_decay: float = 0.05  # AdamW weight decay
+    patience: int = 5  # epochs without a better validation loss before stopping
+    lr_patience: int = 2  # epochs without a better validation loss before the learning rate drops
+    lr_factor: float = 0.3  # learning-rate multiplier on a plateau
+    pretrained: bool = False  # ImageNet weights through timm (must already be in the local HF cache)
+    augment: bool = False  # light augmentation (rotate/shift/scale, brightness/contrast, h-flip)
+    num_threads: int = 2  # CPU threads for torch (fixed, so numbers repeat)
+    n_boot: int = 200  # bootstrap resamples of test patients for the 95% CIs
+    synthetic_amount_unit: str = choice("ratio", SYNTHETIC_AMOUNT_UNITS)  # x real minority frames, share of set, count
+    device: str = choice("auto", ("auto", "cpu", "cuda"))  # auto: cuda when available
+    amp: bool = True  # mixed precision (bfloat16 autocast) on cuda; ignored on cpu
+
+    def check(self) -> None:
+        _require(self.image_size >= 16, "image_size", "must be >= 16")
+        _require(self.epochs >= 1, "epochs", "must be >= 1")
+        _require(self.batch_size >= 2, "batch_size", "must be >= 2 (batch norm needs two frames)")
+        _require(self.lr > 0, "lr", "must be > 0")
+        _require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        _require(self.patience >= 1 and self.lr_patience >= 0, "patience/lr_patience", "must be >= 1 / >= 0")
+        _require(0 < self.lr_factor < 1, "lr_factor", "must lie in (0, 1)")
+        _require(self.num_threads >= 1, "num_threads", "must be >= 1")
+        _require(self.n_boot >= 0, "n_boot", "must be >= 0 (0: no confidence intervals)")
+
+
+@dataclass
+class ClassifierRunParams:
+    """What one classifier run is (notebook 02): not a profile section, the runner fills it per run."""
+
+    arch: str = choice("resnet18", ARCHS)  # timm architecture
+    strategy: str = choice("none", STRATEGIES)  # imbalance strategy: none, weighted_loss or balanced_sampler
+    seed: int = 0  # seed of initialisation, batch order and augmentation
+    fold: int = -1  # -1: hold-out split; 0..k-1: that patient-grouped fold
+    synthetic_set: str = ""  # synthetic set for training: name in <out_dir>/synthetic, or a path ("": none)
+    synthetic_amount: float = 1.0  # how many synthetic images, in train.synthetic_amount_unit
+    frames_csv: str = ""  # frames.csv ("": <out_dir>/data/frames.csv, built with default data params if absent)
+
+    def check(self) -> None:
+        _require(self.fold >= -1, "fold", "must be -1 (hold-out) or a fold number 0..n_folds-1")
+        _require(self.synthetic_amount >= 0, "synthetic_amount", "must be >= 0")
+
+
+@dataclass
+class ImbalanceRunParams(ClassifierRunParams):
+    """Notebook 03's run: the same as notebook 02's, with an imbalance strategy by default."""
+
+    strategy: str = choice("weighted_loss", STRATEGIES)  # imbalance strategy: weighted_loss or balanced_sampler
+
+
+@dataclass
+class GridParams:
+    """Which classifier runs the study makes (section `grid`); the runner plans notebooks 02 and 03 from it."""
+
+    archs: list[str] = choice(["resnet18"], ARCHS)  # architectures
+    seeds: list[int] = listof([0])  # seeds per condition
+    folds: list[int] = listof([-1])  # -1: hold-out split; 0..k-1: patient-grouped folds
+    strategies: list[str] = choice(["weighted_loss", "balanced_sampler"], STRATEGIES)  # notebook 03's strategies
+    synthetic_amounts: list[float] = listof([1.0])  # amounts of each synthetic set (train.synthetic_amount_unit)
+    augment_strategies: list[str] = choice(["none"], STRATEGIES)  # strategies also run with augmentation
+
+    def check(self) -> None:
+        for key in ("archs", "seeds", "folds"):
+            values = getattr(self, key)
+            _require(len(values) > 0 and len(set(values)) == len(values), key, "must list distinct values")
+        _require(all(f >= -1 for f in self.folds), "folds", "must be -1 (hold-out) or fold numbers >= 0")
+        _require(all(a > 0 for a in self.synthetic_amounts), "synthetic_amounts", "must all be > 0")
+
+
+# --- ddpm: DDPM generators of synthetic minority frames (notebook 05) -----------------------------------
+DDPM_VARIANTS = ("3_mixed", "train_all", "3_mixed_any_split")
+DDPM_SAMPLERS = ("ddpm", "ddim", "dpmsolver")
+FEATURE_EXTRACTORS = ("classifier", "inception", "dinov2", "pixels")
+
+
+@dataclass
+class DDPMRunsParams:
+    variants: list[str] = choice(["3_mixed", "train_all", "3_mixed_any_split"], DDPM_VARIANTS)  # generators the runner trains (one notebook 05 run each)
+    folds: list[int] = listof([-1])  # splits they train on: -1 hold-out, f for fold f
+
+    def check(self) -> None:
+        _require(len(self.variants) == len(set(self.variants)), "variants", "must not repeat a variant")
+        _require(all(f >= -1 for f in self.folds) and len(self.folds) >= 1, "folds",
+                 "must list -1 (hold-out) or fold numbers >= 0")
+
+
+@dataclass
+class DDPMParams:
+    variant: str = choice("3_mixed", DDPM_VARIANTS)  # frames the generator trains on (see notebook 05)
+    fold: int = -1  # split the frames come from: -1 hold-out, f for fold f
+    seed: int = 0  # seed of frame choice, initial weights, training noise and sampling
+    image_size: int = 32  # generator resolution in px (square); seed study 128
+    block_out_channels: list[int] = listof([16, 32, 64])  # UNet channels per level; seed 128,128,256,256,512,512
+    layers_per_block: int = 1  # ResNet layers per UNet level (seed 2)
+    attention_levels: list[int] = listof([])  # 0-based UNet levels with self-attention (seed: [4])
+    epochs_3_mixed: int = 200  # passes over the frames for 3_mixed and 3_mixed_any_split (seed 3000)
+    epochs_train_all: int = 20  # passes over the frames for train_all (seed 2000)
+    batch_size: int = 16  # training images per optimizer step (seed 16)
+    lr: float = 0.001  # AdamW peak learning rate (seed 1e-4)
+    warmup_steps: int = 20  # linear warm-up steps of the cosine schedule (seed 500)
+    ema_decay: float = 0.999  # largest decay of the EMA weights the pipeline is saved with (seed 0.9999)
+    mixed_precision: str = choice("fp16", ("no", "fp16"))  # fp16 autocast on GPU; CPU always runs fp32
+    checkpoint_every: int = 100  # optimizer steps between checkpoints (resume starts from the last)
+    sample_grid_every: int = 100  # epochs between sample grids saved in the generator folder
+    resume: str = choice("latest", ("latest", "none"))  # continue an interrupted training from its last checkpoint
+    sampler: str = choice("dpmsolver", DDPM_SAMPLERS)  # ddpm (ancestral), ddim or dpmsolver (DPM-Solver++)
+    sampling_steps: int = 20  # denoising steps (seed: ddpm 500; usual: ddim 50, dpmsolver 20)
+    n_samples: int = 48  # images generated, kept and rejected alike
+    sample_batch_size: int = 16  # images denoised together
+    output_size: int = 64  # side in px of the written images: the classifier's input size
+    num_threads: int = 2  # CPU threads torch may use
+    device: str = choice("auto", ("auto", "cpu", "cuda"))  # auto: cuda when available
+
+    def check(self) -> None:
+        _require(self.fold >= -1, "fold", "must be -1 (hold-out) or a fold number >= 0")
+        levels = len(self.block_out_channels)
+        _require(levels >= 2, "block_out_channels", "needs at least two UNet levels")
+        _require(self.image_size % 2 ** (levels - 1) == 0 and self.image_size >= 8, "image_size",
+                 f"must be >= 8 and divisible by 2**(levels-1) = {2 ** (levels - 1)}")
+        _require(all(c > 0 and c % 8 == 0 for c in self.block_out_channels), "block_out_channels",
+                 "must be positive multiples of 8 (GroupNorm uses 8 groups at least)")
+        _require(all(0 <= a < levels for a in self.attention_levels), "attention_levels",
+                 f"must be level indices in [0, {levels - 1}]")
+        _require(self.layers_per_block >= 1, "layers_per_block", "must be >= 1")
+        _require(self.epochs_3_mixed >= 1 and self.epochs_train_all >= 1, "epochs_3_mixed/epochs_train_all",
+                 "must be >= 1")
+        _require(self.batch_size >= 1 and self.sample_batch_size >= 1, "batch_size/sample_batch_size",
+                 "must be >= 1")
+        _require(self.lr > 0, "lr", "must be > 0")
+        _require(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
+        _require(0 < self.ema_decay < 1, "ema_decay", "must lie in (0, 1)")
+        _require(self.checkpoint_every >= 1 and self.sample_grid_every >= 1,
+                 "checkpoint_every/sample_grid_every", "must be >= 1")
+        _require(1 <= self.sampling_steps <= 1000, "sampling_steps", "must lie in [1, 1000] (1000 training steps)")
+        _require(self.n_samples >= 1, "n_samples", "must be >= 1")
+        _require(self.output_size >= 8, "output_size", "must be >= 8")
+        _require(self.num_threads >= 1, "num_threads", "must be >= 1")
+
+
+# --- audit: quality gate, memorization and realism audit of synthetic sets (notebooks 04 and 05) ---------
+@dataclass
+class AuditParams:
+    min_std: float = 30.0  # quality gate: grey-level std (0-255) must exceed this (seed 30)
+    min_entropy: float = 4.7  # quality gate: 256-bin histogram entropy in nats must exceed this (seed 4.7)
+    memorization_threshold: float = 0.95  # pixel correlation with a training frame above which an image counts as memorized
+    ssim_threshold: float = 0.9  # SSIM with a training frame above which an image counts as memorized
+    audit_size: int = 64  # side in px of the grey images compared
+    ssim_candidates: int = 5  # SSIM is computed against this many frames nearest by correlation
+    n_holdout_reference: int = 20  # real held-out minority frames compared with training frames (what close means)
+    n_closest_pairs: int = 8  # closest synthetic-training pairs listed and shown
+    fd_subset: int = 200  # most images per side in the Fréchet distance (seeded subset)
+    kid_subset: int = 50  # images per KID subset
+    kid_subsets: int = 20  # KID subsets averaged
+    feature_extractor: str = choice("classifier", FEATURE_EXTRACTORS)  # feature space of FD and KID
+    feature_run_dir: str = ""  # baseline classifier run folder (real data only) for classifier features; empty: none
+    audit_seed: int = 0  # seed of the subsets and reference frames
+
+    def check(self) -> None:
+        _require(self.min_std >= 0 and self.min_entropy >= 0, "min_std/min_entropy", "must be >= 0")
+        _require(-1 <= self.memorization_threshold <= 1, "memorization_threshold", "must lie in [-1, 1]")
+        _require(-1 <= self.ssim_threshold <= 1, "ssim_threshold", "must lie in [-1, 1]")
+        _require(self.audit_size >= 16, "audit_size", "must be >= 16 (SSIM needs a 7-px window)")
+        _require(self.ssim_candidates >= 1, "ssim_candidates", "must be >= 1")
+        _require(self.n_holdout_reference >= 0 and self.n_closest_pairs >= 0,
+                 "n_holdout_reference/n_closest_pairs", "must be >= 0")
+        _require(self.fd_subset >= 2 and self.kid_subset >= 2 and self.kid_subsets >= 1,
+                 "fd_subset/kid_subset/kid_subsets", "must be >= 2, >= 2 and >= 1")
+
+
+# --- textual_inversion: a minority token learned on a Stable-Diffusion-style model (notebook 04) ----------
+TI_BASE_KEYWORDS = ("tiny", "domain")
+TI_TRAIN_FRAMES = ("3_mixed", "6_mixed", "all")
+TI_SAMPLERS = ("dpmsolver", "ddim", "euler", "pndm")
+
+
+@dataclass
+class TextualInversionRunsParams:
+    base_models: list[str] = listof(["tiny"])  # one notebook 04 run per base model (tiny, domain, hub id or folder)
+    folds: list[int] = listof([-1])  # splits the token learns from: -1 hold-out, f for fold f
+
+    def check(self) -> None:
+        _require(len(self.base_models) >= 1 and len(set(self.base_models)) == len(self.base_models),
+                 "base_models", "must list at least one base model, none twice")
+        _require(len(self.folds) >= 1 and all(f >= -1 for f in self.folds), "folds",
+                 "must list -1 (hold-out) or fold numbers >= 0")
+
+
+@dataclass
+class TextualInversionParams:
+    base_model: str = "tiny"  # tiny (offline test pipeline: noise), domain (study-trained), hub id or diffusers folder
+    placeholder_token: str = "<viral-pneumonia-ultrasound>"  # the new token learned for the minority class
+    initializer_token: str = "pneumonia"  # one existing token whose embedding the new one starts from
+    num_vectors: int = 1  # embedding vectors behind the token
+    learnable_property: str = choice("object", ("object", "style", "ultrasound"))  # training prompt templates
+    train_frames: str = choice("3_mixed", TI_TRAIN_FRAMES)  # minority training frames: 3 or 6 spread over videos, or all
+    fold: int = -1  # split the frames come from: -1 hold-out, f for fold f
+    seed: int = 0  # seed of frame choice, training noise and sampling
+    lr: float = 0.005  # AdamW learning rate of the token embedding
+    steps: int = 20  # optimizer steps
+    batch_size: int = 2  # training images per micro-batch
+    gradient_accumulation: int = 1  # micro-batches per optimizer step
+    resolution: int = 0  # training image side in px; 0: the base model's native size
+    checkpoint_every: int = 10  # steps between saved embeddings and sample grids
+    n_checkpoint_images: int = 4  # images in each checkpoint sample grid
+    prompt: str = "a lung ultrasound frame of {}"  # generation prompt; {} becomes the learned token
+    n_txt2img: int = 8  # text-to-image samples written (kept and rejected alike)
+    n_img2img: int = 8  # image-to-image samples written, from the training frames in turn
+    strength: float = 0.5  # img2img noise strength: 0 returns the source, 1 ignores it
+    sampler: str = choice("dpmsolver", TI_SAMPLERS)  # scheduler used for sampling (DPM-Solver++ by default)
+    sampling_steps: int = 10  # denoising steps per image
+    guidance_scale: float = 3.0  # classifier-free guidance scale (1: none)
+    sample_batch_size: int = 8  # images denoised together
+    output_size: int = 64  # side in px of the written images: the classifier's input size
+    domain_resolution: int = 32  # domain base model: image side in px (multiple of 16)
+    domain_width: int = 16  # domain base model: channels of the first UNet level (then x2, x4)
+    domain_vae_steps: int = 30  # domain base model: autoencoder training steps
+    domain_steps: int = 60  # domain base model: text encoder + UNet training steps
+    domain_batch_size: int = 16  # domain base model: frames per step
+    domain_lr: float = 0.001  # domain base model: AdamW learning rate
+    domain_caption_dropout: float = 0.1  # domain base model: share of empty captions (for guidance)
+    set_tag: str = ""  # suffix of the synthetic set folders (ti_txt2img_TAG), so base models sit side by side
+    mixed_precision: str = choice("fp16", ("no", "fp16"))  # fp16 weights for hub/folder models on GPU; CPU runs fp32
+    device: str = choice("auto", ("auto", "cpu", "cuda"))  # auto: cuda when available
+    num_threads: int = 2  # CPU threads torch may use
+
+    def check(self) -> None:
+        _require(bool(self.base_model.strip()), "base_model", "must be tiny, domain, a hub id or a folder")
+        _require(bool(self.placeholder_token.strip()) and " " not in self.placeholder_token, "placeholder_token",
+                 "must be one word without spaces, e.g. <viral-pneumonia-ultrasound>")
+        _require(bool(self.initializer_token.strip()), "initializer_token", "must be an existing word")
+        _require(self.num_vectors >= 1, "num_vectors", "must be >= 1")
+        _require(self.fold >= -1, "fold", "must be -1 (hold-out) or a fold number >= 0")
+        _require(self.lr > 0, "lr", "must be > 0")
+        _require(self.steps >= 1 and self.batch_size >= 1 and self.gradient_accumulation >= 1,
+                 "steps/batch_size/gradient_accumulation", "must be >= 1")
+        _require(self.resolution == 0 or (self.resolution >= 16 and self.resolution % 8 == 0), "resolution",
+                 "must be 0 (native) or a multiple of 8 >= 16")
+        _require(self.checkpoint_every >= 1 and self.n_checkpoint_images >= 1,
+                 "checkpoint_every/n_checkpoint_images", "must be >= 1")
+        _require(self.prompt.count("{}") == 1, "prompt", "must hold exactly one {} for the learned token")
+        _require(self.n_txt2img >= 0 and self.n_img2img >= 0 and self.n_txt2img + self.n_img2img >= 1,
+                 "n_txt2img/n_img2img", "must be >= 0 and not both 0")
+        _require(0 < self.strength <= 1, "strength", "must lie in (0, 1]")
+        _require(1 <= self.sampling_steps <= 1000, "sampling_steps", "must lie in [1, 1000]")
+        _require(self.guidance_scale >= 1, "guidance_scale", "must be >= 1 (1: no guidance)")
+        _require(self.sample_batch_size >= 1, "sample_batch_size", "must be >= 1")
+        _require(self.output_size >= 8, "output_size", "must be >= 8")
+        _require(self.domain_resolution >= 16 and self.domain_resolution % 16 == 0, "domain_resolution",
+                 "must be a multiple of 16")
+        _require(self.domain_width >= 8 and self.domain_width % 8 == 0, "domain_width",
+                 "must be a positive multiple of 8")
+        _require(self.domain_vae_steps >= 1 and self.domain_steps >= 1 and self.domain_batch_size >= 1,
+                 "domain_vae_steps/domain_steps/domain_batch_size", "must be >= 1")
+        _require(self.domain_lr > 0, "domain_lr", "must be > 0")
+        _require(0 <= self.domain_caption_dropout < 1, "domain_caption_dropout", "must lie in [0, 1)")
+        _require(self.set_tag == "" or self.set_tag.replace("_", "").replace("-", "").isalnum(), "set_tag",
+                 "must be empty or letters, digits, - and _")
+        _require(self.num_threads >= 1, "num_threads", "must be >= 1")
+
+
+SECTIONS: dict[str, type] = {
+    "study": StudyParams,
+    "data": DataParams,
+    "explore": ExploreParams,
+    "ddpm_runs": DDPMRunsParams,
+    "ddpm": DDPMParams,
+    "audit": AuditParams,
+    "train": TrainParams,
+    "grid": GridParams,
+    "textual_inversion_runs": TextualInversionRunsParams,
+    "textual_inversion": TextualInversionParams,
+}
+
+# Which sections make up each notebook's parameters (besides data_root and out_dir).
+NOTEBOOK_PARAMS: dict[str, tuple[type, ...]] = {
+    "01_data_exploration": (DataParams, ExploreParams),
+    "05_ddpm": (DDPMParams, AuditParams),
+    "02_baseline": (ClassifierRunParams, TrainParams),
+    "03_weighted_loss": (ImbalanceRunParams, TrainParams),
+    "04_textual_inversion": (TextualInversionParams, AuditParams),
+}
+# Every notebook also takes these two paths (name: help); both default to "".
+COMMON_NOTEBOOK_PARAMS = {
+    "data_root": "dataset data/ folder; empty: $LUS_DATA_ROOT, else data/covid19_ultrasound/data",
+    "out_dir": "study output folder; empty: outputs/notebook",
+}
+
+
+# --- validation ---------------------------------------------------------------------------------------
+def _require(ok: bool, key: str, why: str) -> None:
+    if not ok:
+        raise ParamError(f"parameter '{key}' {why}")
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, arg) for arg in typing.get_args(hint))
+    if origin is list:
+        (item,) = typing.get_args(hint) or (Any,)
+        return isinstance(value, (list, tuple)) and all(_type_ok(v, item) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def build(cls: type, values: Mapping[str, Any], source: str, complete: bool = False) -> Any:
+    """Make `cls` from `values`, refusing unknown keys and wrong types, naming `source`.
+
+    With `complete`, every field must be given (profiles set every key).
+    """
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ParamError(f"{source}: unknown parameter(s) {unknown}; allowed: {sorted(known)}")
+    if complete:
+        missing = sorted(set(known) - set(values))
+        if missing:
+            raise ParamError(f"{source}: missing parameter(s) {missing} (every profile sets every key)")
+    for key, value in values.items():
+        hint = hints[key]
+        if not _type_ok(value, hint):
+            raise ParamError(f"{source}: parameter '{key}' must be {_type_name(hint)}, "
+                             f"got {value!r} ({type(value).__name__})")
+        choices = known[key].metadata.get("choices")
+        if choices is not None:
+            items = value if isinstance(value, (list, tuple)) else [value]
+            bad = [v for v in items if v not in choices]
+            if bad:
+                raise ParamError(f"{source}: parameter '{key}' has {bad}; allowed: {list(choices)}")
+    coerced = {k: (float(v) if hints[k] is float else list(v) if isinstance(v, tuple) else v)
+               for k, v in values.items()}
+    obj = cls(**coerced)
+    if hasattr(obj, "check"):
+        try:
+            obj.check()
+        except ParamError as err:
+            raise ParamError(f"{source}: {err}") from None
+    return obj
+
+
+def as_dict(obj: Any) -> dict[str, Any]:
+    return dataclasses.asdict(obj)
+
+
+@dataclass
+class Profile:
+    """A validated profile: one dataclass per section, plus where it came from."""
+
+    name: str
+    path: Path
+    description: str
+    sections: dict[str, Any]
+
+    def __getattr__(self, item: str) -> Any:
+        sections = self.__dict__.get("sections", {})
+        if item in sections:
+            return sections[item]
+        raise AttributeError(item)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: as_dict(section) for name, section in self.sections.items()}
+
+
+def profile_path(name_or_path: str) -> Path:
+    """`smoke` -> params/smoke.yaml; anything with a suffix or a slash is taken as a path."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or len(candidate.parts) > 1:
+        path = candidate
+    else:
+        path = PARAMS_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        available = sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
+        raise ParamError(f"profile '{name_or_path}' not found at {path}; available: {available} "
+                         "or a path to a .yaml file")
+    return path
+
+
+def load_profile(name_or_path: str) -> Profile:
+    path = profile_path(name_or_path)
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(raw, dict):
+        raise ParamError(f"{path}: a profile is a mapping of sections, got {type(raw).__name__}")
+    description = raw.pop("description", "")
+    if not isinstance(description, str) or not description.strip():
+        raise ParamError(f"{path}: 'description' (what this profile is for) is required")
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ParamError(f"{path}: unknown section(s) {unknown}; allowed: {sorted(SECTIONS)}")
+    missing = sorted(set(SECTIONS) - set(raw))
+    if missing:
+        raise ParamError(f"{path}: missing section(s) {missing} (every profile sets every key)")
+    sections = {}
+    for name, cls in SECTIONS.items():
+        values = raw[name] or {}
+        if not isinstance(values, dict):
+            raise ParamError(f"{path}: section '{name}' must be a mapping")
+        sections[name] = build(cls, values, f"{path} [{name}]", complete=True)
+    stem = path.stem
+    return Profile(name=stem, path=path, description=description.strip(), sections=sections)
+
+
+def notebook_defaults(notebook: str) -> dict[str, Any]:
+    """The parameters cell of `notebook` as a dict: common params then each section's defaults."""
+    values: dict[str, Any] = {key: "" for key in COMMON_NOTEBOOK_PARAMS}
+    for cls in NOTEBOOK_PARAMS[notebook]:
+        values.update(as_dict(cls()))
+    return values
+
+
+def from_notebook(notebook: str, namespace: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Validate a notebook's parameters (taken from its globals) into its section dataclasses.
+
+    Used in the cell after `parameters`, so a mistyped `-p` value stops the notebook at once.
+    """
+    out = []
+    for cls in NOTEBOOK_PARAMS[notebook]:
+        values = {f.name: namespace[f.name] for f in fields(cls) if f.name in namespace}
+        out.append(build(cls, values, f"notebook {notebook} parameters"))
+    for key in COMMON_NOTEBOOK_PARAMS:
+        value = namespace.get(key, "")
+        if not isinstance(value, str):
+            raise ParamError(f"notebook {notebook} parameters: '{key}' must be a str path, got {value!r}")
+    return tuple(out)
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """The `# comment` written after each field in the dataclass source (used as parameter help)."""
+    import inspect
+
+    comments: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        for line in inspect.getsource(klass).splitlines():
+            name, sep, rest = line.strip().partition(":")
+            if sep and name.isidentifier() and "#" in rest:
+                comments[name] = rest.split("#", 1)[1].strip()
+    return comments
+
+
+def parameters_cell(notebook: str) -> str:
+    """The source of `notebook`'s `parameters` cell, rendered from the dataclasses (one literal a line)."""
+    lines = [f'{key}: str = ""  # {comment}' for key, comment in COMMON_NOTEBOOK_PARAMS.items()]
+    for cls in NOTEBOOK_PARAMS[notebook]:
+        comments = _field_comments(cls)
+        # papermill's parser misreads a comment holding "=", and then drops the parameter.
+        bad = {k: c for k, c in comments.items() if "=" in c}
+        if bad:
+            raise ParamError(f"{cls.__name__}: field comments must not contain '=': {bad}")
+        hints = typing.get_type_hints(cls)
+        for f in fields(cls):
+            value = getattr(cls(), f.name)
+            hint = hints[f.name]
+            type_name = "list" if typing.get_origin(hint) is list else _type_name(hint)
+            literal = repr(value).replace("'", '"')
+            lines.append(f"{f.name}: {type_name} = {literal}  # {comments.get(f.name, '')}".rstrip())
+    return "\n".join(lines)

@@ -1,0 +1,215 @@
+"""From a profile to the study's runs: which notebook runs with which parameters, in which order.
+
+One planner per stage, in dependency order (01, then 05 and 04, then the 02/03 grid including the
+augmented runs, then 06). Every planned run's parameters are validated against its notebook's
+parameter classes before anything executes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import params as P
+from .paths import NOTEBOOKS_DIR
+
+NOTEBOOKS = {
+    "01": "01_data_exploration",
+    "02": "02_baseline",
+    "03": "03_weighted_loss",
+    "04": "04_textual_inversion",
+    "05": "05_ddpm",
+    "06": "06_final_comparison",
+}
+
+
+@dataclass
+class Run:
+    """One execution of one notebook with its parameters."""
+
+    stage: str
+    notebook: str
+    run_id: str  # unique in the study; the executed notebook is <out>/notebooks/<run_id>.ipynb
+    params: dict[str, Any]
+    after: list[str] = field(default_factory=list)  # run_ids that must finish first
+
+    @property
+    def source(self) -> Path:
+        return NOTEBOOKS_DIR / f"{self.notebook}.ipynb"
+
+
+class RunFailed(RuntimeError):
+    pass
+
+
+def section_values(*sections: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for section in sections:
+        values.update(P.as_dict(section))
+    return values
+
+
+# --- planners: one per stage, in dependency order -------------------------------------------------------
+def plan_explore(profile: P.Profile, common: dict[str, Any], planned: list[Run]) -> list[Run]:
+    return [Run("01", NOTEBOOKS["01"], "01_data_exploration",
+                {**common, **section_values(profile.data, profile.explore)})]
+
+
+def feature_run(profile: P.Profile) -> dict[str, Any]:
+    """The baseline classifier whose features measure the realism of synthetic sets (real data only)."""
+    return {"arch": profile.grid.archs[0], "strategy": "none", "seed": profile.grid.seeds[0],
+            "fold": profile.grid.folds[0], "synthetic_set": "", "synthetic_amount": 1.0}
+
+
+def classifier_run(profile: P.Profile, common: dict[str, Any], what: dict[str, Any],
+                   after: list[str]) -> Run:
+    from .training import run_id_for
+
+    run_params = {**P.as_dict(P.ClassifierRunParams()), **what}
+    notebook = "02_baseline" if run_params["strategy"] == "none" else "03_weighted_loss"
+    run_id = run_id_for(run_params)
+    return Run(notebook[:2], notebook, f"{notebook[:2]}_{run_id}",
+               {**common, **run_params, **P.as_dict(profile.train)}, after)
+
+
+def plan_feature_baseline(profile: P.Profile, common: dict[str, Any], planned: list[Run]) -> list[Run]:
+    """One baseline run first, so the synthetic-set audits can use its features (it is also a grid run)."""
+    return [classifier_run(profile, common, feature_run(profile), [r.run_id for r in planned])]
+
+
+def synthetic_set_name(generator: str, fold: int) -> str:
+    return generator if fold < 0 else f"{generator}_fold{fold}"
+
+
+def plan_ddpm(profile: P.Profile, common: dict[str, Any], planned: list[Run]) -> list[Run]:
+    runs = []
+    feature_dir = _feature_run_dir(profile, common, planned)
+    for fold in profile.ddpm_runs.folds:
+        for variant in profile.ddpm_runs.variants:
+            values = {**P.as_dict(profile.ddpm), "variant": variant, "fold": fold,
+                      **P.as_dict(profile.audit), "feature_run_dir": feature_dir}
+            runs.append(Run("05", NOTEBOOKS["05"], f"05_{synthetic_set_name('ddpm_' + variant, fold)}",
+                            {**common, **values}, _ids(planned, "01", "02")))
+    return runs
+
+
+def plan_textual_inversion(profile: P.Profile, common: dict[str, Any], planned: list[Run]) -> list[Run]:
+    feature_dir = _feature_run_dir(profile, common, planned)
+    ti = profile.textual_inversion
+    values = {**P.as_dict(ti), **P.as_dict(profile.audit), "feature_run_dir": feature_dir}
+    return [Run("04", NOTEBOOKS["04"], f"04_{synthetic_set_name('ti', ti.fold)}", {**common, **values},
+                _ids(planned, "01", "02"))]
+
+
+def synthetic_sets(planned: list[Run]) -> list[tuple[str, int, str]]:
+    """(set name, fold, producing run_id) of every synthetic set the planned runs write."""
+    sets = []
+    for run in planned:
+        if run.stage == "05":
+            sets.append((synthetic_set_name(f"ddpm_{run.params['variant']}", run.params["fold"]),
+                         run.params["fold"], run.run_id))
+        elif run.stage == "04":
+            from .textual_inversion import SET_NAMES
+
+            sets += [(synthetic_set_name(name, run.params["fold"]), run.params["fold"], run.run_id)
+                     for name in SET_NAMES]
+    return sets
+
+
+def plan_classifiers(profile: P.Profile, common: dict[str, Any], planned: list[Run]) -> list[Run]:
+    """The 02/03 grid: baselines, imbalance strategies, and every synthetic set at every amount."""
+    grid = profile.grid
+    stages = profile.study.stages
+    first = feature_run(profile)
+    runs = []
+    data_runs = _ids(planned, "01")
+    for arch in grid.archs:
+        for fold in grid.folds:
+            for seed in grid.seeds:
+                base = {"arch": arch, "seed": seed, "fold": fold}
+                if "02" in stages and {**first, **base} != first:
+                    runs.append(classifier_run(profile, common, {**base, "strategy": "none"}, data_runs))
+                if "03" in stages:
+                    runs += [classifier_run(profile, common, {**base, "strategy": s}, data_runs)
+                             for s in grid.strategies]
+                for name, set_fold, producer in synthetic_sets(planned):
+                    if set_fold != fold:
+                        continue
+                    for strategy in grid.augment_strategies:
+                        if ("02" if strategy == "none" else "03") not in stages:
+                            continue
+                        runs += [classifier_run(profile, common, {**base, "strategy": strategy,
+                                                                  "synthetic_set": name,
+                                                                  "synthetic_amount": amount},
+                                                data_runs + [producer])
+                                 for amount in grid.synthetic_amounts]
+    return runs
+
+
+def plan_compare(profile: P.Profile, common: dict[str, Any], planned: list[Run]) -> list[Run]:
+    return [Run("06", NOTEBOOKS["06"], "06_final_comparison", {**common, **P.as_dict(profile.compare)},
+                [r.run_id for r in planned])]
+
+
+def _ids(planned: list[Run], *stages: str) -> list[str]:
+    return [r.run_id for r in planned if r.stage in stages]
+
+
+def _feature_run_dir(profile: P.Profile, common: dict[str, Any], planned: list[Run]) -> str:
+    """The feature baseline's run folder when it is planned in this invocation or already exists."""
+    from .training import run_id_for
+
+    run_dir = Path(common["out_dir"]) / "runs" / run_id_for({**P.as_dict(P.ClassifierRunParams()),
+                                                              **feature_run(profile)})
+    planned_here = any(r.stage == "02" for r in planned)
+    return str(run_dir) if planned_here or (run_dir / "metrics.json").is_file() else ""
+
+
+# Stage order: data, the feature baseline, generators (05 before 04: 04 reuses its audit), the grid, comparison.
+PLANNERS: list[tuple[str, Callable[[P.Profile, dict[str, Any], list[Run]], list[Run]]]] = [
+    ("01", plan_explore),
+    ("02", plan_feature_baseline),
+    ("05", plan_ddpm),
+    ("04", plan_textual_inversion),
+    ("02", plan_classifiers),
+    ("06", plan_compare),
+]
+
+
+def plan(profile: P.Profile, out_dir: Path, data_root: Path, only: list[str] | None = None) -> list[Run]:
+    """All runs of the study in execution order; `only` keeps those stages (their inputs must exist)."""
+    common = {"data_root": str(data_root), "out_dir": str(out_dir)}
+    stages = [s for s in profile.study.stages if not only or s in only]
+    unknown = sorted(set(only or []) - set(NOTEBOOKS))
+    if unknown:
+        raise P.ParamError(f"--only {unknown}: unknown stage(s); known: {sorted(NOTEBOOKS)}")
+    missing = [s for s in stages if s not in {stage for stage, _ in PLANNERS}]
+    if missing:
+        raise P.ParamError(f"{profile.path}: stage(s) {missing} have no planner in this version of the runner")
+    runs: list[Run] = []
+    for stage, planner in PLANNERS:
+        if stage in stages or (planner is plan_classifiers and "03" in stages):
+            runs.extend(planner(profile, common, runs))
+    ids = [r.run_id for r in runs]
+    if len(ids) != len(set(ids)):
+        raise P.ParamError("two planned runs share a run_id; the planners must name runs uniquely")
+    validate_runs(runs, profile)
+    return runs
+
+
+def validate_runs(runs: list[Run], profile: P.Profile) -> None:
+    """Check every run's parameters against its notebook's parameter classes before anything runs."""
+    for run in runs:
+        source = f"{profile.path} -> run {run.run_id} ({run.notebook})"
+        known = set(P.COMMON_NOTEBOOK_PARAMS)
+        for cls in P.NOTEBOOK_PARAMS[run.notebook]:
+            names = {f for f in cls.__dataclass_fields__}
+            P.build(cls, {k: v for k, v in run.params.items() if k in names}, source)
+            known |= names
+        extra = sorted(set(run.params) - known)
+        if extra:
+            raise P.ParamError(f"{source}: parameters {extra} are not parameters of {run.notebook}")
+        if not run.source.is_file():
+            raise P.ParamError(f"{source}: notebook {run.source} does not exist")
+
+

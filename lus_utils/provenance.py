@@ -1,0 +1,155 @@
+"""What made an artefact: code version, data fingerprints, and atomic writes.
+
+Every artefact is written to a temporary name in the same folder and renamed into place, so a crash
+never leaves a half-written file that a later run could take for done.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from .paths import PROJECT_ROOT
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """Hash of a JSON-able object that does not depend on key order."""
+    return sha256_text(json.dumps(obj, sort_keys=True, default=str))[:length]
+
+
+def package_hash() -> str:
+    """Hash of the `lus_utils` sources: changes whenever the study's logic changes."""
+    digest = hashlib.sha256()
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def git_commit() -> str:
+    """The project's git commit, with `-dirty` when the working tree differs; `unknown` outside git."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                                text=True, check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "lus_utils", "notebooks", "params"],
+                               cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def code_version() -> dict[str, str]:
+    return {"git_commit": git_commit(), "lus_utils_sha256": package_hash()}
+
+
+def fingerprint_files(paths: Iterable[Path], root: Path | None = None) -> str:
+    """One hash over the names and contents of many files (order-independent)."""
+    digest = hashlib.sha256()
+    entries = []
+    for path in paths:
+        path = Path(path)
+        name = path.relative_to(root).as_posix() if root else path.name
+        entries.append((name, sha256_file(path)))
+    for name, file_hash in sorted(entries):
+        digest.update(f"{name}\0{file_hash}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def provenance(params: Any, **inputs: Any) -> dict[str, Any]:
+    """The record written beside every artefact: what made it."""
+    return {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "code_version": code_version(),
+        "params": params,
+        **inputs,
+    }
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return obj.as_posix()
+    if hasattr(obj, "__dataclass_fields__"):
+        from dataclasses import asdict
+        return asdict(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; it replaces `target` only if the block succeeds."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(handle)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text_atomic(target: Path, text: str) -> Path:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(target)
+
+
+def write_json_atomic(target: Path, obj: Any) -> Path:
+    return write_text_atomic(target, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def write_csv_atomic(target: Path, frame: Any) -> Path:
+    """Write a pandas DataFrame atomically."""
+    with atomic_path(target) as tmp:
+        frame.to_csv(tmp, index=False)
+    return Path(target)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+@contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Build a folder under a temporary name and rename it into place when the block succeeds."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

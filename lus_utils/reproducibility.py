@@ -1,0 +1,22 @@
+"""Same seed, same numbers: one call seeds every generator and makes CPU kernels deterministic."""
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+
+
+def seed_everything(seed: int, num_threads: int | None = None) -> None:
+    """Seed python, numpy and torch; fix the thread count; ask torch for deterministic algorithms."""
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if torch.backends.cudnn.is_available():
+        torch.backends.cudnn.benchmark = False

@@ -1,0 +1,125 @@
+"""Synthetic sets: the folder format every generator writes and the classifier hook reads.
+
+A synthetic set is a folder with
+- `images/`: one PNG per generated image (kept and rejected alike, so the gate can be inspected);
+- `manifest.csv`: one row per image, `MANIFEST_COLUMNS` at least (`path` relative to the set folder);
+- `provenance.json`: what made it, with `training_frames` (the frames.csv `path` of every real frame the
+  generator saw) and `leakage_ablation` (true only for the explicit leakage ablation);
+- `audit.json`: the memorization and realism audit (written by `synthetic_audit`).
+
+Only images with `passed_gate` true are ever added to a classifier's training split.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from .images import intensity_stats
+from .provenance import atomic_dir, read_json, write_csv_atomic, write_json_atomic
+
+MANIFEST_COLUMNS = ["path", "label", "generator", "variant", "sampler", "steps", "seed", "std", "entropy",
+                    "passed_gate", "nearest_train_path", "nearest_train_similarity"]
+AMOUNT_UNITS = ("ratio", "fraction", "count")
+
+
+class SyntheticSetError(ValueError):
+    """A synthetic set that cannot be used: missing files, unknown labels, or frames it must not have seen."""
+
+
+def gate(image: np.ndarray, min_std: float = 30.0, min_entropy: float = 4.7) -> dict[str, Any]:
+    """The seed study's quality gate: keep an image if grey std > min_std and entropy > min_entropy nats."""
+    stats = intensity_stats(image)
+    return {"std": stats["std"], "entropy": stats["entropy"],
+            "passed_gate": bool(stats["std"] > min_std and stats["entropy"] > min_entropy)}
+
+
+def write_set(set_dir: Path, images: Iterable[np.ndarray], rows: list[dict[str, Any]],
+              provenance_record: dict[str, Any]) -> pd.DataFrame:
+    """Write images, manifest.csv and provenance.json into `set_dir` atomically (whole folder at once).
+
+    `rows[i]` describes `images[i]` (label, generator, variant, sampler, steps, seed, std, entropy,
+    passed_gate, ...); the nearest-training-frame columns are filled in later by the audit.
+    """
+    import cv2
+
+    if "training_frames" not in provenance_record:
+        raise ValueError("provenance must list training_frames (frames.csv paths the generator saw)")
+    records = []
+    with atomic_dir(Path(set_dir)) as tmp:
+        (tmp / "images").mkdir()
+        for i, (image, row) in enumerate(zip(images, rows, strict=True)):
+            name = f"images/{i:05d}.png"
+            array = np.asarray(image, dtype=np.uint8)
+            cv2.imwrite(str(tmp / name), array if array.ndim == 2 else cv2.cvtColor(array, cv2.COLOR_RGB2BGR))
+            records.append({"path": name, **row})
+        manifest = pd.DataFrame(records)
+        for column in MANIFEST_COLUMNS:
+            if column not in manifest:
+                manifest[column] = "" if column.startswith("nearest") else np.nan
+        manifest = manifest[MANIFEST_COLUMNS + [c for c in manifest.columns if c not in MANIFEST_COLUMNS]]
+        write_csv_atomic(tmp / "manifest.csv", manifest)
+        write_json_atomic(tmp / "provenance.json", {"leakage_ablation": False, **provenance_record})
+    return manifest
+
+
+def read_manifest(set_dir: Path) -> pd.DataFrame:
+    manifest_path = Path(set_dir) / "manifest.csv"
+    if not manifest_path.is_file():
+        raise SyntheticSetError(f"synthetic set {set_dir} has no manifest.csv (is it a synthetic set folder, "
+                                "written completely by notebook 04 or 05?)")
+    manifest = pd.read_csv(manifest_path, keep_default_na=False)
+    missing = [c for c in ("path", "label") if c not in manifest.columns]
+    if missing:
+        raise SyntheticSetError(f"{manifest_path} lacks columns {missing}")
+    manifest["abspath"] = [str(Path(set_dir) / p) for p in manifest["path"]]
+    return manifest
+
+
+def read_provenance(set_dir: Path) -> dict[str, Any]:
+    path = Path(set_dir) / "provenance.json"
+    if not path.is_file():
+        raise SyntheticSetError(f"synthetic set {set_dir} has no provenance.json: its training frames are "
+                                "unknown, so it cannot be shown free of leakage")
+    return read_json(path)
+
+
+def load_for_training(set_dir: Path, classes: list[str], train_paths: Iterable[str]) -> pd.DataFrame:
+    """The gated images of a synthetic set, after checking it may join this training split.
+
+    Refused (with the offending rows): missing image files, labels outside `classes`, and a provenance
+    whose training frames are not all in `train_paths` unless it is marked as the leakage ablation.
+    """
+    manifest = read_manifest(set_dir)
+    absent = manifest[[not Path(p).is_file() for p in manifest["abspath"]]]
+    if len(absent):
+        raise SyntheticSetError(f"{set_dir}: {len(absent)} manifest rows point to missing files, e.g. "
+                                f"{absent['path'].head(5).tolist()}")
+    foreign = manifest[~manifest["label"].isin(classes)]
+    if len(foreign):
+        raise SyntheticSetError(f"{set_dir}: {len(foreign)} rows have labels outside {classes}: "
+                                f"{foreign[['path', 'label']].head(5).to_dict(orient='records')}")
+    record = read_provenance(set_dir)
+    seen = set(record.get("training_frames", []))
+    outside = sorted(seen - set(train_paths))
+    if outside and not record.get("leakage_ablation", False):
+        raise SyntheticSetError(f"{set_dir}: its generator saw {len(outside)} frames that are not in this run's "
+                                f"training split (e.g. {outside[:3]}); only the explicitly marked leakage "
+                                "ablation may do that")
+    if "passed_gate" in manifest.columns:
+        manifest = manifest[manifest["passed_gate"].astype(str).str.lower().isin(["true", "1"])]
+    return manifest.reset_index(drop=True)
+
+
+def amount_to_count(amount: float, unit: str, n_real_minority: int, n_available: int) -> int:
+    """How many synthetic images an amount means: ratio to real minority frames, fraction of the set, or count."""
+    if unit not in AMOUNT_UNITS:
+        raise ValueError(f"synthetic amount unit '{unit}' unknown; allowed: {list(AMOUNT_UNITS)}")
+    n = {"ratio": round(amount * n_real_minority), "fraction": round(amount * n_available),
+         "count": int(amount)}[unit]
+    if n > n_available:
+        raise SyntheticSetError(f"asked for {n} synthetic images ({amount} as {unit}) but the set has only "
+                                f"{n_available} that passed the gate; generate more or ask for fewer")
+    return n

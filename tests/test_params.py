@@ -1,0 +1,131 @@
+"""Profiles and notebook parameters: one typed definition, refused when unknown or mistyped."""
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lus_utils import params as P
+from lus_utils.paths import NOTEBOOKS_DIR, PARAMS_DIR
+
+PROFILES = ["smoke", "quick", "full"]
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_profiles_load(name):
+    profile = P.load_profile(name)
+    assert set(profile.sections) == set(P.SECTIONS)
+    assert profile.description
+
+
+def test_profiles_differ_only_in_values():
+    keys = []
+    for name in PROFILES:
+        raw = yaml.safe_load((PARAMS_DIR / f"{name}.yaml").read_text())
+        keys.append({section: sorted(values) for section, values in raw.items() if isinstance(values, dict)})
+    assert keys[0] == keys[1] == keys[2]
+
+
+def test_every_profile_key_has_a_comment():
+    for name in PROFILES:
+        for line in (PARAMS_DIR / f"{name}.yaml").read_text().splitlines():
+            if line.startswith("  ") and ":" in line and not line.strip().startswith("-"):
+                assert "#" in line, f"{name}.yaml: '{line.strip()}' needs a comment"
+
+
+def write_profile(tmp_path: Path, edit) -> Path:
+    raw = yaml.safe_load((PARAMS_DIR / "smoke.yaml").read_text())
+    edit(raw)
+    path = tmp_path / "edited.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = write_profile(tmp_path, lambda raw: raw["data"].update(sample_hzz=3))
+    with pytest.raises(P.ParamError) as err:
+        P.load_profile(str(path))
+    assert "sample_hzz" in str(err.value) and str(path) in str(err.value)
+
+
+def test_wrong_type_names_key_and_file(tmp_path):
+    path = write_profile(tmp_path, lambda raw: raw["data"].update(max_frames_per_video="thirty"))
+    with pytest.raises(P.ParamError) as err:
+        P.load_profile(str(path))
+    assert "max_frames_per_video" in str(err.value) and str(path) in str(err.value)
+
+
+def test_bad_choice_and_missing_key(tmp_path):
+    with pytest.raises(P.ParamError, match="probe"):
+        P.load_profile(str(write_profile(tmp_path, lambda raw: raw["data"].update(probe="sector"))))
+    with pytest.raises(P.ParamError, match="missing"):
+        P.load_profile(str(write_profile(tmp_path, lambda raw: raw["data"].pop("n_folds"))))
+    with pytest.raises(P.ParamError, match="unknown section"):
+        P.load_profile(str(write_profile(tmp_path, lambda raw: raw.update(extra={"a": 1}))))
+
+
+def test_unknown_profile_lists_available():
+    with pytest.raises(P.ParamError, match="smoke"):
+        P.load_profile("nonexistent")
+
+
+def test_range_checks():
+    with pytest.raises(P.ParamError, match="val_fraction"):
+        P.build(P.DataParams, {"val_fraction": 0.6, "test_fraction": 0.5}, "x")
+
+
+def notebooks() -> list[Path]:
+    return sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
+
+
+def parameters_cell(path: Path) -> str:
+    cells = [c for c in json.loads(path.read_text())["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(cells) == 1, f"{path.name}: exactly one cell must be tagged parameters"
+    return "".join(cells[0]["source"])
+
+
+def test_every_registered_notebook_exists():
+    assert {p.stem for p in notebooks()} == set(P.NOTEBOOK_PARAMS)
+
+
+@pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.stem)
+def test_notebook_parameters_match_the_dataclasses(path):
+    source = parameters_cell(path)
+    assert source == P.parameters_cell(path.stem)
+    values = {}
+    for node in ast.parse(source).body:
+        assert isinstance(node, ast.AnnAssign), "parameters cell holds annotated literals only"
+        values[node.target.id] = ast.literal_eval(node.value)
+    assert values == P.notebook_defaults(path.stem)
+
+
+@pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.stem)
+def test_papermill_documents_every_parameter(path):
+    from papermill.inspection import _infer_parameters
+    import nbformat
+
+    inferred = {p.name: p for p in _infer_parameters(nbformat.read(path, as_version=4))}
+    assert set(inferred) == set(P.notebook_defaults(path.stem))
+    assert all(p.help for p in inferred.values())
+
+
+@pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.stem)
+def test_notebooks_are_narratives_without_outputs_or_definitions(path):
+    nb = json.loads(path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
+    for cell in code:
+        tree = ast.parse("".join(cell["source"]))
+        assert not [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))]
+    assert nb["cells"][0]["cell_type"] == "markdown"
+    assert "parameters" in nb["cells"][1].get("metadata", {}).get("tags", [])
+
+
+def test_from_notebook_refuses_mistyped_values():
+    namespace = P.notebook_defaults("01_data_exploration")
+    namespace["n_folds"] = "5"
+    with pytest.raises(P.ParamError, match="n_folds"):
+        P.from_notebook("01_data_exploration", namespace)
