@@ -113,23 +113,27 @@ def _flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def train_vae(images: torch.Tensor, config: dict, knobs: dict, generator: torch.Generator):
-    """A tiny AutoencoderKL fitted by reconstruction (plus a tiny KL), latent scale set to 1 / latent std."""
+    """A tiny AutoencoderKL fitted by reconstruction (plus a tiny KL) on random half-size crops of the frames;
+    its latent scale is then set to 1 / std of the full frames' latents, as Stable Diffusion's was."""
     from diffusers import AutoencoderKL
 
     vae = AutoencoderKL(**config)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=knobs["lr"], weight_decay=0.0)
     losses = []
     vae.train()
+    crop = images.shape[-1] // 2
     for index in tqdm(_batches(len(images), knobs["batch_size"], knobs["vae_steps"], generator),
                       desc="domain VAE", unit="step"):
-        x = _flip(images[index], generator)
+        # Random half-size crops: the autoencoder is convolutional, and crops cost a quarter of the compute.
+        top, left = torch.randint(0, images.shape[-1] - crop + 1, (2,), generator=generator).tolist()
+        x = _flip(images[index, :, top:top + crop, left:left + crop], generator)
         posterior = vae.encode(x).latent_dist
         z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
         loss = F.mse_loss(vae.decode(z).sample, x) + VAE_KL_WEIGHT * posterior.kl().mean()
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     vae.eval()
     vae.requires_grad_(False)
     with torch.no_grad():
@@ -171,7 +175,7 @@ def train_denoiser(latent_mean: torch.Tensor, latent_std: torch.Tensor, captions
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
         optimizer.zero_grad()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     for model in (unet, text_encoder):
         model.eval()
         model.requires_grad_(False)
@@ -223,7 +227,7 @@ def load_or_train(frames: pd.DataFrame, split_column: str, params: Any, out_dir:
             "n_frames": len(paths), "frames_per_class": chosen["label"].value_counts().sort_index().to_dict()}
     if (folder / "provenance.json").is_file():
         pipe = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True, safety_checker=None,
-                                                       requires_safety_checker=False)
+                                                       requires_safety_checker=False, low_cpu_mem_usage=False)
         pipe.set_progress_bar_config(disable=True)
         return pipe, {**info, "cached": True}
     pipe, history = train(chosen, knobs, tokenizer_dir)

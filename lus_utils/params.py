@@ -208,7 +208,7 @@ class DDPMParams:
     ema_decay: float = 0.999  # largest decay of the EMA weights the pipeline is saved with (seed 0.9999)
     mixed_precision: str = choice("fp16", ("no", "fp16"))  # fp16 autocast on GPU; CPU always runs fp32
     checkpoint_every: int = 100  # optimizer steps between checkpoints (resume starts from the last)
-    sample_grid_every: int = 100  # epochs between sample grids saved in the generator folder
+    sample_grids: int = 2  # sample grids saved during training, evenly spaced over the epochs (0: none)
     resume: str = choice("latest", ("latest", "none"))  # continue an interrupted training from its last checkpoint
     sampler: str = choice("dpmsolver", DDPM_SAMPLERS)  # ddpm (ancestral), ddim or dpmsolver (DPM-Solver++)
     sampling_steps: int = 20  # denoising steps (seed: ddpm 500; usual: ddim 50, dpmsolver 20)
@@ -236,8 +236,8 @@ class DDPMParams:
         _require(self.lr > 0, "lr", "must be > 0")
         _require(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
         _require(0 < self.ema_decay < 1, "ema_decay", "must lie in (0, 1)")
-        _require(self.checkpoint_every >= 1 and self.sample_grid_every >= 1,
-                 "checkpoint_every/sample_grid_every", "must be >= 1")
+        _require(self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1")
+        _require(self.sample_grids >= 0, "sample_grids", "must be >= 0")
         _require(1 <= self.sampling_steps <= 1000, "sampling_steps", "must lie in [1, 1000] (1000 training steps)")
         _require(self.n_samples >= 1, "n_samples", "must be >= 1")
         _require(self.output_size >= 8, "output_size", "must be >= 8")
@@ -365,6 +365,52 @@ class TextualInversionParams:
         _require(self.num_threads >= 1, "num_threads", "must be >= 1")
 
 
+# --- compare: the final comparison (notebook 06) -------------------------------------------------------
+COMPARE_METRICS = ("macro_f1", "balanced_accuracy", "accuracy", "weighted_f1", "minority_recall",
+                   "minority_precision", "minority_f1", "minority_specificity", "minority_auroc", "minority_ap",
+                   "video_accuracy", "video_balanced_accuracy", "video_macro_f1", "video_minority_recall")
+
+
+@dataclass
+class CompareParams:
+    minority_class: str = choice(MINORITY_CLASS, CLASSES)  # class whose recall, F1, AUROC and AP are compared
+    metrics: list[str] = choice(["macro_f1", "balanced_accuracy", "minority_recall", "minority_f1", "minority_auroc", "minority_ap", "video_accuracy"], COMPARE_METRICS)  # table columns and effect metrics (minority_: of minority_class)
+    ci_level: float = 0.95  # confidence level of every interval (the tests use 1 - ci_level as alpha)
+    ci_method: str = choice("t", ("t", "bootstrap"))  # interval over seeds and folds: Student t or percentile bootstrap
+    paired_test: str = choice("wilcoxon", ("wilcoxon", "bootstrap"))  # test of paired differences to the baseline runs
+    n_boot: int = 2000  # bootstrap resamples (bootstrap intervals and the paired bootstrap test)
+    multiple_comparisons: str = choice("holm", ("holm", "bonferroni", "none"))  # correction over all condition x metric tests shown
+    n_example_pairs: int = 4  # synthetic images per set shown beside their nearest training frame
+    compare_seed: int = 0  # seed of every bootstrap resampling
+    build_report: bool = True  # write report.html with every executed notebook rendered to HTML
+
+    def check(self) -> None:
+        _require(0.5 <= self.ci_level < 1, "ci_level", "must lie in [0.5, 1)")
+        _require(len(self.metrics) >= 1 and len(set(self.metrics)) == len(self.metrics), "metrics",
+                 "must list distinct metrics")
+        _require(self.n_boot >= 100, "n_boot", "must be >= 100 (fewer resamples give unstable intervals)")
+        _require(self.n_example_pairs >= 0, "n_example_pairs", "must be >= 0")
+
+
+# --- slurm: resources of the runner's Slurm jobs (python run_all.py --executor slurm) ---------------------
+@dataclass
+class SlurmParams:
+    partition: str = ""  # Slurm partition (empty: the cluster's default)
+    account: str = ""  # Slurm account charged (empty: your default)
+    gpus_per_node: int = 1  # GPUs per job (stages in cpu_stages get none)
+    cpus_per_task: int = 8  # CPU cores per job
+    mem_gb: int = 32  # memory per job in GB
+    timeout_min: int = 240  # wall-time limit per job in minutes
+    array_parallelism: int = 16  # most jobs of one job array running at once
+    cpu_stages: list[str] = choice(["01", "06"], STAGES)  # stages whose jobs ask for no GPU
+
+    def check(self) -> None:
+        _require(self.gpus_per_node >= 0, "gpus_per_node", "must be >= 0")
+        _require(self.cpus_per_task >= 1 and self.mem_gb >= 1, "cpus_per_task/mem_gb", "must be >= 1")
+        _require(self.timeout_min >= 1, "timeout_min", "must be >= 1 minute")
+        _require(self.array_parallelism >= 1, "array_parallelism", "must be >= 1")
+
+
 SECTIONS: dict[str, type] = {
     "study": StudyParams,
     "data": DataParams,
@@ -376,6 +422,8 @@ SECTIONS: dict[str, type] = {
     "grid": GridParams,
     "textual_inversion_runs": TextualInversionRunsParams,
     "textual_inversion": TextualInversionParams,
+    "compare": CompareParams,
+    "slurm": SlurmParams,
 }
 
 # Which sections make up each notebook's parameters (besides data_root and out_dir).
@@ -385,6 +433,7 @@ NOTEBOOK_PARAMS: dict[str, tuple[type, ...]] = {
     "02_baseline": (ClassifierRunParams, TrainParams),
     "03_weighted_loss": (ImbalanceRunParams, TrainParams),
     "04_textual_inversion": (TextualInversionParams, AuditParams),
+    "06_final_comparison": (CompareParams,),
 }
 # Every notebook also takes these two paths (name: help); both default to "".
 COMMON_NOTEBOOK_PARAMS = {

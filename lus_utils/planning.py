@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import params as P
+from .diffusion import generator_name
 from .paths import NOTEBOOKS_DIR
+from .textual_inversion import set_names
 
 NOTEBOOKS = {
     "01": "01_data_exploration",
@@ -65,20 +67,14 @@ def classifier_run(profile: P.Profile, common: dict[str, Any], what: dict[str, A
                    after: list[str]) -> Run:
     from .training import run_id_for
 
-    run_params = {**P.as_dict(P.ClassifierRunParams()), **what}
-    notebook = "02_baseline" if run_params["strategy"] == "none" else "03_weighted_loss"
-    run_id = run_id_for(run_params)
-    return Run(notebook[:2], notebook, f"{notebook[:2]}_{run_id}",
-               {**common, **run_params, **P.as_dict(profile.train)}, after)
+    values = {**P.as_dict(P.ClassifierRunParams()), **what, **P.as_dict(profile.train)}
+    notebook = "02_baseline" if values["strategy"] == "none" else "03_weighted_loss"
+    return Run(notebook[:2], notebook, f"{notebook[:2]}_{run_id_for(values)}", {**common, **values}, after)
 
 
 def plan_feature_baseline(profile: P.Profile, common: dict[str, Any], planned: list[Run]) -> list[Run]:
     """One baseline run first, so the synthetic-set audits can use its features (it is also a grid run)."""
     return [classifier_run(profile, common, feature_run(profile), [r.run_id for r in planned])]
-
-
-def synthetic_set_name(generator: str, fold: int) -> str:
-    return generator if fold < 0 else f"{generator}_fold{fold}"
 
 
 def plan_ddpm(profile: P.Profile, common: dict[str, Any], planned: list[Run]) -> list[Run]:
@@ -88,7 +84,7 @@ def plan_ddpm(profile: P.Profile, common: dict[str, Any], planned: list[Run]) ->
         for variant in profile.ddpm_runs.variants:
             values = {**P.as_dict(profile.ddpm), "variant": variant, "fold": fold,
                       **P.as_dict(profile.audit), "feature_run_dir": feature_dir}
-            runs.append(Run("05", NOTEBOOKS["05"], f"05_{synthetic_set_name('ddpm_' + variant, fold)}",
+            runs.append(Run("05", NOTEBOOKS["05"], f"05_{generator_name(variant, fold)}",
                             {**common, **values}, _ids(planned, "01", "02")))
     return runs
 
@@ -97,7 +93,7 @@ def plan_textual_inversion(profile: P.Profile, common: dict[str, Any], planned: 
     feature_dir = _feature_run_dir(profile, common, planned)
     ti = profile.textual_inversion
     values = {**P.as_dict(ti), **P.as_dict(profile.audit), "feature_run_dir": feature_dir}
-    return [Run("04", NOTEBOOKS["04"], f"04_{synthetic_set_name('ti', ti.fold)}", {**common, **values},
+    return [Run("04", NOTEBOOKS["04"], "04_" + "_".join(set_names(ti.set_tag).values()), {**common, **values},
                 _ids(planned, "01", "02"))]
 
 
@@ -106,13 +102,9 @@ def synthetic_sets(planned: list[Run]) -> list[tuple[str, int, str]]:
     sets = []
     for run in planned:
         if run.stage == "05":
-            sets.append((synthetic_set_name(f"ddpm_{run.params['variant']}", run.params["fold"]),
-                         run.params["fold"], run.run_id))
+            sets.append((generator_name(run.params["variant"], run.params["fold"]), run.params["fold"], run.run_id))
         elif run.stage == "04":
-            from .textual_inversion import SET_NAMES
-
-            sets += [(synthetic_set_name(name, run.params["fold"]), run.params["fold"], run.run_id)
-                     for name in SET_NAMES]
+            sets += [(name, run.params["fold"], run.run_id) for name in set_names(run.params["set_tag"]).values()]
     return sets
 
 
@@ -160,7 +152,7 @@ def _feature_run_dir(profile: P.Profile, common: dict[str, Any], planned: list[R
     from .training import run_id_for
 
     run_dir = Path(common["out_dir"]) / "runs" / run_id_for({**P.as_dict(P.ClassifierRunParams()),
-                                                              **feature_run(profile)})
+                                                              **feature_run(profile), **P.as_dict(profile.train)})
     planned_here = any(r.stage == "02" for r in planned)
     return str(run_dir) if planned_here or (run_dir / "metrics.json").is_file() else ""
 
@@ -183,7 +175,7 @@ def plan(profile: P.Profile, out_dir: Path, data_root: Path, only: list[str] | N
     unknown = sorted(set(only or []) - set(NOTEBOOKS))
     if unknown:
         raise P.ParamError(f"--only {unknown}: unknown stage(s); known: {sorted(NOTEBOOKS)}")
-    missing = [s for s in stages if s not in {stage for stage, _ in PLANNERS}]
+    missing = [s for s in stages if s not in {stage for stage, _ in PLANNERS} | {"03"}]
     if missing:
         raise P.ParamError(f"{profile.path}: stage(s) {missing} have no planner in this version of the runner")
     runs: list[Run] = []

@@ -1,0 +1,611 @@
+"""Textual inversion: learn a token for the minority class on a Stable-Diffusion-style model, then generate.
+
+Follows diffusers' `examples/textual_inversion/textual_inversion.py` (Gal et al. 2022): a new
+placeholder token (`<viral-pneumonia-ultrasound>`, optionally several vectors) is added to the tokenizer,
+its embedding row starts as a copy of an initializer token's, and only that row is trained, with the
+denoising loss of the frozen UNet on the minority training frames captioned with the usual prompt
+templates ("a photo of a {}", ...). Every other embedding row is restored after each step
+(`index_no_updates`), so the text encoder, UNet and VAE come out bit-identical. The learned row is
+saved as `learned_embeds.safetensors` ({placeholder token: tensor}), the file
+`StableDiffusionPipeline.load_textual_inversion` reads.
+
+Then two ways of generating minority frames, both gated and audited like every synthetic set:
+- text-to-image with the learned token (DPM-Solver++ by default);
+- image-to-image from the real minority training frames at `strength` (DA-Fusion, Trabucco et al. 2023),
+  with a `StableDiffusionImg2ImgPipeline` built from the same components. Its sources are training
+  frames too, and are listed as such in the provenance.
+
+Base models: `tiny` (`tiny_sd`: offline, random weights, images are noise), `domain` (the study's own
+small model, `domain_base_model`), or a hub id / local diffusers folder (e.g. Stable Diffusion v1.5 on a
+GPU, in fp16), loaded with `local_files_only` when `HF_HUB_OFFLINE` is set.
+"""
+from __future__ import annotations
+
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import domain_base_model, synthetic, tiny_sd
+from .images import load_image, to_grey
+from .params import MINORITY_CLASS, AuditParams, TextualInversionParams
+from .paths import OutLayout
+from .provenance import atomic_dir, provenance, read_json, sha256_file, write_csv_atomic, write_json_atomic
+from .reproducibility import seed_everything
+
+# Prompt templates of diffusers' textual_inversion example (from the original paper's code).
+IMAGENET_TEMPLATES = [
+    "a photo of a {}", "a rendering of a {}", "a cropped photo of the {}", "the photo of a {}",
+    "a photo of a clean {}", "a photo of a dirty {}", "a dark photo of the {}", "a photo of my {}",
+    "a photo of the cool {}", "a close-up photo of a {}", "a bright photo of the {}", "a cropped photo of a {}",
+    "a photo of the {}", "a good photo of the {}", "a photo of one {}", "a close-up photo of the {}",
+    "a rendition of the {}", "a photo of the clean {}", "a rendition of a {}", "a photo of a nice {}",
+    "a good photo of a {}", "a photo of the nice {}", "a photo of the small {}", "a photo of the weird {}",
+    "a photo of the large {}", "a photo of a cool {}", "a photo of a small {}",
+]
+IMAGENET_STYLE_TEMPLATES = [
+    "a painting in the style of {}", "a rendering in the style of {}", "a cropped painting in the style of {}",
+    "the painting in the style of {}", "a clean painting in the style of {}", "a dirty painting in the style of {}",
+    "a dark painting in the style of {}", "a picture in the style of {}", "a cool painting in the style of {}",
+    "a close-up painting in the style of {}", "a bright painting in the style of {}",
+    "a cropped painting in the style of {}", "a good painting in the style of {}",
+    "a close-up painting in the style of {}", "a rendition in the style of {}", "a nice painting in the style of {}",
+    "a small painting in the style of {}", "a weird painting in the style of {}", "a large painting in the style of {}",
+]
+# The study's own templates, worded like the domain base model's captions.
+ULTRASOUND_TEMPLATES = [
+    "a lung ultrasound frame of {}", "a convex lung ultrasound frame of {}", "a linear lung ultrasound frame of {}",
+    "an ultrasound image of {}", "a lung ultrasound of {}", "a frame of {}",
+]
+TEMPLATES = {"object": IMAGENET_TEMPLATES, "style": IMAGENET_STYLE_TEMPLATES, "ultrasound": ULTRASOUND_TEMPLATES}
+MIN_FRAMES = {"3_mixed": 3, "6_mixed": 6, "all": 1}
+ADAM_WEIGHT_DECAY = 1e-2  # diffusers example default
+GENERATOR = "textual_inversion"
+BASE_MEANINGS = {
+    "tiny": ("a tiny Stable-Diffusion pipeline with RANDOM weights built offline from configs: it tests the code "
+             "path only; its images are noise and say nothing about textual inversion on ultrasound"),
+    "domain": ("the study's own small text-conditional diffusion model, trained on the non-minority training frames "
+               "(never a viral frame) with captions from labels and findings: whatever it draws of viral pneumonia "
+               "comes from the token learned on the minority training frames; small and low-resolution, so the "
+               "images are coarse"),
+}
+
+
+class BaseModelError(OSError):
+    """A base model that cannot be loaded; the message lists the offline alternatives."""
+
+
+class TokenError(ValueError):
+    """A placeholder token already known to the tokenizer, or an initializer that is not one token."""
+
+
+class TooFewFramesError(ValueError):
+    """Fewer minority training frames than `train_frames` asks for."""
+
+
+# --- names and folders ---------------------------------------------------------------------------------------
+def set_names(set_tag: str = "") -> dict[str, str]:
+    """Synthetic set folder names: ti_txt2img and ti_img2img, with `_<set_tag>` when one is given."""
+    suffix = f"_{set_tag}" if set_tag else ""
+    return {"txt2img": f"ti_txt2img{suffix}", "img2img": f"ti_img2img{suffix}"}
+
+
+def generator_dir(layout: OutLayout, set_tag: str = "") -> Path:
+    return layout.generators / ("textual_inversion" + (f"_{set_tag}" if set_tag else ""))
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' asked for but torch sees no GPU; set device to auto or cpu")
+    return torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                        "cpu" if device == "auto" else device)
+
+
+def _autocast(device: torch.device, dtype: torch.dtype):
+    """fp16 autocast on a GPU (text encoder fp32, UNet/VAE fp16, as the diffusers example samples)."""
+    return torch.autocast("cuda", dtype=dtype) if device.type == "cuda" and dtype != torch.float32 else nullcontext()
+
+
+# --- training frames -----------------------------------------------------------------------------------------
+def select_training_frames(frames: pd.DataFrame, split_column: str, mode: str, seed: int,
+                           label: str = MINORITY_CLASS) -> pd.DataFrame:
+    """The minority training frames the token learns from: `3_mixed`/`6_mixed` (spread over distinct
+    training videos in a seeded round robin) or `all`. Stops with the counts when there are too few."""
+    if mode not in MIN_FRAMES:
+        raise ValueError(f"train_frames '{mode}' unknown; allowed: {sorted(MIN_FRAMES)}")
+    if split_column not in frames.columns:
+        raise KeyError(f"frames have no column '{split_column}' (was frames.csv built with enough folds?)")
+    minority = frames[frames["label"] == label]
+    pool = minority[minority[split_column] == "train"]
+    needed = MIN_FRAMES[mode]
+    if len(pool) < needed:
+        raise TooFewFramesError(
+            f"train_frames={mode} needs at least {needed} '{label}' frames in the training split ({split_column}); "
+            f"it has {len(pool)} from {pool['video_id'].nunique()} video(s) (frames per part: "
+            f"{minority.groupby(split_column).size().to_dict()}). Use another fold or fewer frames (3_mixed).")
+    if mode == "all":
+        return pool.sort_values("path")
+    rng = np.random.default_rng([seed, 4])
+    videos = sorted(pool["video_id"].unique())
+    queues = []
+    for video in [videos[i] for i in rng.permutation(len(videos))]:
+        index = pool.index[pool["video_id"] == video]
+        queues.append([index[i] for i in rng.permutation(len(index))])
+    picks: list[Any] = []
+    depth = 0
+    while len(picks) < needed:
+        picks += [q[depth] for q in queues if depth < len(q)][: needed - len(picks)]
+        depth += 1
+    return frames.loc[picks]
+
+
+def load_pixels(paths: list[str], resolution: int) -> torch.Tensor:
+    """Frames as (N, 3, r, r) in [-1, 1] (Stable Diffusion's VAE input), squashed to a square."""
+    images = np.stack([load_image(p, size=resolution) for p in paths])
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+# --- base model ----------------------------------------------------------------------------------------------
+def base_model_meaning(name: str) -> str:
+    return BASE_MEANINGS.get(name, f"'{name}', a pretrained Stable-Diffusion-style model: it knows natural images "
+                                   "from its own training data (for SD v1.5, LAION), not lung ultrasound; the token "
+                                   "is learned from the minority training frames only")
+
+
+def _from_pretrained(name: str, dtype: torch.dtype):
+    from diffusers import StableDiffusionPipeline
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    try:
+        return StableDiffusionPipeline.from_pretrained(name, torch_dtype=dtype, safety_checker=None,
+                                                       requires_safety_checker=False, local_files_only=offline)
+    except (OSError, ValueError, EnvironmentError) as err:
+        where = "a local folder" if Path(name).exists() else "a hub id"
+        raise BaseModelError(
+            f"base model '{name}' ({where}) cannot be loaded{' offline (HF_HUB_OFFLINE is set)' if offline else ''}: "
+            f"{str(err).splitlines()[0] if str(err) else type(err).__name__}. Offline alternatives: base_model "
+            "'tiny' (test pipeline built from configs, noise), 'domain' (the study's own model, trained on the "
+            "non-minority training frames), or a local folder in diffusers layout (model_index.json, unet/, vae/, "
+            "text_encoder/, tokenizer/, scheduler/).") from err
+
+
+def load_base_model(params: TextualInversionParams, frames: pd.DataFrame, split_column: str, out_dir: Path,
+                    device: torch.device, tokenizer_dir: Path | None = None) -> tuple[Any, dict[str, Any]]:
+    """The base `StableDiffusionPipeline` and what it is: {base_model, kind, meaning, training_frames, ...}.
+
+    `training_frames` lists the study frames the base model itself learned from (only `domain` has any).
+    """
+    name = params.base_model
+    info: dict[str, Any] = {"base_model": name, "meaning": base_model_meaning(name), "training_frames": []}
+    if name == "tiny":
+        pipe = tiny_sd.tiny_pipeline(params.seed, tokenizer_dir=tokenizer_dir)
+        info["kind"] = "tiny"
+    elif name == "domain":
+        pipe, domain = domain_base_model.load_or_train(frames, split_column, params, out_dir, tokenizer_dir)
+        info.update(kind="domain", domain_model=domain["folder"], domain_model_cached=domain["cached"],
+                    training_frames=domain["training_frames"], training_frames_per_class=domain["frames_per_class"])
+    else:
+        fp16 = device.type == "cuda" and params.mixed_precision == "fp16"
+        pipe = _from_pretrained(name, torch.float16 if fp16 else torch.float32)
+        info["kind"] = "local" if Path(name).exists() else "hub"
+    pipe.set_progress_bar_config(disable=True)
+    pipe.to(device)
+    info["resolution"] = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    info["dtype"] = str(pipe.unet.dtype).replace("torch.", "")
+    return pipe, info
+
+
+def set_sampler(pipe: Any, sampler: str) -> Any:
+    """Swap the pipeline's scheduler for the sampler, built from the training schedule (`from_config`)."""
+    from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
+                           PNDMScheduler)
+
+    classes = {"dpmsolver": DPMSolverMultistepScheduler, "ddim": DDIMScheduler, "euler": EulerDiscreteScheduler,
+               "pndm": PNDMScheduler}
+    if sampler not in classes:
+        raise ValueError(f"sampler '{sampler}' unknown; allowed: {sorted(classes)}")
+    pipe.scheduler = classes[sampler].from_config(pipe.scheduler.config)
+    return pipe
+
+
+# --- the token -----------------------------------------------------------------------------------------------
+def placeholder_tokens(placeholder: str, num_vectors: int) -> list[str]:
+    """`<tok>`, `<tok>_1`, ...: the names `load_textual_inversion` gives a multi-vector embedding."""
+    return [placeholder] + [f"{placeholder}_{i}" for i in range(1, num_vectors)]
+
+
+def add_placeholder_tokens(tokenizer: Any, text_encoder: Any, placeholder: str, initializer: str,
+                           num_vectors: int = 1) -> list[int]:
+    """Add the placeholder token(s), grow the embedding table, start each new row at the initializer's."""
+    tokens = placeholder_tokens(placeholder, num_vectors)
+    known = [t for t in tokens if t in tokenizer.get_vocab()]
+    if known:
+        raise TokenError(f"the tokenizer already contains {known}: pick a placeholder_token that is not a known "
+                         "token (e.g. <viral-pneumonia-ultrasound-2>)")
+    init_ids = tokenizer.encode(initializer, add_special_tokens=False)
+    if len(init_ids) != 1:
+        raise TokenError(f"initializer_token '{initializer}' is {len(init_ids)} tokens "
+                         f"({tokenizer.convert_ids_to_tokens(init_ids)}); it must be a single token")
+    added = tokenizer.add_tokens(tokens)
+    if added != num_vectors:
+        raise TokenError(f"adding {tokens} to the tokenizer added {added} tokens, expected {num_vectors}")
+    ids = tokenizer.convert_tokens_to_ids(tokens)
+    text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    weight = text_encoder.get_input_embeddings().weight
+    with torch.no_grad():
+        for token_id in ids:
+            weight[token_id] = weight[init_ids[0]].clone()
+    return ids
+
+
+def learned_embeds(text_encoder: Any, token_ids: list[int]) -> torch.Tensor:
+    return text_encoder.get_input_embeddings().weight[min(token_ids):max(token_ids) + 1].detach().float().cpu()
+
+
+def save_learned_embeds(text_encoder: Any, token_ids: list[int], placeholder: str, path: Path) -> Path:
+    """`{placeholder: (num_vectors, dim)}` in safetensors, as diffusers' example saves it."""
+    from safetensors.torch import save_file
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+    save_file({placeholder: learned_embeds(text_encoder, token_ids).contiguous()}, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, path)
+    return Path(path)
+
+
+def load_learned_embeds(pipe: Any, path: Path, token: str | None = None) -> Any:
+    """Load a learned token into a pipeline with diffusers' own loader (`load_textual_inversion`)."""
+    pipe.load_textual_inversion(str(path), token=token)
+    return pipe
+
+
+# --- training ------------------------------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    """What a textual-inversion run left in its folder."""
+
+    folder: Path
+    placeholder_tokens: list[str]
+    token_ids: list[int]
+    losses: pd.DataFrame
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)  # {step, grid, embeds}: names in folder
+    seconds: float = 0.0  # training time, checkpoint grids included
+    seconds_per_step: float = 0.0  # optimizer steps only
+
+    @property
+    def embeds_path(self) -> Path:
+        return self.folder / "learned_embeds.safetensors"
+
+    @property
+    def grids(self) -> list[tuple[int, Path]]:
+        """(step, sample grid PNG) at every checkpoint, step 0 being the initializer token's embedding."""
+        return [(c["step"], self.folder / c["grid"]) for c in self.checkpoints]
+
+
+def _templates_ids(tokenizer: Any, templates: list[str], token_string: str) -> torch.Tensor:
+    return tokenizer([t.format(token_string) for t in templates], padding="max_length", truncation=True,
+                     max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+
+
+def sample_grid(pipe: Any, prompt: str, n: int, params: TextualInversionParams, seed: int, device: torch.device,
+                dtype: torch.dtype) -> np.ndarray:
+    """`n` grey images of `prompt` side by side (uint8), with fixed per-image seeds: one checkpoint's view."""
+    images = txt2img(pipe, prompt, n, params, seed, device, dtype)
+    return np.concatenate(list(images), axis=1)
+
+
+def train_token(pipe: Any, train_frames: pd.DataFrame, params: TextualInversionParams, folder: Path,
+                device: torch.device, resolution: int = 0) -> TrainResult:
+    """Learn the placeholder token on `train_frames`; write embeddings, checkpoint grids and losses to `folder`.
+
+    Only the new embedding row(s) change: the optimizer sees the whole input-embedding table (as in
+    the diffusers example), and every other row is copied back from the original after each step.
+    """
+    from diffusers import DDPMScheduler
+
+    seed_everything(params.seed, params.num_threads)
+    tokenizer, text_encoder, unet, vae = pipe.tokenizer, pipe.text_encoder, pipe.unet, pipe.vae
+    token_ids = add_placeholder_tokens(tokenizer, text_encoder, params.placeholder_token, params.initializer_token,
+                                       params.num_vectors)
+    tokens = placeholder_tokens(params.placeholder_token, params.num_vectors)
+    token_string = " ".join(tokens)
+    vae.requires_grad_(False)
+    unet.requires_grad_(False)
+    text_encoder.requires_grad_(False)
+    embeddings = text_encoder.get_input_embeddings()
+    text_encoder.to(dtype=torch.float32)
+    embeddings.weight.requires_grad_(True)
+    for model in (vae, unet, text_encoder):
+        model.eval()  # no dropout: CLIP's is 0 anyway, and eval keeps the run deterministic
+    original = embeddings.weight.detach().clone()
+    keep = torch.ones(len(tokenizer), dtype=torch.bool, device=original.device)
+    keep[min(token_ids):max(token_ids) + 1] = False
+    optimizer = torch.optim.AdamW(embeddings.parameters(), lr=params.lr, weight_decay=ADAM_WEIGHT_DECAY)
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    set_sampler(pipe, params.sampler)  # for the checkpoint grids
+    weight_dtype = unet.dtype
+
+    size = resolution or params.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    pixels = load_pixels(list(train_frames["abspath"]), size).to(device, dtype=vae.dtype)
+    with torch.no_grad():
+        # The VAE is frozen: encode each frame and its mirror image once, sample latents from them each step.
+        both = torch.cat([pixels, pixels.flip(-1)])
+        dists = [vae.encode(both[i:i + 8]).latent_dist for i in range(0, len(both), 8)]
+        latent_mean = torch.cat([d.mean for d in dists]).float()
+        latent_std = torch.cat([d.std for d in dists]).float()
+    n = len(pixels)
+    template_ids = _templates_ids(tokenizer, TEMPLATES[params.learnable_property], token_string).to(device)
+    generator = torch.Generator().manual_seed(params.seed)
+    picker = random.Random(params.seed)
+    grid_prompt = params.prompt.format(params.placeholder_token)
+
+    folder = Path(folder)
+    (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+    checkpoints: list[dict[str, Any]] = []
+
+    def checkpoint(step: int) -> None:
+        import cv2
+
+        grid = sample_grid(pipe, grid_prompt, params.n_checkpoint_images, params, params.seed, device, weight_dtype)
+        names = {"step": step, "grid": f"checkpoints/samples-step-{step:05d}.png",
+                 "embeds": f"checkpoints/learned_embeds-steps-{step}.safetensors"}
+        cv2.imwrite(str(folder / names["grid"]), grid)
+        save_learned_embeds(text_encoder, token_ids, params.placeholder_token, folder / names["embeds"])
+        checkpoints.append(names)
+
+    checkpoint(0)
+    losses = []
+    start = time.perf_counter()
+    grid_seconds = 0.0
+    progress = tqdm(range(1, params.steps + 1), desc="textual inversion", unit="step")
+    for step in progress:
+        step_loss = 0.0
+        for _ in range(params.gradient_accumulation):
+            index = torch.randint(0, 2 * n, (params.batch_size,), generator=generator)  # frame or its mirror
+            latents = latent_mean[index] + latent_std[index] * torch.randn(
+                latent_mean[index].shape, generator=generator).to(device)
+            latents = latents * vae.config.scaling_factor
+            noise = torch.randn(latents.shape, generator=generator).to(device)
+            timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (params.batch_size,),
+                                      generator=generator).to(device)
+            noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+            ids = template_ids[[picker.randrange(len(template_ids)) for _ in range(params.batch_size)]]
+            hidden = text_encoder(ids)[0].to(dtype=weight_dtype)
+            with _autocast(device, weight_dtype):
+                prediction = unet(noisy.to(weight_dtype), timesteps, hidden).sample
+            if noise_scheduler.config.prediction_type == "epsilon":
+                target = noise
+            elif noise_scheduler.config.prediction_type == "v_prediction":
+                target = noise_scheduler.get_velocity(latents, noise, timesteps)
+            else:
+                raise ValueError(f"unknown prediction type {noise_scheduler.config.prediction_type}")
+            loss = F.mse_loss(prediction.float(), target.float()) / params.gradient_accumulation
+            loss.backward()
+            step_loss += float(loss.detach())
+        optimizer.step()
+        optimizer.zero_grad()
+        with torch.no_grad():
+            embeddings.weight[keep] = original[keep]
+        losses.append({"step": step, "loss": step_loss})
+        progress.set_postfix(loss=f"{step_loss:.4f}")
+        if step % params.checkpoint_every == 0 or step == params.steps:
+            tick = time.perf_counter()
+            checkpoint(step)
+            grid_seconds += time.perf_counter() - tick
+    seconds = time.perf_counter() - start
+    embeddings.weight.requires_grad_(False)
+    save_learned_embeds(text_encoder, token_ids, params.placeholder_token, folder / "learned_embeds.safetensors")
+    table = pd.DataFrame(losses)
+    write_csv_atomic(folder / "losses.csv", table)
+    write_json_atomic(folder / "checkpoints.json", checkpoints)
+    return TrainResult(folder, tokens, token_ids, table, checkpoints, seconds, (seconds - grid_seconds) / params.steps)
+
+
+# --- generation ----------------------------------------------------------------------------------------------
+def _to_uint8(images: np.ndarray, output_size: int) -> list[np.ndarray]:
+    """Pipeline outputs (floats in [0, 1]) as grey uint8 images of `output_size` px.
+
+    Ultrasound frames are grey: the RGB output is turned to luma like any coloured frame would be, so
+    colour noise of a small model's three channels never reaches the classifier or the gate.
+    """
+    import cv2
+
+    out = []
+    for image in images:
+        array = to_grey(np.clip(np.rint(image * 255), 0, 255).astype(np.uint8))
+        if array.shape[0] != output_size:
+            shrink = output_size < array.shape[0]
+            array = cv2.resize(array, (output_size, output_size),
+                               interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+        out.append(array)
+    return out
+
+
+def _generators(seed: int, indices: range) -> list[torch.Generator]:
+    """One generator per image (seed + index): image i is the same whatever the batch size."""
+    return [torch.Generator(device="cpu").manual_seed(seed + i) for i in indices]
+
+
+def txt2img(pipe: Any, prompt: str, n: int, params: TextualInversionParams, seed: int, device: torch.device,
+            dtype: torch.dtype, output_size: int | None = None) -> list[np.ndarray]:
+    """`n` text-to-image samples of `prompt` (grey uint8), image i seeded with seed + i."""
+    images: list[np.ndarray] = []
+    for start in range(0, n, params.sample_batch_size):
+        batch = range(start, min(n, start + params.sample_batch_size))
+        with torch.no_grad(), _autocast(device, dtype):
+            out = pipe([prompt] * len(batch), num_inference_steps=params.sampling_steps,
+                       guidance_scale=params.guidance_scale, generator=_generators(seed, batch),
+                       output_type="np").images
+        images += _to_uint8(out, output_size or out.shape[1])
+    return images
+
+
+def img2img(pipe: Any, prompt: str, sources: pd.DataFrame, n: int, params: TextualInversionParams, seed: int,
+            device: torch.device, dtype: torch.dtype, output_size: int | None = None) -> tuple[list[np.ndarray], list[str]]:
+    """`n` image-to-image samples, the sources (real training frames) taken in turn; returns images and sources."""
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    editor = StableDiffusionImg2ImgPipeline(**{**pipe.components, "safety_checker": None},
+                                            requires_safety_checker=False)
+    editor.set_progress_bar_config(disable=True)
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    paths = [sources["abspath"].iloc[i % len(sources)] for i in range(n)]
+    images: list[np.ndarray] = []
+    for start in range(0, n, params.sample_batch_size):
+        batch = range(start, min(n, start + params.sample_batch_size))
+        init = torch.from_numpy(np.stack([load_image(paths[i], size=size) for i in batch])).permute(0, 3, 1, 2)
+        with torch.no_grad(), _autocast(device, dtype):
+            out = editor([prompt] * len(batch), image=init.float() / 255.0, strength=params.strength,
+                         num_inference_steps=params.sampling_steps, guidance_scale=params.guidance_scale,
+                         generator=_generators(seed, batch), output_type="np").images
+        images += _to_uint8(out, output_size or out.shape[1])
+    return images, [sources["path"].iloc[i % len(sources)] for i in range(n)]
+
+
+def gate_rows(images: list[np.ndarray], audit_params: AuditParams) -> list[dict[str, Any]]:
+    return [synthetic.gate(image, audit_params.min_std, audit_params.min_entropy) for image in images]
+
+
+# --- the whole stage -----------------------------------------------------------------------------------------
+@dataclass
+class Generated:
+    """One synthetic set written by this stage."""
+
+    name: str
+    set_dir: Path
+    images: list[np.ndarray]
+    manifest: pd.DataFrame
+    sources: list[str] = field(default_factory=list)  # img2img: frames.csv path of each image's source
+    seconds: float = 0.0
+
+    @property
+    def rejection_rate(self) -> float:
+        kept = self.manifest["passed_gate"].astype(str).str.lower().isin(["true", "1"])
+        return float(1 - kept.mean()) if len(kept) else float("nan")
+
+
+def write_synthetic_set(set_dir: Path, mode: str, images: list[np.ndarray], sources: list[str],
+                        params: TextualInversionParams, audit_params: AuditParams, base_info: dict[str, Any],
+                        train_frames: pd.DataFrame, split_column: str, trained: TrainResult,
+                        seconds: float) -> pd.DataFrame:
+    """Gate every image and write the set (manifest + provenance listing every training frame involved)."""
+    gates = gate_rows(images, audit_params)
+    prompt = params.prompt.format(params.placeholder_token)
+    rows = [{"label": MINORITY_CLASS, "generator": GENERATOR, "variant": f"{mode}:{params.base_model}",
+             "sampler": params.sampler, "steps": params.sampling_steps, "seed": params.seed + i,
+             **gate, "prompt": prompt, "guidance_scale": params.guidance_scale,
+             **({"strength": params.strength, "source_path": sources[i]} if mode == "img2img" else {})}
+            for i, gate in enumerate(gates)]
+    ti_frames = list(train_frames["path"])
+    seen = sorted(set(base_info["training_frames"]) | set(ti_frames) | set(sources))
+    record = provenance(
+        {"textual_inversion": asdict(params), "audit": asdict(audit_params)},
+        mode=mode, base_model=params.base_model, base_model_kind=base_info["kind"],
+        base_model_meaning=base_info["meaning"], base_model_info={k: v for k, v in base_info.items()
+                                                                  if k != "training_frames"},
+        split_column=split_column, training_frames=seen,
+        base_model_training_frames=base_info["training_frames"], token_training_frames=ti_frames,
+        img2img_source_frames=sorted(set(sources)), learned_embeds=str(trained.embeds_path),
+        learned_embeds_sha256=sha256_file(trained.embeds_path), generation_seconds=round(seconds, 2),
+        n_generated=len(images), n_kept=int(sum(g["passed_gate"] for g in gates)))
+    return synthetic.write_set(set_dir, images, rows, record)
+
+
+def train_and_save(pipe: Any, train_frames: pd.DataFrame, params: TextualInversionParams, folder: Path,
+                   base_info: dict[str, Any], split_column: str, device: torch.device) -> TrainResult:
+    """`train_token` into a temporary folder renamed into place, with the run's provenance beside it."""
+    with atomic_dir(folder) as tmp:
+        result = train_token(pipe, train_frames, params, tmp, device)
+        write_csv_atomic(tmp / "training_frames.csv", train_frames.drop(columns=["abspath"], errors="ignore"))
+        write_json_atomic(tmp / "provenance.json", provenance(
+            asdict(params), base_model=params.base_model, base_model_info={k: v for k, v in base_info.items()
+                                                                           if k != "training_frames"},
+            split_column=split_column, training_frames=list(train_frames["path"]),
+            base_model_training_frames=base_info["training_frames"], seconds=round(result.seconds, 2),
+            seconds_per_step=round(result.seconds_per_step, 4)))
+    result.folder = Path(folder)
+    return result
+
+
+def generate(pipe: Any, mode: str, train_frames: pd.DataFrame, params: TextualInversionParams,
+             device: torch.device) -> tuple[list[np.ndarray], list[str], float]:
+    """Images of one mode (txt2img or img2img) with the learned token, and their sources, and seconds taken."""
+    set_sampler(pipe, params.sampler)
+    prompt = params.prompt.format(params.placeholder_token)
+    dtype = pipe.unet.dtype
+    if device.type == "cuda" and dtype != torch.float32:
+        pipe.text_encoder.to(dtype=dtype)
+    start = time.perf_counter()
+    if mode == "txt2img":
+        images = txt2img(pipe, prompt, params.n_txt2img, params, params.seed, device, dtype, params.output_size)
+        sources: list[str] = []
+    else:
+        images, sources = img2img(pipe, prompt, train_frames, params.n_img2img, params, params.seed + 100_000,
+                                  device, dtype, params.output_size)
+    return images, sources, time.perf_counter() - start
+
+
+def read_training_provenance(folder: Path) -> dict[str, Any]:
+    return read_json(Path(folder) / "provenance.json")
+
+
+# --- what the notebook shows ---------------------------------------------------------------------------------
+def preview(selected: pd.DataFrame, split_column: str, size: int = 96, max_frames: int = 18
+            ) -> tuple[list[np.ndarray], list[str]]:
+    """Images and titles (video, part) of the first `max_frames` frames, for `plots.image_grid`."""
+    shown = selected.head(max_frames)
+    images = [load_image(p, size=size) for p in shown["abspath"]]
+    return images, [f"{v[:18]} ({part})" for v, part in zip(shown["video_id"], shown[split_column])]
+
+
+def source_images(frames: pd.DataFrame, paths: list[str], size: int) -> list[np.ndarray]:
+    """The real frames (by frames.csv `path`) the img2img images started from, at `size` px."""
+    abspath = dict(zip(frames["path"], frames["abspath"]))
+    return [load_image(abspath[p], size=size) for p in paths]
+
+
+def base_model_summary(base: dict[str, Any]) -> pd.DataFrame:
+    """What the base model is, one row per fact (for the notebook)."""
+    rows = {"base model": base["base_model"], "kind": base["kind"], "resolution (px)": base["resolution"],
+            "dtype": base["dtype"], "study frames it trained on": len(base["training_frames"])}
+    if base["kind"] == "domain":
+        rows.update({"frames per class": base["training_frames_per_class"], "folder": base["domain_model"],
+                     "loaded from cache": base["domain_model_cached"]})
+    return pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=list(rows))
+
+
+def gate_summary(manifests: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per set: images, kept, rejection rate, median grey std and entropy."""
+    rows = []
+    for mode, manifest in manifests.items():
+        kept = manifest["passed_gate"].astype(str).str.lower().isin(["true", "1"])
+        rows.append({"set": mode, "images": len(manifest), "kept": int(kept.sum()),
+                     "rejection rate": float(1 - kept.mean()) if len(manifest) else float("nan"),
+                     "median std": float(manifest["std"].median()), "median entropy": float(manifest["entropy"].median())})
+    return pd.DataFrame(rows).set_index("set")
+
+
+def audit_summary(audits: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """One row per set: gate, nearest-training-frame similarity, memorized share, and the real reference."""
+    rows = []
+    for mode, audit in audits.items():
+        minority = audit["memorization"].get("minority_train", {})
+        seen = audit["memorization"].get("generator_training_frames", {})
+        reference = audit["real_reference"].get("holdout_minority_vs_minority_train", {})
+        rows.append({"set": mode, "images": audit["n_images"], "kept": audit["n_kept"],
+                     "rejection rate": audit["rejection_rate"],
+                     "median r to minority train": minority.get("correlation", {}).get("median"),
+                     "max r to minority train": minority.get("correlation", {}).get("max"),
+                     "memorized (minority train)": minority.get("share_memorized"),
+                     "memorized (frames the generator saw)": seen.get("share_memorized"),
+                     "real held-out median r (reference)": reference.get("correlation", {}).get("median")})
+    return pd.DataFrame(rows).set_index("set")

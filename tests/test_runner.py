@@ -1,0 +1,270 @@
+"""The runner: caching, invalidation, crashes, resume, dry-run reasons, summary, submitit executors."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from lus_utils import params as P
+from lus_utils import runner as R
+from lus_utils.planning import Run
+
+SLURM = P.SlurmParams(partition="gpu", gpus_per_node=1, cpus_per_task=4, mem_gb=8, timeout_min=30,
+                      array_parallelism=4)
+
+
+def fake_notebook(folder: Path, name: str) -> Path:
+    """A tiny notebook: parameters x/out_dir/fail_if; appends 'name x' to out_dir/ran.txt; crashes on demand."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(f"# {name}"),
+        nbformat.v4.new_code_cell('x: int = 1  # a number\nout_dir: str = ""  # output folder\n'
+                                  'fail_if: str = ""  # crash when this file exists',
+                                  metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(f'import os, pathlib\nwith open(pathlib.Path(out_dir) / "ran.txt", "a") as f:\n'
+                                  f'    f.write("{name} " + str(x) + "\\n")\nprint("hello from {name}")'),
+        nbformat.v4.new_code_cell('if fail_if and os.path.exists(fail_if):\n    raise RuntimeError("boom")'),
+    ]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture
+def setup(tmp_path):
+    notebooks = tmp_path / "notebooks"
+    for name in ("nb_a", "nb_b", "nb_c"):
+        fake_notebook(notebooks, name)
+    out = tmp_path / "out"
+    out.mkdir()
+    return notebooks, out
+
+
+def make_runs(out: Path, xa: int = 1, fail_if: str = "") -> list[Run]:
+    common = {"out_dir": str(out)}
+    return [Run("02", "nb_a", "a", {**common, "x": xa, "fail_if": fail_if}),
+            Run("03", "nb_b", "b", {**common, "x": 1}, after=["a"]),
+            Run("03", "nb_c", "c", {**common, "x": 1})]
+
+
+def study(runs, out, notebooks, **kw):
+    return R.execute_study(runs, out, notebooks_dir=notebooks, progress=False, echo=lambda s: None, **kw)
+
+
+def statuses(result) -> dict[str, str]:
+    return {r.run_id: r.status for r in result.results}
+
+
+def reasons(result) -> dict[str, str]:
+    return {r.run_id: "; ".join(r.reasons) for r in result.results}
+
+
+def ran_lines(out: Path) -> list[str]:
+    return (out / "ran.txt").read_text().split("\n")[:-1]
+
+
+def test_cache_then_one_parameter_reruns_only_it_and_its_dependents(setup, monkeypatch):
+    notebooks, out = setup
+    first = study(make_runs(out), out, notebooks)
+    assert statuses(first) == {"a": "ran", "b": "ran", "c": "ran"} and first.ok
+    assert sorted(ran_lines(out)) == ["nb_a 1", "nb_b 1", "nb_c 1"]
+    for run_id in "abc":
+        stamp = json.loads((out / ".stamps" / f"{run_id}.json").read_text())
+        assert stamp["key"] and (out / "notebooks" / f"{run_id}.ipynb").is_file()
+        assert "hello from" in (out / "logs" / run_id / "stdout.log").read_text() or run_id == "x"
+
+    second = study(make_runs(out), out, notebooks)
+    assert statuses(second) == {"a": "cached", "b": "cached", "c": "cached"}
+    assert len(ran_lines(out)) == 3  # nothing executed
+
+    dry = study(make_runs(out, xa=2), out, notebooks, dry_run=True)
+    assert statuses(dry) == {"a": "would run", "b": "would run", "c": "cached"}
+    assert reasons(dry)["a"] == "params changed: x 1 -> 2"
+    assert reasons(dry)["b"] == "after a (which runs)"
+    assert len(ran_lines(out)) == 3  # a dry run executes nothing
+
+    third = study(make_runs(out, xa=2), out, notebooks)
+    assert statuses(third) == {"a": "ran", "b": "ran", "c": "cached"}
+    assert ran_lines(out)[3:] == ["nb_a 2", "nb_b 1"]
+
+    # notebook, code and input changes are each named; outputs in a notebook are not a change
+    nb = nbformat.read(notebooks / "nb_c.ipynb", as_version=4)
+    nb.cells[2].outputs = [nbformat.v4.new_output("stream", text="old output")]
+    nb.cells[2].execution_count = 7
+    nbformat.write(nb, notebooks / "nb_c.ipynb")
+    assert statuses(study(make_runs(out, xa=2), out, notebooks, dry_run=True))["c"] == "cached"
+    nb.cells[0].source = "# nb_c, edited"
+    nbformat.write(nb, notebooks / "nb_c.ipynb")
+    (out / "data").mkdir()
+    (out / "data" / "frames.csv").write_text("path,label\n")
+    hashes = R.code_hashes
+    monkeypatch.setattr(R, "code_hashes", lambda notebook: {**hashes(notebook), "training.py": "edited"})
+    why = reasons(study(make_runs(out, xa=2), out, notebooks, dry_run=True))
+    assert why["c"] == "notebook changed; code changed: training.py; input changed: frames.csv"
+    assert why["b"] == "after a (which runs)"
+    forced = study(make_runs(out, xa=2), out, notebooks, dry_run=True, force=True)
+    assert all(s == "would run" for s in statuses(forced).values())
+
+
+def data_notebook(folder: Path) -> None:
+    """Like notebook 01: writes out_dir/data/frames.csv from `rows`; `x` changes only what it shows."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell('x: int = 1  # shown only\nrows: int = 2  # rows of frames.csv\n'
+                                  'out_dir: str = ""  # output folder', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell('import pathlib\nfolder = pathlib.Path(out_dir) / "data"\nfolder.mkdir(exist_ok=True)\n'
+                                  '(folder / "frames.csv").write_text("path\\n" + "f.png\\n" * rows)\nprint(x)')]
+    nbformat.write(nb, folder / "nb_data.ipynb")
+
+
+def test_runs_after_01_follow_its_frames_csv_not_its_key(setup):
+    notebooks, out = setup
+    data_notebook(notebooks)
+
+    def runs(x: int, rows: int) -> list[Run]:
+        return [Run("01", "nb_data", "data", {"out_dir": str(out), "x": x, "rows": rows}),
+                Run("02", "nb_c", "c", {"out_dir": str(out), "x": 1}, after=["data"])]
+
+    assert statuses(study(runs(1, 2), out, notebooks)) == {"data": "ran", "c": "ran"}
+    dry = study(runs(5, 2), out, notebooks, dry_run=True)
+    assert statuses(dry) == {"data": "would run", "c": "may run"}
+    assert "runs again only if what it reads changes" in reasons(dry)["c"]
+    assert statuses(study(runs(5, 2), out, notebooks)) == {"data": "ran", "c": "cached"}  # same frames.csv
+    changed = study(runs(5, 3), out, notebooks)
+    assert statuses(changed) == {"data": "ran", "c": "ran"}
+    assert reasons(changed)["c"] == "input changed: frames.csv"
+
+
+def test_crash_leaves_no_stamp_and_next_invocation_reruns(setup, capsys, monkeypatch):
+    notebooks, out = setup
+    marker = out / "crash-now"
+    marker.touch()
+    runs = make_runs(out, fail_if=str(marker))[:2]
+    monkeypatch.setattr(R.P, "load_profile", lambda name: P.Profile("fake", Path("fake.yaml"), "a fake study",
+                                                                    {"slurm": P.SlurmParams()}))
+    monkeypatch.setattr(R, "resolve_data_root", lambda root, fetch_if_missing: out)
+    monkeypatch.setattr(R, "plan", lambda profile, out_dir, data_root, only: runs)
+    monkeypatch.setattr(R, "NOTEBOOKS_DIR", notebooks)
+    code = R.main(["--profile", "fake", "--out", str(out)])
+    printed = capsys.readouterr()
+    assert code == 1
+    assert "nb_a (run a) failed in cell [4] (index 4: if fail_if and os.path.exists(fail_if):...)" in printed.out and "RuntimeError: boom" in printed.out
+    assert f"partly executed notebook: {out / 'notebooks' / 'a.failed.ipynb'}" in printed.out
+    assert "0 ran, 0 cached, 1 failed, 1 blocked" in printed.out and "BLOCKED b" in printed.out
+    assert (out / "notebooks" / "a.failed.ipynb").is_file() and not (out / "notebooks" / "a.ipynb").exists()
+    assert not (out / ".stamps" / "a.json").exists() and not (out / ".stamps" / "b.json").exists()
+    assert "boom" in (out / "logs" / "a" / "error.txt").read_text()
+    summary = json.loads((out / "logs" / "runner_summary.json").read_text())
+    assert [r["status"] for r in summary["runs"]] == ["failed", "blocked"]
+
+    marker.unlink()
+    assert reasons(study(runs, out, notebooks, dry_run=True))["a"] == "failed last time (see a.failed.ipynb)"
+    assert R.main(["--profile", "fake", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "2 ran, 0 cached, 0 failed" in printed and "ran     a" in printed
+    assert not (out / "notebooks" / "a.failed.ipynb").exists() and (out / ".stamps" / "a.json").is_file()
+
+    # a forced re-run that crashes removes the old stamp: the half-finished run is never taken for done
+    marker.touch()
+    assert statuses(study(runs, out, notebooks, force=True)) == {"a": "failed", "b": "blocked"}
+    assert not (out / ".stamps" / "a.json").exists()
+    marker.unlink()
+    assert statuses(study(runs, out, notebooks)) == {"a": "ran", "b": "cached"}
+
+
+def test_interrupted_run_is_rerun(setup, monkeypatch):
+    notebooks, out = setup
+    runs = make_runs(out)[2:]
+
+    def interrupted(*args, **kwargs):
+        Path(args[1]).write_text("{}")  # the partly written notebook
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("papermill.execute_notebook", interrupted)
+    result = study(runs, out, notebooks)
+    assert result.interrupted and statuses(result) == {"c": "interrupted"}
+    assert not (out / ".stamps" / "c.json").exists() and (out / "notebooks" / "c.failed.ipynb").exists()
+    (out / "notebooks" / ".c.running.ipynb").write_text("{}")  # as after a kill -9
+    (out / "notebooks" / "c.failed.ipynb").unlink()
+    assert reasons(study(runs, out, notebooks, dry_run=True))["c"] == "interrupted last time (no stamp)"
+
+
+def test_code_hash_follows_the_modules_a_notebook_imports(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("from lus_utils import comparison\nimport os")])
+    nbformat.write(nb, tmp_path / "n.ipynb")
+    modules = R.notebook_modules(tmp_path / "n.ipynb")
+    assert {"comparison", "params", "provenance", "training"} <= modules  # training: a lazy import in comparison
+    assert "diffusion" not in modules and "runner" not in modules
+    hashes = R.code_hashes(tmp_path / "n.ipynb")
+    assert "comparison.py" in hashes and "__init__.py" in hashes and "runner.py" not in hashes
+    magic = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("%time x = 1")])
+    nbformat.write(magic, tmp_path / "m.ipynb")
+    assert "diffusion.py" in R.code_hashes(tmp_path / "m.ipynb")  # cannot tell: the whole package
+
+
+def test_levels_follow_dependencies():
+    runs = [Run("06", "n", "z", {}, after=["x", "y"]), Run("02", "n", "x", {}), Run("03", "n", "y", {}, after=["x"]),
+            Run("02", "n", "w", {}, after=["not-planned"])]
+    assert [[r.run_id for r in level] for level in R.levels(runs)] == [["x", "w"], ["y"], ["z"]]
+    with pytest.raises(P.ParamError, match="cycle"):
+        R.levels([Run("02", "n", "p", {}, after=["q"]), Run("02", "n", "q", {}, after=["p"])])
+
+
+def test_submitit_local_executor_runs_a_two_run_array(setup):
+    notebooks, out = setup
+    runs = make_runs(out)[::2]  # a and c: one level, one stage each -> one array per stage
+    runs[1].stage = "02"
+    executor = R.SubmititExecutor(out, P.SlurmParams(gpus_per_node=0, timeout_min=5), cluster="local", poll_s=0.3)
+    result = study(runs, out, notebooks, executor=executor)
+    assert statuses(result) == {"a": "ran", "c": "ran"}, result.format()
+    assert sorted(ran_lines(out)) == ["nb_a 1", "nb_c 1"]
+    assert all((out / ".stamps" / f"{r}.json").is_file() for r in "ac")
+    copied = list((out / "logs" / "a").glob("job_*.stdout"))
+    assert copied, "the job's own log is copied into the run's log folder"
+    assert statuses(study(runs, out, notebooks, executor=executor)) == {"a": "cached", "c": "cached"}
+
+
+def test_local_pool_runs_a_level_in_parallel_processes(setup):
+    notebooks, out = setup
+    runs = make_runs(out)[::2]
+    result = study(runs, out, notebooks, executor=R.LocalExecutor(jobs=2))
+    assert statuses(result) == {"a": "ran", "c": "ran"}, result.format()
+    assert all((out / ".stamps" / f"{r}.json").is_file() for r in "ac")
+
+
+def test_sbatch_script_has_the_profile_resources_and_an_array(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    capture = tmp_path / "captured.sh"
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\ncp "$1" {capture}\necho "Submitted batch job 4242"\n')
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    for tool in ("sbatch", "srun"):
+        (bin_dir / tool).chmod((bin_dir / tool).stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    out = tmp_path / "out"
+    specs = [R.RunSpec(Run("02", "nb", f"r{i}", {"x": i}), str(out), str(tmp_path), "key", {}, ["new"])
+             for i in range(2)]
+    submitted = R.SubmititExecutor(out, SLURM, cluster="slurm").submit(specs)
+    assert [job.job_id for _, job in submitted] == ["4242_0", "4242_1"]
+    script = capture.read_text()
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=1", "#SBATCH --time=30", "#SBATCH --mem=8GB",
+                 "#SBATCH --cpus-per-task=4", "#SBATCH --array=0-1%2", "#SBATCH --job-name=lus-02"):
+        assert line in script, f"{line} missing from\n{script}"
+    assert R.slurm_parameters(SLURM, "06", 1).get("gpus_per_node") is None  # CPU-only stage: no GPU asked
+
+
+def test_summary_names_every_outcome(tmp_path):
+    result = R.StudyResult(tmp_path, [
+        R.RunResult("a", "02", "ran", 1.5, "/o/notebooks/a.ipynb"),
+        R.RunResult("b", "02", "cached", output="/o/notebooks/b.ipynb"),
+        R.RunResult("c", "03", "failed", message="nb_c (run c) failed in cell [3]"),
+        R.RunResult("d", "06", "blocked", message="not run: it comes after c, which did not finish")], 3.0)
+    text = result.format()
+    assert "1 ran, 1 cached, 1 failed, 1 blocked" in text
+    assert "FAILED  c" in text and "failed in cell [3]" in text and "BLOCKED d" in text
+    assert "logs:" in text and "<run_id>.failed.ipynb" in text and not result.ok
