@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROFILE ?= quick
+JOBS ?= 2  # notebooks run at once (the CPU profiles use one thread each; use 1 on a single GPU)
 
 .PHONY: study smoke test env clean-outputs
 
@@ -20,10 +21,10 @@ $(STAMP): pyproject.toml | $(PY)
 	touch $(STAMP)
 
 study: $(STAMP)
-	$(PY) run_all.py --profile $(PROFILE)
+	$(PY) run_all.py --profile $(PROFILE) --jobs $(JOBS)
 
 smoke: $(STAMP)
-	$(PY) run_all.py --profile smoke
+	$(PY) run_all.py --profile smoke --jobs $(JOBS)
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -40,6 +40,7 @@ from .params import MINORITY_CLASS, AuditParams, DDPMParams
 from .paths import OutLayout
 from .provenance import (atomic_dir, atomic_path, fingerprint_files, provenance, read_json, stable_hash,
                          write_csv_atomic, write_json_atomic)
+from .reproducibility import resolve_device
 
 N_MIXED = 3  # frames of the 3-frame variants (seed study)
 MIN_FRAMES = {"3_mixed": N_MIXED, "train_all": N_MIXED, "3_mixed_any_split": N_MIXED}
@@ -76,14 +77,6 @@ def generator_dir(layout: OutLayout, variant: str, fold: int) -> Path:
 
 def synthetic_set_dir(layout: OutLayout, variant: str, fold: int) -> Path:
     return layout.synthetic / generator_name(variant, fold)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' asked for but torch sees no GPU; set device to auto or cpu")
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _seed_for(seed: int, stream: int, index: int) -> int:

@@ -164,7 +164,8 @@ class GridParams:
     folds: list[int] = listof([-1])  # -1: hold-out split; 0..k-1: patient-grouped folds
     strategies: list[str] = choice(["weighted_loss", "balanced_sampler"], STRATEGIES)  # notebook 03's strategies
     synthetic_amounts: list[float] = listof([1.0])  # amounts of each synthetic set (train.synthetic_amount_unit)
-    augment_strategies: list[str] = choice(["none"], STRATEGIES)  # strategies also run with augmentation
+    synthetic_strategies: list[str] = choice(["none"], STRATEGIES)  # strategies run with every synthetic set and amount
+    augment_strategies: list[str] = choice(["none"], STRATEGIES)  # strategies also run with classical augmentation (comparator)
 
     def check(self) -> None:
         for key in ("archs", "seeds", "folds"):
@@ -623,3 +624,26 @@ def parameters_cell(notebook: str) -> str:
             literal = repr(value).replace("'", '"')
             lines.append(f"{f.name}: {type_name} = {literal}  # {comments.get(f.name, '')}".rstrip())
     return "\n".join(lines)
+
+
+def sync_notebook_parameters() -> list[str]:
+    """Rewrite every notebook's `parameters` cell from the dataclasses; returns the notebooks it changed."""
+    import json
+
+    from .paths import NOTEBOOKS_DIR
+
+    changed = []
+    for notebook in NOTEBOOK_PARAMS:
+        path = NOTEBOOKS_DIR / f"{notebook}.ipynb"
+        nb = json.loads(path.read_text())
+        cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+        source = parameters_cell(notebook)
+        if "".join(cell["source"]) != source:
+            cell["source"] = source.splitlines(keepends=True)
+            path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+            changed.append(notebook)
+    return changed
+
+
+if __name__ == "__main__":  # python -m lus_utils.params: after editing a parameter class
+    print("rewrote the parameters cell of:", sync_notebook_parameters() or "nothing (all in sync)")

@@ -67,8 +67,8 @@ def classifier_run(profile: P.Profile, common: dict[str, Any], what: dict[str, A
                    after: list[str]) -> Run:
     from .training import run_id_for
 
-    values = {**P.as_dict(P.ClassifierRunParams()), **what, **P.as_dict(profile.train)}
-    notebook = "02_baseline" if values["strategy"] == "none" else "03_weighted_loss"
+    values = {**P.as_dict(P.ClassifierRunParams()), **P.as_dict(profile.train), **what}
+    notebook = NOTEBOOKS[_notebook_stage(values["strategy"])]
     return Run(notebook[:2], notebook, f"{notebook[:2]}_{run_id_for(values)}", {**common, **values}, after)
 
 
@@ -90,11 +90,27 @@ def plan_ddpm(profile: P.Profile, common: dict[str, Any], planned: list[Run]) ->
 
 
 def plan_textual_inversion(profile: P.Profile, common: dict[str, Any], planned: list[Run]) -> list[Run]:
+    """One notebook 04 run per base model and fold; each writes its sets under its own tag."""
     feature_dir = _feature_run_dir(profile, common, planned)
-    ti = profile.textual_inversion
-    values = {**P.as_dict(ti), **P.as_dict(profile.audit), "feature_run_dir": feature_dir}
-    return [Run("04", NOTEBOOKS["04"], "04_" + "_".join(set_names(ti.set_tag).values()), {**common, **values},
-                _ids(planned, "01", "02"))]
+    ti_runs = profile.textual_inversion_runs
+    runs = []
+    for fold in ti_runs.folds:
+        for base_model in ti_runs.base_models:
+            tag = ti_set_tag(profile, base_model, fold)
+            values = {**P.as_dict(profile.textual_inversion), "base_model": base_model, "fold": fold,
+                      "set_tag": tag, **P.as_dict(profile.audit), "feature_run_dir": feature_dir}
+            runs.append(Run("04", NOTEBOOKS["04"], "04_" + "_".join(set_names(tag).values()),
+                            {**common, **values}, _ids(planned, "01", "02")))
+    return runs
+
+
+def ti_set_tag(profile: P.Profile, base_model: str, fold: int) -> str:
+    """The profile's set_tag for a single hold-out run; otherwise one named for the base model and fold."""
+    ti_runs = profile.textual_inversion_runs
+    if len(ti_runs.base_models) == 1 and fold == -1:
+        return profile.textual_inversion.set_tag
+    slug = "".join(c if c.isalnum() else "-" for c in base_model.rstrip("/").split("/")[-1]).strip("-")
+    return slug + (f"_fold{fold}" if fold >= 0 else "")
 
 
 def synthetic_sets(planned: list[Run]) -> list[tuple[str, int, str]]:
@@ -124,23 +140,28 @@ def plan_classifiers(profile: P.Profile, common: dict[str, Any], planned: list[R
                 if "03" in stages:
                     runs += [classifier_run(profile, common, {**base, "strategy": s}, data_runs)
                              for s in grid.strategies]
+                for strategy in grid.augment_strategies:  # classical augmentation, the comparator
+                    if _notebook_stage(strategy) in stages:
+                        runs.append(classifier_run(profile, common, {**base, "strategy": strategy, "augment": True},
+                                                   data_runs))
                 for name, set_fold, producer in synthetic_sets(planned):
                     if set_fold != fold:
                         continue
-                    for strategy in grid.augment_strategies:
-                        if ("02" if strategy == "none" else "03") not in stages:
-                            continue
-                        runs += [classifier_run(profile, common, {**base, "strategy": strategy,
-                                                                  "synthetic_set": name,
-                                                                  "synthetic_amount": amount},
-                                                data_runs + [producer])
-                                 for amount in grid.synthetic_amounts]
+                    runs += [classifier_run(profile, common, {**base, "strategy": strategy, "synthetic_set": name,
+                                                              "synthetic_amount": amount}, data_runs + [producer])
+                             for strategy in grid.synthetic_strategies if _notebook_stage(strategy) in stages
+                             for amount in grid.synthetic_amounts]
     return runs
 
 
 def plan_compare(profile: P.Profile, common: dict[str, Any], planned: list[Run]) -> list[Run]:
     return [Run("06", NOTEBOOKS["06"], "06_final_comparison", {**common, **P.as_dict(profile.compare)},
                 [r.run_id for r in planned])]
+
+
+def _notebook_stage(strategy: str) -> str:
+    """Baselines (strategy none) run in notebook 02, imbalance strategies in notebook 03."""
+    return "02" if strategy == "none" else "03"
 
 
 def _ids(planned: list[Run], *stages: str) -> list[str]:

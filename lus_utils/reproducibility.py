@@ -20,3 +20,14 @@ def seed_everything(seed: int, num_threads: int | None = None) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
     if torch.backends.cudnn.is_available():
         torch.backends.cudnn.benchmark = False
+
+
+def resolve_device(name: str):
+    """`auto` picks cuda when torch sees a GPU, else cpu; an explicit `cuda` without a GPU is an error."""
+    import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' asked for but torch sees no GPU; set device to auto or cpu")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

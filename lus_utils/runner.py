@@ -727,7 +727,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"profile {profile.name} ({profile.path}): {profile.description}")
-    print(f"data root {data_root}; outputs {out_dir}; {len(runs)} run(s); executor {args.executor}")
+    print(f"data root {data_root.resolve()}; outputs {out_dir}; {len(runs)} run(s); executor {args.executor}")
     if args.dry_run:
         print(describe_dry_run(execute_study(runs, out_dir, force=args.force, dry_run=True, progress=False)))
         return 0

@@ -113,13 +113,15 @@ def load_for_training(set_dir: Path, classes: list[str], train_paths: Iterable[s
     return manifest.reset_index(drop=True)
 
 
-def amount_to_count(amount: float, unit: str, n_real_minority: int, n_available: int) -> int:
-    """How many synthetic images an amount means: ratio to real minority frames, fraction of the set, or count."""
+def amount_to_count(amount: float, unit: str, n_real_minority: int, n_available: int) -> tuple[int, int]:
+    """(requested, used): how many images an amount asks for (ratio to real minority frames, fraction of the
+    set, or count), and how many the set can give. A set with fewer images than asked gives all it has (the run
+    records both numbers); a set with none is an error, since the run would silently be a baseline."""
     if unit not in AMOUNT_UNITS:
         raise ValueError(f"synthetic amount unit '{unit}' unknown; allowed: {list(AMOUNT_UNITS)}")
-    n = {"ratio": round(amount * n_real_minority), "fraction": round(amount * n_available),
-         "count": int(amount)}[unit]
-    if n > n_available:
-        raise SyntheticSetError(f"asked for {n} synthetic images ({amount} as {unit}) but the set has only "
-                                f"{n_available} that passed the gate; generate more or ask for fewer")
-    return n
+    requested = {"ratio": round(amount * n_real_minority), "fraction": round(amount * n_available),
+                 "count": int(amount)}[unit]
+    if n_available == 0:
+        raise SyntheticSetError(f"no image of the set passed the quality gate, so {amount} as {unit} cannot be "
+                                "added; generate more images or lower audit.min_std / audit.min_entropy")
+    return requested, min(requested, n_available)

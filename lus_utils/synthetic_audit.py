@@ -392,6 +392,7 @@ def audit_set(set_dir: Path, frames: pd.DataFrame, split_column: str, audit_para
         "n_images": int(len(manifest)), "n_kept": int(kept.sum()),
         "rejection_rate": float(1 - kept.mean()) if len(manifest) else None,
         "population": "kept" if kept.any() else "all (no image passed the gate)",
+        "gate_on_real": gate_on_real({"minority_train": minority_train, "minority_holdout": minority_holdout}, p),
         "generator_training_frames": record.get("training_frames", []),
         "generator_training_frame_parts": seen[split_column].value_counts().to_dict(),
         "thresholds": {"correlation": p.memorization_threshold, "ssim": p.ssim_threshold},
@@ -409,6 +410,16 @@ def audit_set(set_dir: Path, frames: pd.DataFrame, split_column: str, audit_para
     write_csv_atomic(set_dir / "manifest.csv", manifest.drop(columns=["abspath"]))
     write_json_atomic(set_dir / "audit.json", audit)
     return audit
+
+
+def gate_on_real(tables: dict[str, pd.DataFrame], p: AuditParams) -> dict[str, Any]:
+    """The quality gate applied to real frames: a gate that rejects real minority frames cannot judge fakes."""
+    out = {}
+    for name, table in tables.items():
+        verdicts = [synthetic.gate(load_image(path, grayscale=True), p.min_std, p.min_entropy)["passed_gate"]
+                    for path in table["abspath"]]
+        out[name] = {"n": len(verdicts), "pass_rate": float(np.mean(verdicts)) if verdicts else None}
+    return out
 
 
 def closest_pair_images(audit: dict[str, Any], set_dir: Path, frames: pd.DataFrame, pool: str = "all_train",
@@ -455,6 +466,9 @@ def interpretation(audit: dict[str, Any]) -> str:
     threshold = audit["thresholds"]["correlation"]
     lines = [f"{audit['n_kept']} of {audit['n_images']} images passed the quality gate "
              f"(rejection rate {audit['rejection_rate']:.0%})."]
+    real = audit.get("gate_on_real", {}).get("minority_train", {})
+    if real.get("n"):
+        lines.append(f"The same gate keeps {real['pass_rate']:.0%} of the {real['n']} real minority training frames.")
     mem = audit["memorization"].get("generator_training_frames", {})
     ref = audit["real_reference"].get("holdout_minority_vs_minority_train", {})
     neighbours = audit["real_reference"].get("minority_train_vs_other_minority_train", {})

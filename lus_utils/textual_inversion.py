@@ -40,7 +40,7 @@ from .images import load_image, to_grey
 from .params import MINORITY_CLASS, AuditParams, TextualInversionParams
 from .paths import OutLayout
 from .provenance import atomic_dir, provenance, read_json, sha256_file, write_csv_atomic, write_json_atomic
-from .reproducibility import seed_everything
+from .reproducibility import resolve_device, seed_everything
 
 # Prompt templates of diffusers' textual_inversion example (from the original paper's code).
 IMAGENET_TEMPLATES = [
@@ -101,13 +101,6 @@ def set_names(set_tag: str = "") -> dict[str, str]:
 
 def generator_dir(layout: OutLayout, set_tag: str = "") -> Path:
     return layout.generators / ("textual_inversion" + (f"_{set_tag}" if set_tag else ""))
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' asked for but torch sees no GPU; set device to auto or cpu")
-    return torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                        "cpu" if device == "auto" else device)
 
 
 def _autocast(device: torch.device, dtype: torch.dtype):

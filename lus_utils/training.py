@@ -45,7 +45,7 @@ from .params import (CLASSES, ClassifierRunParams, DataParams, ParamError, STRAT
 from .paths import OutLayout, cache_dir, resolve_out_dir
 from .provenance import (atomic_dir, atomic_path, code_version, read_json, sha256_file, sha256_text, stable_hash,
                          write_csv_atomic, write_json_atomic)
-from .reproducibility import seed_everything
+from .reproducibility import resolve_device, seed_everything
 
 RUN_FILES = ("metrics.json", "predictions.csv", "history.csv", "curves.png", "best.pt")
 TABLE_COLUMNS = ["path", "abspath", "video_id", "patient_id", "label", "part", "synthetic"]
@@ -195,7 +195,10 @@ def add_synthetic(table: pd.DataFrame, set_dir: Path, classes: list[str], amount
     manifest = synthetic.load_for_training(set_dir, classes, real_train["path"])
     set_labels = sorted(set(manifest["label"]))
     n_real = int(real_train["label"].isin(set_labels).sum())
-    n = synthetic.amount_to_count(amount, unit, n_real, len(manifest))
+    n_requested, n = synthetic.amount_to_count(amount, unit, n_real, len(manifest))
+    if n < n_requested:
+        print(f"warning: {set_dir.name}: {amount} as {unit} asks for {n_requested} images but only {n} passed the "
+              f"gate; all {n} are used and the run records the shortfall")
     rng = np.random.default_rng([seed, 31337])
     chosen = manifest.iloc[np.sort(rng.choice(len(manifest), size=n, replace=False))]
     name = synthetic_set_name(str(set_dir))
@@ -212,7 +215,7 @@ def add_synthetic(table: pd.DataFrame, set_dir: Path, classes: list[str], amount
     summary = {k: v for k, v in record.items() if k != "training_frames"}
     summary.update({"name": name, "dir": str(set_dir), "n_training_frames": len(record.get("training_frames", [])),
                     "leakage_ablation": bool(record.get("leakage_ablation", False)), "n_passed_gate": len(manifest),
-                    "n_used": n, "amount": amount, "unit": unit, "labels": set_labels})
+                    "n_requested": n_requested, "n_used": n, "amount": amount, "unit": unit, "labels": set_labels})
     return pd.concat([table, rows], ignore_index=True), summary
 
 
@@ -339,14 +342,6 @@ def epoch_batches(strategy: str, labels: np.ndarray, batch_size: int, generator:
     if len(batches) > 1 and len(batches[-1]) < 2:
         batches = batches[:-1]  # batch norm cannot train on a single frame
     return batches
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but torch sees no GPU; use 'auto' or 'cpu'")
-    return torch.device(name)
 
 
 def train_one_epoch(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batches: list[torch.Tensor],

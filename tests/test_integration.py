@@ -25,7 +25,8 @@ pytestmark = [pytest.mark.integration,
 @pytest.fixture(scope="module")
 def smoke_out(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("smoke")
-    command = [sys.executable, "run_all.py", "--profile", "smoke", "--data-root", DATA_ROOT, "--out", str(out)]
+    command = [sys.executable, "run_all.py", "--profile", "smoke", "--data-root", DATA_ROOT, "--out", str(out),
+               "--jobs", "2"]
     result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, f"smoke study failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     return out

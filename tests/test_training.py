@@ -236,9 +236,10 @@ def test_synthetic_images_join_training_only(study: Path, tmp_path: Path) -> Non
     assert record["condition"] == "toy@1.5ratio"
     predictions = training.read_predictions(tmp_path / "runs" / record["run_id"])
     assert not predictions["path"].str.startswith("synthetic").any()
-    with pytest.raises(synthetic.SyntheticSetError, match="only 9"):
-        training.prepare_data(frames, ClassifierRunParams(synthetic_set="toy", synthetic_amount=2.0), TrainParams(),
-                              tmp_path)
+    short = training.prepare_data(frames, ClassifierRunParams(synthetic_set="toy", synthetic_amount=2.0),
+                                  TrainParams(), tmp_path)
+    assert short.table.synthetic.sum() == 9  # 12 asked for, 9 in the set: all used, the shortfall recorded
+    assert (short.synthetic["n_requested"], short.synthetic["n_used"]) == (12, 9)
 
 
 def test_synthetic_set_that_saw_non_training_frames_is_refused_unless_ablation(study: Path, tmp_path: Path) -> None:
