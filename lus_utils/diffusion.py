@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import synthetic
+from . import splits, synthetic
 from .images import load_image
 from .params import MINORITY_CLASS, AuditParams, DDPMParams
 from .paths import OutLayout
@@ -128,16 +128,7 @@ def select_training_frames(frames: pd.DataFrame, variant: str, split_column: str
         return pool.sort_values("path")
     # Round robin over the videos in a seeded order, each video's frames in a seeded order: three frames
     # from three videos when there are three, else as spread as the training split allows.
-    videos = sorted(pool["video_id"].unique())
-    queues = []
-    for v in [videos[i] for i in rng.permutation(len(videos))]:
-        index = pool.index[pool.video_id == v]
-        queues.append([index[i] for i in rng.permutation(len(index))])
-    picks: list[Any] = []
-    depth = 0
-    while len(picks) < N_MIXED:
-        picks += [q[depth] for q in queues if depth < len(q)][: N_MIXED - len(picks)]
-        depth += 1
+    picks = splits.spread_over_videos(pool, N_MIXED, rng)
     return frames.loc[picks]
 
 

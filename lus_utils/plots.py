@@ -1,7 +1,7 @@
 """Figures shared by the notebooks. Each function returns its matplotlib Figure and draws nothing else."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -141,34 +141,43 @@ def compare_runs(table: pd.DataFrame, metrics: Sequence[str] | None = None) -> p
 
 
 # --- DDPM generators and synthetic-set audits (notebooks 04 and 05) ------------------------------------------
-def ddpm_training_progress(log: pd.DataFrame, grid_paths: Sequence, max_grids: int = 6) -> plt.Figure:
-    """Training loss over optimizer steps, and the sample grids saved during training (same noise each time)."""
+def loss_and_sample_grids(losses: pd.DataFrame, grids: Sequence[tuple[str, Any]], max_grids: int = 6,
+                          empty_note: str = "no training log") -> plt.Figure:
+    """A generator's training loss (log scale, with a running mean), then the sample grids saved while it
+    trained, evenly chosen; `grids` holds (title, PNG path) pairs."""
     import matplotlib.image as mpimg
 
-    chosen = list(grid_paths)
+    chosen = list(grids)
     if len(chosen) > max_grids:
         chosen = [chosen[i] for i in np.linspace(0, len(chosen) - 1, max_grids).round().astype(int)]
-    fig = plt.figure(figsize=(9, 2.4 + 1.0 * len(chosen)))
-    spec = fig.add_gridspec(1 + len(chosen), 1, height_ratios=[2.2] + [1.0] * len(chosen))
+    fig = plt.figure(figsize=(9, 2.4 + 1.1 * len(chosen)))
+    spec = fig.add_gridspec(1 + len(chosen), 1, height_ratios=[2.2] + [1.1] * len(chosen))
     ax = fig.add_subplot(spec[0])
-    if len(log):
-        ax.plot(log["step"], log["loss"], lw=0.6, alpha=0.4, label="loss")
-        window = max(1, len(log) // 30)
-        ax.plot(log["step"], log["loss"].rolling(window, min_periods=1).mean(), lw=1.5,
+    if len(losses):
+        ax.plot(losses["step"], losses["loss"], lw=0.6, alpha=0.4, label="loss")
+        window = max(1, len(losses) // 25)
+        ax.plot(losses["step"], losses["loss"].rolling(window, min_periods=1).mean(), lw=1.5,
                 label=f"running mean ({window} steps)")
         ax.set_yscale("log")
         ax.legend(fontsize=8)
     else:
-        ax.text(0.5, 0.5, "no training log (pipeline reused from the cache)", ha="center", transform=ax.transAxes)
+        ax.text(0.5, 0.5, empty_note, ha="center", transform=ax.transAxes)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("noise-prediction MSE")
-    for i, path in enumerate(chosen):
+    for i, (title, path) in enumerate(chosen):
         sub = fig.add_subplot(spec[1 + i])
         sub.imshow(mpimg.imread(str(path)), cmap="gray", vmin=0, vmax=1)
         sub.set_axis_off()
-        sub.set_title(f"EMA samples after epoch {int(str(path).rsplit('_', 1)[-1].split('.')[0])}", fontsize=8)
+        sub.set_title(title, fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def ddpm_training_progress(log: pd.DataFrame, grid_paths: Sequence, max_grids: int = 6) -> plt.Figure:
+    """Training loss over optimizer steps, and the sample grids saved during training (same noise each time)."""
+    grids = [(f"EMA samples after epoch {int(str(path).rsplit('_', 1)[-1].split('.')[0])}", path)
+             for path in grid_paths]
+    return loss_and_sample_grids(log, grids, max_grids, "no training log (pipeline reused from the cache)")
 
 
 def gate_examples(set_dir, manifest: pd.DataFrame, n: int = 12, ncols: int = 6) -> plt.Figure:
@@ -245,28 +254,8 @@ def ti_token_learning(losses: pd.DataFrame, grids: Sequence, max_grids: int = 6)
 
     `grids` holds (step, PNG path) pairs; step 0 shows the initializer token's embedding.
     """
-    import matplotlib.image as mpimg
-
-    chosen = list(grids)
-    if len(chosen) > max_grids:
-        chosen = [chosen[i] for i in np.linspace(0, len(chosen) - 1, max_grids).round().astype(int)]
-    fig = plt.figure(figsize=(9, 2.4 + 1.1 * len(chosen)))
-    spec = fig.add_gridspec(1 + len(chosen), 1, height_ratios=[2.2] + [1.1] * len(chosen))
-    ax = fig.add_subplot(spec[0])
-    ax.plot(losses["step"], losses["loss"], lw=0.6, alpha=0.4, label="loss")
-    window = max(1, len(losses) // 20)
-    ax.plot(losses["step"], losses["loss"].rolling(window, min_periods=1).mean(), lw=1.5,
-            label=f"running mean ({window} steps)")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("noise-prediction MSE")
-    ax.legend(fontsize=8)
-    for i, (step, path) in enumerate(chosen):
-        sub = fig.add_subplot(spec[1 + i])
-        sub.imshow(mpimg.imread(str(path)))
-        sub.set_axis_off()
-        sub.set_title("step 0: the initializer token" if step == 0 else f"after step {step}", fontsize=8)
-    fig.tight_layout()
-    return fig
+    titled = [("step 0: the initializer token" if step == 0 else f"after step {step}", path) for step, path in grids]
+    return loss_and_sample_grids(losses, titled, max_grids)
 
 
 def source_output_pairs(sources: Sequence[np.ndarray], outputs: Sequence[np.ndarray], ncols_pairs: int = 4,

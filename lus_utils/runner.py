@@ -706,8 +706,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", default=None, metavar="STAGE", help="run only these stages, e.g. 01 02")
     parser.add_argument("--dry-run", action="store_true", help="say what would run and why, run nothing")
     parser.add_argument("--force", action="store_true", help="run every planned run, cached or not")
-    parser.add_argument("--executor", choices=("local", "slurm"), default="local",
-                        help="local: on this machine; slurm: one job array per stage and level (submitit)")
+    parser.add_argument("--executor", choices=("local", "slurm", "submitit-local"), default="local",
+                        help="local: on this machine; slurm: one job array per stage and level (submitit); "
+                             "submitit-local: the Slurm code path run by submitit on this machine (a check)")
     parser.add_argument("--jobs", type=int, default=1, help="local executor: runs at once (default 1)")
     parser.add_argument("--partition", default=None, help="Slurm partition (default: the profile's slurm.partition)")
     parser.add_argument("--gpus", type=int, default=None, help="GPUs per Slurm job (default: slurm.gpus_per_node)")
@@ -731,7 +732,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(describe_dry_run(execute_study(runs, out_dir, force=args.force, dry_run=True, progress=False)))
         return 0
-    executor = (SubmititExecutor(out_dir, slurm) if args.executor == "slurm" else LocalExecutor(args.jobs))
+    executor = {"slurm": lambda: SubmititExecutor(out_dir, slurm),
+                "submitit-local": lambda: SubmititExecutor(out_dir, slurm, cluster="local", poll_s=1.0),
+                "local": lambda: LocalExecutor(args.jobs)}[args.executor]()
     try:
         with study_lock(out_dir):
             study = execute_study(runs, out_dir, executor, force=args.force)

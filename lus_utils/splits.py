@@ -140,3 +140,19 @@ def summary_wide(frames: pd.DataFrame, column: str = "split") -> pd.DataFrame:
     table = table.reindex(columns=[c for c in table.columns if c[1] in PARTS])
     table = table.sort_index(axis=1, level=1, key=lambda idx: idx.map({p: i for i, p in enumerate(PARTS)}))
     return table.fillna(0).astype(int)
+
+
+def spread_over_videos(pool: pd.DataFrame, n: int, rng: np.random.Generator) -> list:
+    """Index labels of `n` frames of `pool` spread over as many videos as it holds: a round robin over the
+    videos in a seeded order, each video's frames in a seeded order (the seed study's "mixed" frames)."""
+    videos = sorted(pool["video_id"].unique())
+    queues = []
+    for video in [videos[i] for i in rng.permutation(len(videos))]:
+        index = pool.index[pool["video_id"] == video]
+        queues.append([index[i] for i in rng.permutation(len(index))])
+    picks: list = []
+    depth = 0
+    while len(picks) < n:
+        picks += [q[depth] for q in queues if depth < len(q)][: n - len(picks)]
+        depth += 1
+    return picks

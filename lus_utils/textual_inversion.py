@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import domain_base_model, synthetic, tiny_sd
+from . import domain_base_model, splits, synthetic, tiny_sd
 from .images import load_image, to_grey
 from .params import MINORITY_CLASS, AuditParams, TextualInversionParams
 from .paths import OutLayout
@@ -128,16 +128,7 @@ def select_training_frames(frames: pd.DataFrame, split_column: str, mode: str, s
     if mode == "all":
         return pool.sort_values("path")
     rng = np.random.default_rng([seed, 4])
-    videos = sorted(pool["video_id"].unique())
-    queues = []
-    for video in [videos[i] for i in rng.permutation(len(videos))]:
-        index = pool.index[pool["video_id"] == video]
-        queues.append([index[i] for i in rng.permutation(len(index))])
-    picks: list[Any] = []
-    depth = 0
-    while len(picks) < needed:
-        picks += [q[depth] for q in queues if depth < len(q)][: needed - len(picks)]
-        depth += 1
+    picks = splits.spread_over_videos(pool, needed, rng)
     return frames.loc[picks]
 
 

@@ -71,6 +71,7 @@ def test_generators_saw_training_frames_only(smoke_out):
 
 def test_synthetic_images_never_in_validation_or_test(smoke_out):
     layout = OutLayout(smoke_out)
+    frames = read_frames(layout.frames_csv)
     runs = sorted(p.parent for p in layout.runs.glob("*/metrics.json"))
     assert runs, "the smoke study wrote no classifier run"
     augmented = 0
@@ -78,8 +79,14 @@ def test_synthetic_images_never_in_validation_or_test(smoke_out):
         predictions = pd.read_csv(run_dir / "predictions.csv")
         assert not predictions.path.astype(str).str.contains("synthetic").any(), f"{run_dir.name}: synthetic image in test"
         metrics = json.loads((run_dir / "metrics.json").read_text())
+        real = frames.groupby([metrics["split_column"], "label"]).size()
+        for part in ("val", "test"):  # exactly the real frames of the part: nothing synthetic, nothing lost
+            assert metrics[f"n_{part}"] == {c: int(real.get((part, c), 0)) for c in metrics["classes"]}, run_dir.name
+        assert metrics["n_train_real"] == {c: int(real.get(("train", c), 0)) for c in metrics["classes"]}
         if metrics["params"]["run"].get("synthetic_set"):
             augmented += 1
+            assert metrics["n_synthetic"] > 0 and sum(metrics["n_train"].values()) == (
+                sum(metrics["n_train_real"].values()) + metrics["n_synthetic"])
     assert augmented, "no augmented classifier run in the smoke study"
 
 
