@@ -1,6 +1,6 @@
 """Runner benchmark: wall time of a whole profile per stage, then of a second, fully cached invocation.
 
-    python benchmarks/bench_runner.py --profile smoke [--out DIR] [--executor local] [--keep]
+    python benchmarks/bench_runner.py --profile smoke [--out DIR] [--executor local] [--jobs 2] [--keep]
     python benchmarks/bench_runner.py --fake 6      # runner overhead alone, on tiny generated notebooks
 
 The profile mode runs `run_all.py` twice as a user would (fresh output folder unless --out is given) and
@@ -23,10 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_profile(profile: str, out: Path, executor: str) -> tuple[float, dict]:
+def run_profile(profile: str, out: Path, executor: str, jobs: int) -> tuple[float, dict]:
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, str(ROOT / "run_all.py"), "--profile", profile, "--out", str(out),
-                           "--executor", executor], cwd=ROOT, capture_output=True, text=True)
+                           "--executor", executor, "--jobs", str(jobs)], cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
@@ -47,8 +47,8 @@ def per_stage(summary: dict) -> dict[str, tuple[int, int, float]]:
 def bench_profile(args: argparse.Namespace) -> None:
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix=f"bench_runner_{args.profile}_"))
     try:
-        first, summary = run_profile(args.profile, out, args.executor)
-        second, cached = run_profile(args.profile, out, args.executor)
+        first, summary = run_profile(args.profile, out, args.executor, args.jobs)
+        second, cached = run_profile(args.profile, out, args.executor, args.jobs)
         print(f"profile {args.profile}, executor {args.executor}, output {out}")
         print(f"{'stage':<6} {'ran':>4} {'cached':>6} {'seconds':>9}")
         for stage, (ran, hit, seconds) in per_stage(summary).items():
@@ -94,7 +94,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default="smoke")
     parser.add_argument("--out", default=None, help="output folder (default: a fresh temporary one)")
-    parser.add_argument("--executor", default="local", choices=("local", "slurm"))
+    parser.add_argument("--executor", default="local", choices=("local", "slurm", "submitit-local"))
+    parser.add_argument("--jobs", type=int, default=2, help="local executor: notebooks at once")
     parser.add_argument("--keep", action="store_true", help="keep the temporary output folder")
     parser.add_argument("--fake", type=int, default=0, metavar="N", help="benchmark the runner alone on N tiny notebooks")
     args = parser.parse_args()

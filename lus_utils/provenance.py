@@ -5,6 +5,7 @@ never leaves a half-written file that a later run could take for done.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -49,12 +50,17 @@ def package_hash() -> str:
     return digest.hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> str:
-    """The project's git commit, with `-dirty` when the working tree differs; `unknown` outside git."""
+    """The project's git commit, with `-dirty` when the working tree differs; `unknown` outside git.
+
+    Once per process. The nbstripout filter is bypassed (`cat`): starting it per notebook made each call take
+    seconds, and a notebook saved with outputs does differ from the committed one."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
                                 text=True, check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "lus_utils", "notebooks", "params"],
+        dirty = subprocess.run(["git", "-c", "filter.nbstripout.clean=cat", "status", "--porcelain",
+                                "--untracked-files=no", "--", "lus_utils", "notebooks", "params"],
                                cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
