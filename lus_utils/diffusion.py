@@ -35,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import splits, synthetic
+from .splits import TooFewFramesError
 from .images import load_image
 from .params import MINORITY_CLASS, AuditParams, DDPMParams
 from .paths import OutLayout
@@ -59,10 +60,6 @@ _STREAM_BATCH_ORDER, _STREAM_STEP, _STREAM_SAMPLE, _STREAM_GRID = 1, 2, 3, 4
 # Parameters that change the trained weights (the cache and the checkpoints are keyed on them).
 TRAINING_KEYS = ("variant", "fold", "seed", "image_size", "block_out_channels", "layers_per_block",
                  "attention_levels", "batch_size", "lr", "warmup_steps", "ema_decay", "mixed_precision")
-
-
-class TooFewFramesError(ValueError):
-    """A variant found fewer minority frames (or videos) than it needs."""
 
 
 # --- names and folders -------------------------------------------------------------------------------------
@@ -116,14 +113,9 @@ def select_training_frames(frames: pd.DataFrame, variant: str, split_column: str
         picks = [minority[minority.video_id == v].index[rng.integers(0, (minority.video_id == v).sum())]
                  for v in chosen_videos]
         return frames.loc[picks]
-    pool = minority[minority[split_column] == "train"]
-    needed = MIN_FRAMES[variant]
-    if len(pool) < needed:
-        raise TooFewFramesError(
-            f"variant {variant} needs at least {needed} '{label}' frames in the training split ({split_column}); "
-            f"it has {len(pool)} from {pool.video_id.nunique()} videos "
-            f"(all parts: {minority.groupby(split_column).size().to_dict()}). Use another fold, or rebuild frames "
-            "with more frames per video (data.max_frames_per_video, data.sample_hz).")
+    pool = splits.minority_training_pool(minority, split_column, MIN_FRAMES[variant], f"variant {variant}",
+                                         "Use another fold, or rebuild frames with more frames per video "
+                                         "(data.max_frames_per_video, data.sample_hz).")
     if variant == "train_all":
         return pool.sort_values("path")
     # Round robin over the videos in a seeded order, each video's frames in a seeded order: three frames

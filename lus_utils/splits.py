@@ -156,3 +156,20 @@ def spread_over_videos(pool: pd.DataFrame, n: int, rng: np.random.Generator) -> 
         picks += [q[depth] for q in queues if depth < len(q)][: n - len(picks)]
         depth += 1
     return picks
+
+
+class TooFewFramesError(ValueError):
+    """Fewer minority training frames (or videos) than a generator needs."""
+
+
+def minority_training_pool(minority: pd.DataFrame, split_column: str, needed: int, what: str,
+                           remedy: str) -> pd.DataFrame:
+    """The training-split rows of `minority` (one class's frames); stops with the counts when fewer than `needed`."""
+    pool = minority[minority[split_column] == "train"]
+    if len(pool) < needed:
+        label = minority["label"].iloc[0] if len(minority) else "minority"
+        raise TooFewFramesError(
+            f"{what} needs at least {needed} '{label}' frames in the training split ({split_column}); it has "
+            f"{len(pool)} from {pool['video_id'].nunique()} video(s) (frames per part: "
+            f"{minority.groupby(split_column).size().to_dict()}). {remedy}")
+    return pool

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import domain_base_model, splits, synthetic, tiny_sd
+from .splits import TooFewFramesError  # noqa: F401 - raised here and by splits; tests catch it from this module
 from .images import load_image, to_grey
 from .params import MINORITY_CLASS, AuditParams, TextualInversionParams
 from .paths import OutLayout
@@ -88,10 +89,6 @@ class TokenError(ValueError):
     """A placeholder token already known to the tokenizer, or an initializer that is not one token."""
 
 
-class TooFewFramesError(ValueError):
-    """Fewer minority training frames than `train_frames` asks for."""
-
-
 # --- names and folders ---------------------------------------------------------------------------------------
 def set_names(set_tag: str = "") -> dict[str, str]:
     """Synthetic set folder names: ti_txt2img and ti_img2img, with `_<set_tag>` when one is given."""
@@ -118,13 +115,9 @@ def select_training_frames(frames: pd.DataFrame, split_column: str, mode: str, s
     if split_column not in frames.columns:
         raise KeyError(f"frames have no column '{split_column}' (was frames.csv built with enough folds?)")
     minority = frames[frames["label"] == label]
-    pool = minority[minority[split_column] == "train"]
     needed = MIN_FRAMES[mode]
-    if len(pool) < needed:
-        raise TooFewFramesError(
-            f"train_frames={mode} needs at least {needed} '{label}' frames in the training split ({split_column}); "
-            f"it has {len(pool)} from {pool['video_id'].nunique()} video(s) (frames per part: "
-            f"{minority.groupby(split_column).size().to_dict()}). Use another fold or fewer frames (3_mixed).")
+    pool = splits.minority_training_pool(minority, split_column, needed, f"train_frames={mode}",
+                                         "Use another fold or fewer frames (3_mixed).")
     if mode == "all":
         return pool.sort_values("path")
     rng = np.random.default_rng([seed, 4])

@@ -101,7 +101,7 @@ def test_fold_column_is_used(frames):
 def test_too_few_minority_training_frames_stop_with_counts(tmp_path):
     table = make_frames(tmp_path, [("a", "viral", "train", 2), ("b", "viral", "test", 5), ("c", "covid", "train", 3)])
     for variant in ("3_mixed", "train_all"):
-        with pytest.raises(diffusion.TooFewFramesError, match=r"needs at least 3 .* it has 2 from 1 videos"):
+        with pytest.raises(diffusion.TooFewFramesError, match=r"needs at least 3 .* it has 2 from 1 video"):
             diffusion.select_training_frames(table, variant, "split", 0)
     with pytest.raises(diffusion.TooFewFramesError, match="needs 3 different 'viral' videos .* have 2"):
         diffusion.select_training_frames(table, "3_mixed_any_split", "split", 0)
