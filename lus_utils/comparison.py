@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from . import synthetic
 from .params import CompareParams, as_dict
 from .paths import OutLayout
 from .provenance import (fingerprint_files, provenance, read_json, write_csv_atomic, write_json_atomic,
@@ -459,7 +460,7 @@ def load_audits(out_dir: Path) -> pd.DataFrame:
             table = pd.read_csv(manifest, keep_default_na=False)
             row["n_images"] = len(table)
             if "passed_gate" in table:
-                row["n_passed_gate"] = int(table["passed_gate"].astype(str).str.lower().isin(["true", "1"]).sum())
+                row["n_passed_gate"] = int(synthetic.passed_gate(table).sum())
         figures = {k: v for k, v in _numeric_items(audit).items() if k not in row}
         row.update({k: figures[k] for k in sorted(figures, key=_audit_priority)})
         rows.append(row)
@@ -514,15 +515,15 @@ def example_pairs(out_dir: Path, synthetic_set: str, n: int) -> list[tuple[Path,
         return []
     table = table[table["nearest_train_path"].astype(str) != ""]
     if "passed_gate" in table:
-        passed = table["passed_gate"].astype(str).str.lower().isin(["true", "1"])
+        passed = synthetic.passed_gate(table)
         table = table[passed] if passed.any() else table
     table = table.assign(_sim=pd.to_numeric(table.get("nearest_train_similarity"), errors="coerce"))
     table = table.sort_values("_sim", ascending=False, na_position="last").head(n)
     pairs = []
     for _, r in table.iterrows():
-        synthetic, train = set_dir / r["path"], layout.data / r["nearest_train_path"]
-        if synthetic.is_file() and train.is_file():
-            pairs.append((synthetic, train, _num(r["_sim"])))
+        image, train = set_dir / r["path"], layout.data / r["nearest_train_path"]
+        if image.is_file() and train.is_file():
+            pairs.append((image, train, _num(r["_sim"])))
     return pairs
 
 

@@ -186,7 +186,9 @@ def gate_examples(set_dir, manifest: pd.DataFrame, n: int = 12, ncols: int = 6) 
 
     from .images import load_image
 
-    passed = manifest["passed_gate"].astype(str).str.lower().isin(["true", "1"])
+    from .synthetic import passed_gate
+
+    passed = passed_gate(manifest)
     half = max(1, n // 2)
     rows = pd.concat([manifest[passed].head(half), manifest[~passed].head(n - min(half, int(passed.sum())))])
     images = [load_image(Path(set_dir) / p, grayscale=True) for p in rows["path"]]

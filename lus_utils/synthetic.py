@@ -36,6 +36,14 @@ def gate(image: np.ndarray, min_std: float = 30.0, min_entropy: float = 4.7) -> 
             "passed_gate": bool(stats["std"] > min_std and stats["entropy"] > min_entropy)}
 
 
+def passed_gate(manifest: pd.DataFrame) -> pd.Series:
+    """Which manifest rows passed the quality gate (the column read back from CSV is text); all of them when
+    the manifest has no gate column."""
+    if "passed_gate" not in manifest.columns:
+        return pd.Series(True, index=manifest.index)
+    return manifest["passed_gate"].astype(str).str.lower().isin(["true", "1"])
+
+
 def write_set(set_dir: Path, images: Iterable[np.ndarray], rows: list[dict[str, Any]],
               provenance_record: dict[str, Any]) -> pd.DataFrame:
     """Write images, manifest.csv and provenance.json into `set_dir` atomically (whole folder at once).
@@ -108,9 +116,7 @@ def load_for_training(set_dir: Path, classes: list[str], train_paths: Iterable[s
         raise SyntheticSetError(f"{set_dir}: its generator saw {len(outside)} frames that are not in this run's "
                                 f"training split (e.g. {outside[:3]}); only the explicitly marked leakage "
                                 "ablation may do that")
-    if "passed_gate" in manifest.columns:
-        manifest = manifest[manifest["passed_gate"].astype(str).str.lower().isin(["true", "1"])]
-    return manifest.reset_index(drop=True)
+    return manifest[passed_gate(manifest)].reset_index(drop=True)
 
 
 def amount_to_count(amount: float, unit: str, n_real_minority: int, n_available: int) -> tuple[int, int]:

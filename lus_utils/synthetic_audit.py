@@ -300,10 +300,6 @@ def intensity_histograms(groups: dict[str, np.ndarray]) -> dict[str, Any]:
 
 
 # --- the audit -----------------------------------------------------------------------------------------------
-def _is_true(values: pd.Series) -> np.ndarray:
-    return values.astype(str).str.lower().isin(["true", "1"]).to_numpy()
-
-
 def audit_set(set_dir: Path, frames: pd.DataFrame, split_column: str, audit_params: AuditParams,
               feature_run_dir: str = "") -> dict[str, Any]:
     """Audit the synthetic set in `set_dir`; write `<set_dir>/audit.json`, fill the manifest's nearest columns.
@@ -320,7 +316,7 @@ def audit_set(set_dir: Path, frames: pd.DataFrame, split_column: str, audit_para
     if split_column not in frames.columns:
         raise ValueError(f"frames have no column '{split_column}'")
     label = str(manifest["label"].iloc[0]) if len(manifest) else MINORITY_CLASS
-    kept = _is_true(manifest["passed_gate"]) if "passed_gate" in manifest.columns else np.ones(len(manifest), bool)
+    kept = synthetic.passed_gate(manifest).to_numpy()
     population = kept if kept.any() else np.ones(len(manifest), bool)
 
     train = frames[frames[split_column] == "train"].reset_index(drop=True)

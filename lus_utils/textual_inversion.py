@@ -466,7 +466,7 @@ class Generated:
 
     @property
     def rejection_rate(self) -> float:
-        kept = self.manifest["passed_gate"].astype(str).str.lower().isin(["true", "1"])
+        kept = synthetic.passed_gate(self.manifest)
         return float(1 - kept.mean()) if len(kept) else float("nan")
 
 
@@ -564,7 +564,7 @@ def gate_summary(manifests: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Per set: images, kept, rejection rate, median grey std and entropy."""
     rows = []
     for mode, manifest in manifests.items():
-        kept = manifest["passed_gate"].astype(str).str.lower().isin(["true", "1"])
+        kept = synthetic.passed_gate(manifest)
         rows.append({"set": mode, "images": len(manifest), "kept": int(kept.sum()),
                      "rejection rate": float(1 - kept.mean()) if len(manifest) else float("nan"),
                      "median std": float(manifest["std"].median()), "median entropy": float(manifest["entropy"].median())})
