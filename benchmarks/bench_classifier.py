@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from lus_utils import models, training
+from lus_utils.classify import models, training
 from lus_utils.params import ARCHS
 from lus_utils.reproducibility import seed_everything
 

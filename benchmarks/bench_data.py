@@ -9,7 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lus_utils import data
+from lus_utils.data import dataset
 from lus_utils.params import DataParams
 
 
@@ -24,7 +24,7 @@ def main() -> None:
         timings = {}
         for label in ("cold", "cached"):
             start = time.perf_counter()
-            frames = data.build_frames(args.data_root, out, params, cache_root=cache)
+            frames = dataset.build_frames(args.data_root, out, params, cache_root=cache)
             timings[label] = time.perf_counter() - start
     print(f"frames: {len(frames)} from {frames.video_id.nunique()} files, workers={args.workers}")
     for label, seconds in timings.items():

@@ -22,7 +22,8 @@ import pandas as pd
 import torch
 import yaml
 
-from lus_utils import data, diffusion, synthetic, synthetic_audit
+from lus_utils.data import dataset
+from lus_utils.generate import ddpm, synthetic, synthetic_audit
 from lus_utils.params import MINORITY_CLASS, DataParams, DDPMParams, build
 from lus_utils.paths import PARAMS_DIR
 
@@ -35,7 +36,7 @@ def train_speed(p: DDPMParams, batch: int, steps: int) -> tuple[float, float]:
     CPU seconds (all threads) show what a step costs when other processes share the cores.
     """
     torch.manual_seed(0)
-    model = diffusion.build_unet(p)
+    model = ddpm.build_unet(p)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randn(batch, 1, p.image_size, p.image_size)
     t = torch.randint(0, 1000, (batch,))
@@ -84,7 +85,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        frames = data.build_frames(args.data_root, tmp / "out", DataParams())
+        frames = dataset.build_frames(args.data_root, tmp / "out", DataParams())
         minority = frames[frames.label == MINORITY_CLASS]
         n_train = int((minority.split == "train").sum())
 
@@ -105,7 +106,7 @@ def main() -> None:
 
         if args.pipeline:
             print(f"\n== samplers on the pipeline {args.pipeline}")
-            pipeline = diffusion.load_pipeline(Path(args.pipeline))
+            pipeline = ddpm.load_pipeline(Path(args.pipeline))
         else:
             print(f"\n== samplers on one tiny model ({args.train_steps} steps on {n_train} minority training frames)")
             p = build(DDPMParams, {"variant": "train_all", "image_size": 32, "block_out_channels": [16, 32, 64],
@@ -114,12 +115,12 @@ def main() -> None:
                                    "device": "cpu", "sample_grids": 0, "checkpoint_every": 10 ** 6,
                                    "epochs_train_all": math.ceil(args.train_steps / math.ceil(n_train / 16))},
                       "bench")
-            selected = diffusion.select_training_frames(frames, "train_all", "split", 0)
+            selected = ddpm.select_training_frames(frames, "train_all", "split", 0)
             start = time.perf_counter()
-            result = diffusion.train_ddpm(selected, p, tmp / "gen", progress=False)
+            result = ddpm.train_ddpm(selected, p, tmp / "gen", progress=False)
             print(f"trained {result.total_steps} steps in {time.perf_counter() - start:.1f} s "
                   f"(final loss {result.log.loss.tail(20).mean():.4f})")
-            pipeline = diffusion.load_pipeline(result.pipeline_dir)
+            pipeline = ddpm.load_pipeline(result.pipeline_dir)
         extract, space = synthetic_audit.feature_function("classifier" if args.feature_run_dir else "pixels",
                                                           args.feature_run_dir)
         real = extract(minority.abspath.tolist())
@@ -128,7 +129,7 @@ def main() -> None:
             key = f"{sampler} x{steps}" + (" (2nd seed)" if f"{sampler} x{steps}" in sets else "")
             seed = 1 if "2nd" in key else 0
             start = time.perf_counter()
-            images, _ = diffusion.sample_images(pipeline, sampler, steps, args.n, args.n, seed, progress=False)
+            images, _ = ddpm.sample_images(pipeline, sampler, steps, args.n, args.n, seed, progress=False)
             timing[key] = (time.perf_counter() - start) / args.n
             kept[key] = float(np.mean([synthetic.gate(image)["passed_gate"] for image in images]))
             sets[key] = features_of(images, extract, tmp / "samples" / key.replace(" ", "_"))

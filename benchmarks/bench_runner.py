@@ -65,8 +65,8 @@ def bench_profile(args: argparse.Namespace) -> None:
 def bench_fake(n: int) -> None:
     import nbformat
 
-    from lus_utils.planning import Run
-    from lus_utils.runner import execute_study
+    from lus_utils.run.planning import Run
+    from lus_utils.run.runner import execute_study
 
     with tempfile.TemporaryDirectory(prefix="bench_runner_fake_") as tmp:
         notebooks, out = Path(tmp) / "notebooks", Path(tmp) / "out"

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lus_utils import domain_base_model, textual_inversion as ti, tiny_sd
+from lus_utils.generate import domain_base_model, textual_inversion as ti, tiny_sd
 from lus_utils.params import TextualInversionParams
 from lus_utils.reproducibility import seed_everything
 

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from .paths import PARAMS_DIR
+from lus_utils.paths import PARAMS_DIR
 
 CLASSES = ("covid", "pneumonia", "regular", "viral")
 MINORITY_CLASS = "viral"
@@ -630,7 +630,7 @@ def sync_notebook_parameters() -> list[str]:
     """Rewrite every notebook's `parameters` cell from the dataclasses; returns the notebooks it changed."""
     import json
 
-    from .paths import NOTEBOOKS_DIR
+    from lus_utils.paths import NOTEBOOKS_DIR
 
     changed = []
     for notebook in NOTEBOOK_PARAMS:

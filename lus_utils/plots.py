@@ -102,7 +102,7 @@ def roc_pr_curves(predictions: pd.DataFrame, classes: Sequence[str]) -> plt.Figu
 def misclassified_grid(predictions: pd.DataFrame, n: int = 24, size: int = 96, seed: int = 0,
                        ncols: int = 8) -> plt.Figure:
     """Misclassified test frames (needs an `abspath` column), minority classes first, as true -> predicted."""
-    from .images import load_image
+    from lus_utils.images import load_image
 
     wrong = predictions[predictions["label"] != predictions["pred"]]
     if wrong.empty:
@@ -184,9 +184,9 @@ def gate_examples(set_dir, manifest: pd.DataFrame, n: int = 12, ncols: int = 6) 
     """Kept and rejected images of a synthetic set side by side, with their grey std and entropy."""
     from pathlib import Path
 
-    from .images import load_image
+    from lus_utils.images import load_image
 
-    from .synthetic import passed_gate
+    from lus_utils.generate.synthetic import passed_gate
 
     passed = passed_gate(manifest)
     half = max(1, n // 2)

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from .paths import PROJECT_ROOT
+from lus_utils.paths import PROJECT_ROOT
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from lus_utils import comparison as C
+from lus_utils.compare import comparison as C
 from lus_utils.params import CompareParams
 
 CLASSES = ["covid", "pneumonia", "regular", "viral"]

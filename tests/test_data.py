@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lus_utils import data
+from lus_utils.data import dataset
 from lus_utils.params import DataParams
 from lus_utils.provenance import read_json
 
@@ -15,23 +15,23 @@ from conftest import FPS, N_FRAMES, make_tiny_dataset, write_video, _frames
 
 
 def build(root: Path, out: Path, params: DataParams, cache: Path) -> pd.DataFrame:
-    return data.build_frames(root, out, params, cache_root=cache)
+    return dataset.build_frames(root, out, params, cache_root=cache)
 
 
 def test_labels_from_prefix():
-    assert data.label_from_name("Cov-Atlas.gif") == "covid"
-    assert data.label_from_name("pneu-radiopaeda.mp4") == "pneumonia"
-    assert data.label_from_name("Pneu_x.avi") == "pneumonia"
-    assert data.label_from_name("Reg_x.mpeg") == "regular"
-    assert data.label_from_name("Vir_x.mp4") == "viral"
-    assert data.label_from_name("Xyz.mp4") is None
+    assert dataset.label_from_name("Cov-Atlas.gif") == "covid"
+    assert dataset.label_from_name("pneu-radiopaeda.mp4") == "pneumonia"
+    assert dataset.label_from_name("Pneu_x.avi") == "pneumonia"
+    assert dataset.label_from_name("Reg_x.mpeg") == "regular"
+    assert dataset.label_from_name("Vir_x.mp4") == "viral"
+    assert dataset.label_from_name("Xyz.mp4") is None
 
 
 def test_pocovid_frame_step():
-    assert data.frame_step(30, 3) == 10
-    assert data.frame_step(25, 3) == 8
-    assert data.frame_step(2, 3) == 1  # slow videos keep every frame
-    assert data.frame_step(0, 3) == 1 and data.frame_step(float("nan"), 3) == 1
+    assert dataset.frame_step(30, 3) == 10
+    assert dataset.frame_step(25, 3) == 8
+    assert dataset.frame_step(2, 3) == 1  # slow videos keep every frame
+    assert dataset.frame_step(0, 3) == 1 and dataset.frame_step(float("nan"), 3) == 1
 
 
 def test_frames_csv_contract_and_skips(tiny_root, tiny_params, tmp_path, cache):
@@ -72,7 +72,7 @@ def test_truncated_video_with_some_frames_is_skipped(tmp_path, cache):
     write_video(path, _frames(5) * 10)
     blob = path.read_bytes()
     path.write_bytes(blob[: int(len(blob) * 0.3)])
-    result = data.extract_one(data.SourceFile(str(path), "x", "video", "convex", "covid", "Cov_long"), DataParams(), cache)
+    result = dataset.extract_one(dataset.SourceFile(str(path), "x", "video", "convex", "covid", "Cov_long"), DataParams(), cache)
     assert "error" in result and ("truncated" in result["error"] or "unreadable" in result["error"])
 
 
@@ -82,8 +82,8 @@ def test_second_run_decodes_nothing(tiny_root, tiny_params, tmp_path, cache, mon
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again although the cache holds these frames")
 
-    monkeypatch.setattr(data, "_decode_video", no_decoding)
-    monkeypatch.setattr(data, "_copy_image", no_decoding)
+    monkeypatch.setattr(dataset, "_decode_video", no_decoding)
+    monkeypatch.setattr(dataset, "_copy_image", no_decoding)
     second = build(tiny_root, tmp_path / "b", tiny_params, cache)
     assert read_json(tmp_path / "b" / "data" / "report.json")["n_cached"] == read_json(tmp_path / "b" / "data" / "report.json")["n_sources"]
     pd.testing.assert_frame_equal(first.drop(columns=["abspath"]), second.drop(columns=["abspath"]))
@@ -100,10 +100,10 @@ def test_interrupted_extraction_leaves_no_cache_entry(tiny_root, tiny_params, tm
         (out / "frame_00000.png").write_bytes(b"half")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(data, "_decode_video", crash)
-    source = data.discover(tiny_root, tiny_params)[0][0]
+    monkeypatch.setattr(dataset, "_decode_video", crash)
+    source = dataset.discover(tiny_root, tiny_params)[0][0]
     with pytest.raises(KeyboardInterrupt):
-        data.extract_one(source, tiny_params, tmp_path / "cache")
+        dataset.extract_one(source, tiny_params, tmp_path / "cache")
     assert not list((tmp_path / "cache" / "frames").glob("*/index.json"))
     assert not [p for p in (tmp_path / "cache" / "frames").iterdir() if not p.name.startswith(".")]
 
@@ -111,22 +111,22 @@ def test_interrupted_extraction_leaves_no_cache_entry(tiny_root, tiny_params, tm
 def test_missing_data_root_names_path_and_fix(tmp_path, monkeypatch):
     monkeypatch.delenv("LUS_DATA_ROOT", raising=False)
     missing = tmp_path / "nowhere"
-    with pytest.raises(data.DataRootError) as err:
-        data.resolve_data_root(missing, fetch_if_missing=True)
+    with pytest.raises(dataset.DataRootError) as err:
+        dataset.resolve_data_root(missing, fetch_if_missing=True)
     assert str(missing) in str(err.value) and "fetch" in str(err.value) and "LUS_DATA_ROOT" in str(err.value)
 
 
 def test_explicit_or_env_root_is_never_fetched(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "fetch", lambda *a, **k: pytest.fail("fetched for an explicit root"))
+    monkeypatch.setattr(dataset, "fetch", lambda *a, **k: pytest.fail("fetched for an explicit root"))
     monkeypatch.setenv("LUS_DATA_ROOT", str(tmp_path / "absent"))
-    with pytest.raises(data.DataRootError):
-        data.resolve_data_root(None, fetch_if_missing=True)
+    with pytest.raises(dataset.DataRootError):
+        dataset.resolve_data_root(None, fetch_if_missing=True)
 
 
 def test_layout_is_checked(tmp_path):
     (tmp_path / "pocus_videos").mkdir()
-    with pytest.raises(data.DataRootError, match="dataset_metadata.csv"):
-        data.check_layout(tmp_path)
+    with pytest.raises(dataset.DataRootError, match="dataset_metadata.csv"):
+        dataset.check_layout(tmp_path)
 
 
 def _git(*args, cwd):
@@ -146,20 +146,20 @@ def test_fetch_sparse_clone_from_local_bare_repo(tmp_path):
     _git("clone", "-q", "--bare", str(work), str(bare), cwd=tmp_path)
     _git("config", "uploadpack.allowFilter", "true", cwd=bare)
     dest = tmp_path / "clone"
-    root = data.fetch(dest, bare.as_uri())
+    root = dataset.fetch(dest, bare.as_uri())
     assert (root / "dataset_metadata.csv").is_file()
     assert (root / "pocus_videos" / "convex" / "Cov_clip0.mp4").is_file()
     assert not (root / "other_big_folder").exists() and not (dest / "README.md").exists()
-    assert data.check_layout(root) == root
-    assert data.fetch(dest, bare.as_uri()) == root  # second call: already there
+    assert dataset.check_layout(root) == root
+    assert dataset.fetch(dest, bare.as_uri()) == root  # second call: already there
 
 
 def test_fetch_failure_is_clear(tmp_path):
-    with pytest.raises(data.DataRootError, match="--data-root"):
-        data.fetch(tmp_path / "clone", (tmp_path / "no-such-repo.git").as_uri())
+    with pytest.raises(dataset.DataRootError, match="--data-root"):
+        dataset.fetch(tmp_path / "clone", (tmp_path / "no-such-repo.git").as_uri())
     assert not (tmp_path / "clone").exists()
 
 
 def test_fetch_command_line(tmp_path, capsys):
-    assert data.main(["fetch", "--dest", str(tmp_path / "c"), "--repo-url", (tmp_path / "none.git").as_uri()]) == 1
+    assert dataset.main(["fetch", "--dest", str(tmp_path / "c"), "--repo-url", (tmp_path / "none.git").as_uri()]) == 1
     assert "error" in capsys.readouterr().err

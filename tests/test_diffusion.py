@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lus_utils import diffusion, synthetic
+from lus_utils.generate import ddpm, synthetic
 from lus_utils.params import AuditParams, DDPMParams, ParamError, build
 from lus_utils.provenance import read_json
 
@@ -53,23 +53,23 @@ def frames(tmp_path_factory) -> pd.DataFrame:
 def trained(tmp_path_factory, frames):
     """One uninterrupted tiny training (3_mixed: 3 frames, batch 2, 4 epochs: 8 steps)."""
     p = tiny_params()
-    selected = diffusion.select_training_frames(frames, p.variant, "split", p.seed)
+    selected = ddpm.select_training_frames(frames, p.variant, "split", p.seed)
     gen_dir = tmp_path_factory.mktemp("gen") / "ddpm_3_mixed"
-    return p, selected, diffusion.train_ddpm(selected, p, gen_dir, progress=False)
+    return p, selected, ddpm.train_ddpm(selected, p, gen_dir, progress=False)
 
 
 # --- frame choice ------------------------------------------------------------------------------------------
 def test_variants_pick_training_frames_only(frames):
     train_viral = frames[(frames.label == "viral") & (frames.split == "train")]
-    mixed = diffusion.select_training_frames(frames, "3_mixed", "split", seed=0)
+    mixed = ddpm.select_training_frames(frames, "3_mixed", "split", seed=0)
     assert len(mixed) == 3 and set(mixed.split) == {"train"} and set(mixed.label) == {"viral"}
     assert mixed.video_id.nunique() == 2  # spread over both training videos
     assert mixed.path.is_unique
-    everything = diffusion.select_training_frames(frames, "train_all", "split", seed=0)
+    everything = ddpm.select_training_frames(frames, "train_all", "split", seed=0)
     assert sorted(everything.path) == sorted(train_viral.path)
     # Same seed, same frames; the choice depends on the seed.
-    assert list(diffusion.select_training_frames(frames, "3_mixed", "split", seed=0).path) == list(mixed.path)
-    choices = {tuple(diffusion.select_training_frames(frames, "3_mixed", "split", seed=s).path) for s in range(6)}
+    assert list(ddpm.select_training_frames(frames, "3_mixed", "split", seed=0).path) == list(mixed.path)
+    choices = {tuple(ddpm.select_training_frames(frames, "3_mixed", "split", seed=s).path) for s in range(6)}
     assert len(choices) > 1
 
 
@@ -78,33 +78,33 @@ def test_three_training_videos_give_one_frame_each(tmp_path):
               ("d", "viral", "test", 2)]
     table = make_frames(tmp_path, videos)
     for seed in range(4):
-        mixed = diffusion.select_training_frames(table, "3_mixed", "split", seed)
+        mixed = ddpm.select_training_frames(table, "3_mixed", "split", seed)
         assert sorted(mixed.video_id) == ["a", "b", "c"]
 
 
 def test_leakage_ablation_uses_three_videos_of_any_split(frames):
-    chosen = diffusion.select_training_frames(frames, "3_mixed_any_split", "split", seed=1)
+    chosen = ddpm.select_training_frames(frames, "3_mixed_any_split", "split", seed=1)
     assert len(chosen) == 3 and chosen.video_id.nunique() == 3 and set(chosen.label) == {"viral"}
     parts = set()
     for seed in range(10):
-        parts |= set(diffusion.select_training_frames(frames, "3_mixed_any_split", "split", seed).split)
+        parts |= set(ddpm.select_training_frames(frames, "3_mixed_any_split", "split", seed).split)
     assert parts - {"train"}, "the ablation never drew a frame outside the training split"
 
 
 def test_fold_column_is_used(frames):
     moved = frames.assign(split_fold0=np.where(frames.video_id == "v3", "train", frames.split_fold0))
-    chosen = diffusion.select_training_frames(moved, "train_all", "split_fold0", seed=0)
+    chosen = ddpm.select_training_frames(moved, "train_all", "split_fold0", seed=0)
     assert "v3" in set(chosen.video_id)
-    assert "v3" not in set(diffusion.select_training_frames(moved, "train_all", "split", seed=0).video_id)
+    assert "v3" not in set(ddpm.select_training_frames(moved, "train_all", "split", seed=0).video_id)
 
 
 def test_too_few_minority_training_frames_stop_with_counts(tmp_path):
     table = make_frames(tmp_path, [("a", "viral", "train", 2), ("b", "viral", "test", 5), ("c", "covid", "train", 3)])
     for variant in ("3_mixed", "train_all"):
-        with pytest.raises(diffusion.TooFewFramesError, match=r"needs at least 3 .* it has 2 from 1 video"):
-            diffusion.select_training_frames(table, variant, "split", 0)
-    with pytest.raises(diffusion.TooFewFramesError, match="needs 3 different 'viral' videos .* have 2"):
-        diffusion.select_training_frames(table, "3_mixed_any_split", "split", 0)
+        with pytest.raises(ddpm.TooFewFramesError, match=r"needs at least 3 .* it has 2 from 1 video"):
+            ddpm.select_training_frames(table, variant, "split", 0)
+    with pytest.raises(ddpm.TooFewFramesError, match="needs 3 different 'viral' videos .* have 2"):
+        ddpm.select_training_frames(table, "3_mixed_any_split", "split", 0)
 
 
 def test_params_refuse_bad_values():
@@ -119,10 +119,10 @@ def test_params_refuse_bad_values():
 def test_unet_follows_the_seed_layout():
     seed = build(DDPMParams, {"image_size": 128, "block_out_channels": [128, 128, 256, 256, 512, 512],
                               "layers_per_block": 2, "attention_levels": [4]}, "test")
-    down, up = diffusion.block_types(seed)
+    down, up = ddpm.block_types(seed)
     assert down == ("DownBlock2D",) * 4 + ("AttnDownBlock2D", "DownBlock2D")
     assert up == ("UpBlock2D", "AttnUpBlock2D") + ("UpBlock2D",) * 4
-    small = diffusion.build_unet(tiny_params(attention_levels=[1]))
+    small = ddpm.build_unet(tiny_params(attention_levels=[1]))
     assert small.config.down_block_types == ("DownBlock2D", "AttnDownBlock2D")
     assert small.config.up_block_types == ("AttnUpBlock2D", "UpBlock2D")
     assert small.config.in_channels == small.config.out_channels == 1
@@ -144,15 +144,15 @@ def test_training_writes_pipeline_grids_and_provenance(trained):
 def test_interrupted_training_resumes_to_identical_weights(trained, tmp_path):
     p, selected, reference = trained
     gen_dir = tmp_path / "ddpm_3_mixed"
-    partial = diffusion.train_ddpm(selected, p, gen_dir, max_steps=5, progress=False)
+    partial = ddpm.train_ddpm(selected, p, gen_dir, max_steps=5, progress=False)
     assert not partial.finished and partial.steps_done == 5
-    assert [c.name for _, c in diffusion._checkpoints(gen_dir)] == ["checkpoint-3", "checkpoint-5"]
+    assert [c.name for _, c in ddpm._checkpoints(gen_dir)] == ["checkpoint-3", "checkpoint-5"]
     for name in ("unet", "training_state.pt", "state.json", "log.csv"):
         assert (gen_dir / "checkpoints" / "checkpoint-5" / name).exists()
-    resumed = diffusion.train_ddpm(selected, p, gen_dir, progress=False)
+    resumed = ddpm.train_ddpm(selected, p, gen_dir, progress=False)
     assert resumed.finished and resumed.resumed_from == 5
-    a = diffusion.load_pipeline(reference.pipeline_dir).unet.state_dict()
-    b = diffusion.load_pipeline(resumed.pipeline_dir).unet.state_dict()
+    a = ddpm.load_pipeline(reference.pipeline_dir).unet.state_dict()
+    b = ddpm.load_pipeline(resumed.pipeline_dir).unet.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     pd.testing.assert_frame_equal(reference.log, resumed.log)
 
@@ -160,47 +160,47 @@ def test_interrupted_training_resumes_to_identical_weights(trained, tmp_path):
 def test_checkpoints_of_other_params_are_not_resumed(trained, tmp_path):
     p, selected, _ = trained
     gen_dir = tmp_path / "ddpm_3_mixed"
-    diffusion.train_ddpm(selected, p, gen_dir, max_steps=3, progress=False)
+    ddpm.train_ddpm(selected, p, gen_dir, max_steps=3, progress=False)
     other = tiny_params(lr=5e-4)
-    result = diffusion.train_ddpm(selected, other, gen_dir, max_steps=4, progress=False)
+    result = ddpm.train_ddpm(selected, other, gen_dir, max_steps=4, progress=False)
     assert result.resumed_from is None
-    assert [c.name for _, c in diffusion._checkpoints(gen_dir)] == ["checkpoint-3", "checkpoint-4"]
+    assert [c.name for _, c in ddpm._checkpoints(gen_dir)] == ["checkpoint-3", "checkpoint-4"]
     state = read_json(gen_dir / "checkpoints" / "checkpoint-4" / "state.json")
     assert state["training_key"]["lr"] == 5e-4
 
 
 def test_same_params_reuse_the_pipeline(trained):
     p, selected, result = trained
-    again = diffusion.train_ddpm(selected, p, result.generator_dir, progress=False)
+    again = ddpm.train_ddpm(selected, p, result.generator_dir, progress=False)
     assert again.cached and again.pipeline_dir == result.pipeline_dir
-    changed = diffusion.training_key(tiny_params(epochs_3_mixed=5), selected)
-    assert changed != diffusion.training_key(p, selected)
-    assert not diffusion._pipeline_is_current(result.generator_dir, changed)
+    changed = ddpm.training_key(tiny_params(epochs_3_mixed=5), selected)
+    assert changed != ddpm.training_key(p, selected)
+    assert not ddpm._pipeline_is_current(result.generator_dir, changed)
 
 
 # --- sampling ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmsolver"])
 def test_samplers_are_seeded_and_batch_size_free(trained, sampler):
     _, _, result = trained
-    pipeline = diffusion.load_pipeline(result.pipeline_dir)
-    images, seeds = diffusion.sample_images(pipeline, sampler, 3, 3, 2, seed=7, progress=False)
+    pipeline = ddpm.load_pipeline(result.pipeline_dir)
+    images, seeds = ddpm.sample_images(pipeline, sampler, 3, 3, 2, seed=7, progress=False)
     assert images.shape == (3, 16, 16) and images.dtype == np.uint8
-    again, _ = diffusion.sample_images(pipeline, sampler, 3, 3, 3, seed=7, progress=False)
+    again, _ = ddpm.sample_images(pipeline, sampler, 3, 3, 3, seed=7, progress=False)
     assert np.abs(images.astype(int) - again.astype(int)).max() <= 1  # batching does not change an image
-    other, _ = diffusion.sample_images(pipeline, sampler, 3, 3, 2, seed=8, progress=False)
+    other, _ = ddpm.sample_images(pipeline, sampler, 3, 3, 2, seed=8, progress=False)
     assert not np.array_equal(images, other)
-    single, _ = diffusion.sample_images(pipeline, sampler, 3, 1, 1, seed=[seeds[2]], progress=False)
+    single, _ = ddpm.sample_images(pipeline, sampler, 3, 1, 1, seed=[seeds[2]], progress=False)
     assert np.abs(single[0].astype(int) - images[2].astype(int)).max() <= 1
 
 
 def test_sampler_schedulers_come_from_the_training_config(trained):
     _, _, result = trained
-    pipeline = diffusion.load_pipeline(result.pipeline_dir)
-    dpm = diffusion.make_sampler(pipeline, "dpmsolver")
+    pipeline = ddpm.load_pipeline(result.pipeline_dir)
+    dpm = ddpm.make_sampler(pipeline, "dpmsolver")
     assert type(dpm).__name__ == "DPMSolverMultistepScheduler" and dpm.config.algorithm_type == "dpmsolver++"
-    assert diffusion.make_sampler(pipeline, "ddim").config.num_train_timesteps == 1000
+    assert ddpm.make_sampler(pipeline, "ddim").config.num_train_timesteps == 1000
     with pytest.raises(ValueError, match="unknown sampler"):
-        diffusion.make_sampler(pipeline, "euler")
+        ddpm.make_sampler(pipeline, "euler")
 
 
 # --- gate and set ------------------------------------------------------------------------------------------
@@ -218,12 +218,12 @@ def test_gate_numbers():
 def test_synthetic_set_gates_resizes_and_records(trained, frames, tmp_path, variant):
     p, _, result = trained
     p = tiny_params(variant=variant)
-    selected = diffusion.select_training_frames(frames, variant, "split", 1)
+    selected = ddpm.select_training_frames(frames, variant, "split", 1)
     rng = np.random.default_rng(0)
     images = np.stack([np.full((16, 16), 90, np.uint8), rng.integers(0, 256, (16, 16), dtype=np.uint8),
                        rng.integers(0, 256, (16, 16), dtype=np.uint8), np.zeros((16, 16), np.uint8)])
     set_dir = tmp_path / f"ddpm_{variant}"
-    manifest, summary = diffusion.write_synthetic_set(set_dir, images, [1, 2, 3, 4], p, AuditParams(), selected,
+    manifest, summary = ddpm.write_synthetic_set(set_dir, images, [1, 2, 3, 4], p, AuditParams(), selected,
                                                       "split", result.generator_dir, sampling_seconds=2.0)
     assert summary["n_generated"] == 4 and summary["n_kept"] == 2 and summary["rejection_rate"] == 0.5
     assert list(manifest.passed_gate) == [False, True, True, False]

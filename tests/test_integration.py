@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lus_utils import splits
-from lus_utils.data import read_frames
+from lus_utils.data import splits
+from lus_utils.data.dataset import read_frames
 from lus_utils.paths import PROJECT_ROOT, OutLayout
 
 DATA_ROOT = os.environ.get("LUS_DATA_ROOT", "")

@@ -11,7 +11,7 @@ from sklearn.metrics import (accuracy_score, average_precision_score, balanced_a
                              f1_score, precision_recall_fscore_support, precision_score, recall_score,
                              roc_auc_score)
 
-from lus_utils import metrics as M
+from lus_utils.classify import metrics as M
 
 CLASSES = ["covid", "pneumonia", "regular", "viral"]
 TOL = 1e-9

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from lus_utils import params as P
-from lus_utils.planning import plan, synthetic_sets
+from lus_utils.run.planning import plan, synthetic_sets
 
 
 def _with(profile: P.Profile, **sections) -> P.Profile:

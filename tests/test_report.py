@@ -13,8 +13,8 @@ from urllib.parse import unquote, urlparse
 import nbformat
 import pytest
 
-from lus_utils import comparison as C
-from lus_utils import reporting
+from lus_utils.compare import comparison as C
+from lus_utils.compare import reporting
 from lus_utils.params import CompareParams
 
 CHROMIUM = Path("/usr/bin/chromium")

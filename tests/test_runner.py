@@ -10,8 +10,8 @@ import nbformat
 import pytest
 
 from lus_utils import params as P
-from lus_utils import runner as R
-from lus_utils.planning import Run
+from lus_utils.run import runner as R
+from lus_utils.run.planning import Run
 
 SLURM = P.SlurmParams(partition="gpu", gpus_per_node=1, cpus_per_task=4, mem_gb=8, timeout_min=30,
                       array_parallelism=4)
@@ -103,9 +103,9 @@ def test_cache_then_one_parameter_reruns_only_it_and_its_dependents(setup, monke
     (out / "data").mkdir()
     (out / "data" / "frames.csv").write_text("path,label\n")
     hashes = R.code_hashes
-    monkeypatch.setattr(R, "code_hashes", lambda notebook: {**hashes(notebook), "training.py": "edited"})
+    monkeypatch.setattr(R, "code_hashes", lambda notebook: {**hashes(notebook), "classify/training.py": "edited"})
     why = reasons(study(make_runs(out, xa=2), out, notebooks, dry_run=True))
-    assert why["c"] == "notebook changed; code changed: training.py; input changed: frames.csv"
+    assert why["c"] == "notebook changed; code changed: classify/training.py; input changed: frames.csv"
     assert why["b"] == "after a (which runs)"
     forced = study(make_runs(out, xa=2), out, notebooks, dry_run=True, force=True)
     assert all(s == "would run" for s in statuses(forced).values())
@@ -195,16 +195,18 @@ def test_interrupted_run_is_rerun(setup, monkeypatch):
 
 
 def test_code_hash_follows_the_modules_a_notebook_imports(tmp_path):
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("from lus_utils import comparison\nimport os")])
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("from lus_utils.compare import comparison\nimport os")])
     nbformat.write(nb, tmp_path / "n.ipynb")
     modules = R.notebook_modules(tmp_path / "n.ipynb")
-    assert {"comparison", "params", "provenance", "training"} <= modules  # training: a lazy import in comparison
-    assert "diffusion" not in modules and "runner" not in modules
+    assert {"lus_utils.compare.comparison", "lus_utils.params", "lus_utils.provenance",
+            "lus_utils.classify.training"} <= modules  # training: a lazy import in comparison
+    assert "lus_utils.generate.ddpm" not in modules and not any(m.startswith("lus_utils.run") for m in modules)
     hashes = R.code_hashes(tmp_path / "n.ipynb")
-    assert "comparison.py" in hashes and "__init__.py" in hashes and "runner.py" not in hashes
+    assert "compare/comparison.py" in hashes and "__init__.py" in hashes and "run/runner.py" not in hashes
     magic = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("%time x = 1")])
     nbformat.write(magic, tmp_path / "m.ipynb")
-    assert "diffusion.py" in R.code_hashes(tmp_path / "m.ipynb")  # cannot tell: the whole package
+    whole = R.code_hashes(tmp_path / "m.ipynb")  # cannot tell: the whole package, still without the runner
+    assert "generate/ddpm.py" in whole and not any(k.startswith("run/") for k in whole)
 
 
 def test_levels_follow_dependencies():

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lus_utils import splits
+from lus_utils.data import splits
 from lus_utils.params import DataParams
 
 

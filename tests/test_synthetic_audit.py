@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lus_utils import synthetic, synthetic_audit
+from lus_utils.generate import synthetic, synthetic_audit
 from lus_utils.images import load_image
 from lus_utils.params import AuditParams, build
 from lus_utils.provenance import read_json
@@ -168,8 +168,8 @@ def test_classifier_feature_space_is_a_thin_call(frames, tmp_path, monkeypatch):
         calls.append(("extract", images.shape, images.dtype))
         return images.reshape(len(images), 3, -1).mean(axis=2).astype(np.float64)
 
-    monkeypatch.setitem(sys.modules, "lus_utils.training", types.SimpleNamespace(load_run_model=load_run_model))
-    monkeypatch.setitem(sys.modules, "lus_utils.models", types.SimpleNamespace(extract_features=extract_features))
+    monkeypatch.setitem(sys.modules, "lus_utils.classify.training", types.SimpleNamespace(load_run_model=load_run_model))
+    monkeypatch.setitem(sys.modules, "lus_utils.classify.models", types.SimpleNamespace(extract_features=extract_features))
     images = [load_image(p, grayscale=True) for p in frames[frames.video_id == "v2"].abspath]
     set_dir = tmp_path / "set"
     write_test_set(set_dir, images, [])

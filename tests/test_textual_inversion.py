@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lus_utils import domain_base_model, synthetic, textual_inversion as ti, tiny_sd
+from lus_utils.generate import domain_base_model, synthetic, textual_inversion as ti, tiny_sd
 from lus_utils.params import MINORITY_CLASS, AuditParams, ParamError, TextualInversionParams, build
 from lus_utils.paths import OutLayout
 

@@ -12,8 +12,11 @@ import pytest
 import torch
 from sklearn.utils.class_weight import compute_class_weight
 
-from lus_utils import models, params, splits, synthetic, training
-from lus_utils.data import read_frames
+from lus_utils.classify import models, training
+from lus_utils import params
+from lus_utils.data import splits
+from lus_utils.generate import synthetic
+from lus_utils.data.dataset import read_frames
 from lus_utils.params import ClassifierRunParams, ParamError, TrainParams
 from lus_utils.provenance import read_json
 
@@ -198,7 +201,7 @@ def test_split_without_a_class_in_validation_stops_before_training(study: Path, 
 
 
 def test_pretrained_without_weights_says_so(tmp_path: Path) -> None:
-    code = ("from lus_utils import models\n"
+    code = ("from lus_utils.classify import models\n"
             "try:\n    models.build_model('resnet18', 4, 32, pretrained=True)\n"
             "except models.PretrainedWeightsUnavailable as err:\n    print('REFUSED', err)\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "TORCH_HOME": str(tmp_path / "t")}

@@ -27,12 +27,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import tiny_sd
-from .images import load_image
-from .params import MINORITY_CLASS
-from .paths import OutLayout
-from .provenance import atomic_dir, provenance, read_json, stable_hash, write_csv_atomic, write_json_atomic
-from .reproducibility import seed_everything
+from lus_utils.generate import tiny_sd
+from lus_utils.images import load_image
+from lus_utils.params import MINORITY_CLASS
+from lus_utils.paths import OutLayout
+from lus_utils.provenance import atomic_dir, provenance, read_json, stable_hash, write_csv_atomic, write_json_atomic
+from lus_utils.reproducibility import seed_everything
 
 LABEL_PHRASES = {"covid": "covid-19 pneumonia", "pneumonia": "bacterial pneumonia", "regular": "a healthy lung",
                  "viral": "viral pneumonia"}

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import params as P
-from .diffusion import generator_name
-from .paths import NOTEBOOKS_DIR
-from .textual_inversion import set_names
+from lus_utils import params as P
+from lus_utils.generate.ddpm import generator_name
+from lus_utils.paths import NOTEBOOKS_DIR
+from lus_utils.generate.textual_inversion import set_names
 
 NOTEBOOKS = {
     "01": "01_data_exploration",
@@ -65,7 +65,7 @@ def feature_run(profile: P.Profile) -> dict[str, Any]:
 
 def classifier_run(profile: P.Profile, common: dict[str, Any], what: dict[str, Any],
                    after: list[str]) -> Run:
-    from .training import run_id_for
+    from lus_utils.classify.training import run_id_for
 
     values = {**P.as_dict(P.ClassifierRunParams()), **P.as_dict(profile.train), **what}
     notebook = NOTEBOOKS[_notebook_stage(values["strategy"])]
@@ -170,7 +170,7 @@ def _ids(planned: list[Run], *stages: str) -> list[str]:
 
 def _feature_run_dir(profile: P.Profile, common: dict[str, Any], planned: list[Run]) -> str:
     """The feature baseline's run folder when it is planned in this invocation or already exists."""
-    from .training import run_id_for
+    from lus_utils.classify.training import run_id_for
 
     run_dir = Path(common["out_dir"]) / "runs" / run_id_for({**P.as_dict(P.ClassifierRunParams()),
                                                               **feature_run(profile), **P.as_dict(profile.train)})

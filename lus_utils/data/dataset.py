@@ -5,7 +5,7 @@ Frame extraction follows the POCOVID protocol (Born et al. 2021): from each vide
 Decoded frames are cached by the content of their source file and the two extraction numbers, so a
 second run with the same inputs decodes nothing.
 
-Run `python -m lus_utils.data fetch` to download the dataset (a sparse, partial git clone).
+Run `python -m lus_utils.data.dataset fetch` to download the dataset (a sparse, partial git clone).
 """
 from __future__ import annotations
 
@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import splits
-from .params import DataParams
-from .paths import DATA_ROOT_ENV, DEFAULT_DATA_CLONE, DEFAULT_DATA_ROOT, OutLayout, cache_dir
-from .provenance import (atomic_dir, fingerprint_files, provenance, read_json, sha256_file, stable_hash,
+from lus_utils.data import splits
+from lus_utils.params import DataParams
+from lus_utils.paths import DATA_ROOT_ENV, DEFAULT_DATA_CLONE, DEFAULT_DATA_ROOT, OutLayout, cache_dir
+from lus_utils.provenance import (atomic_dir, fingerprint_files, provenance, read_json, sha256_file, stable_hash,
                          write_csv_atomic, write_json_atomic)
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class DataRootError(FileNotFoundError):
 
 
 def how_to_get_data() -> str:
-    return (f"Get the data with `python -m lus_utils.data fetch` (sparse clone into {DEFAULT_DATA_CLONE}), "
+    return (f"Get the data with `python -m lus_utils.data.dataset fetch` (sparse clone into {DEFAULT_DATA_CLONE}), "
             f"or point to a copy of the dataset's data/ folder with --data-root PATH or {DATA_ROOT_ENV}=PATH.")
 
 
@@ -336,7 +336,7 @@ def read_frames(frames_csv: str | Path) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lus_utils.data", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lus_utils.data.dataset", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     fetch_cmd = sub.add_parser("fetch", help="sparse-clone the dataset's data/ folder")
     fetch_cmd.add_argument("--dest", type=Path, default=DEFAULT_DATA_CLONE, help="clone folder")

@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import synthetic
-from .images import load_image
-from .params import MINORITY_CLASS, AuditParams
-from .provenance import code_version, write_csv_atomic, write_json_atomic
+from lus_utils.generate import synthetic
+from lus_utils.images import load_image
+from lus_utils.params import MINORITY_CLASS, AuditParams
+from lus_utils.provenance import code_version, write_csv_atomic, write_json_atomic
 
 NO_FEATURES = "none (no baseline classifier run given)"
 HISTOGRAM_BINS = 32
@@ -158,7 +158,7 @@ class FeatureExtractorUnavailable(RuntimeError):
 def feature_function(kind: str, feature_run_dir: str = "", batch_size: int = 32):
     """A function paths -> features (N, D) for `kind`, and the feature space's description.
 
-    classifier: `lus_utils.training.load_run_model(run_dir)` then `lus_utils.models.extract_features`;
+    classifier: `lus_utils.classify.training.load_run_model(run_dir)` then `lus_utils.classify.models.extract_features`;
     inception: torchvision Inception-v3 pool features (ImageNet weights from torchvision's cache);
     dinov2: transformers `facebook/dinov2-small` CLS features (Hugging Face cache);
     pixels: grey images at 16 x 16 (a crude space that needs no weights).
@@ -172,8 +172,8 @@ def feature_function(kind: str, feature_run_dir: str = "", batch_size: int = 32)
     if kind == "classifier":
         if not feature_run_dir:
             return None, NO_FEATURES
-        from .models import extract_features
-        from .training import load_run_model
+        from lus_utils.classify.models import extract_features
+        from lus_utils.classify.training import load_run_model
 
         model, _, image_size = load_run_model(Path(feature_run_dir))
 

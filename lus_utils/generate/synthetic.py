@@ -17,8 +17,8 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from .images import intensity_stats
-from .provenance import atomic_dir, read_json, write_csv_atomic, write_json_atomic
+from lus_utils.images import intensity_stats
+from lus_utils.provenance import atomic_dir, read_json, write_csv_atomic, write_json_atomic
 
 MANIFEST_COLUMNS = ["path", "label", "generator", "variant", "sampler", "steps", "seed", "std", "entropy",
                     "passed_gate", "nearest_train_path", "nearest_train_similarity"]

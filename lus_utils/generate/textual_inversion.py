@@ -35,13 +35,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import domain_base_model, splits, synthetic, tiny_sd
-from .splits import TooFewFramesError  # noqa: F401 - raised here and by splits; tests catch it from this module
-from .images import load_image, to_grey
-from .params import MINORITY_CLASS, AuditParams, TextualInversionParams
-from .paths import OutLayout
-from .provenance import atomic_dir, provenance, read_json, sha256_file, write_csv_atomic, write_json_atomic
-from .reproducibility import resolve_device, seed_everything
+from lus_utils.generate import domain_base_model, synthetic, tiny_sd
+from lus_utils.data import splits
+from lus_utils.data.splits import TooFewFramesError  # noqa: F401 - raised here and by splits; tests catch it from this module
+from lus_utils.images import load_image, to_grey
+from lus_utils.params import MINORITY_CLASS, AuditParams, TextualInversionParams
+from lus_utils.paths import OutLayout
+from lus_utils.provenance import atomic_dir, provenance, read_json, sha256_file, write_csv_atomic, write_json_atomic
+from lus_utils.reproducibility import resolve_device, seed_everything
 
 # Prompt templates of diffusers' textual_inversion example (from the original paper's code).
 IMAGENET_TEMPLATES = [

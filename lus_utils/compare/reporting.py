@@ -14,9 +14,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .comparison import comparison_dir
-from .paths import OutLayout
-from .provenance import atomic_path, read_json, write_text_atomic
+from lus_utils.compare.comparison import comparison_dir
+from lus_utils.paths import OutLayout
+from lus_utils.provenance import atomic_path, read_json, write_text_atomic
 
 HTML_DIR = "notebooks_html"
 REPORT_FILE = "report.html"

@@ -34,14 +34,15 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import splits, synthetic
-from .splits import TooFewFramesError
-from .images import load_image
-from .params import MINORITY_CLASS, AuditParams, DDPMParams
-from .paths import OutLayout
-from .provenance import (atomic_dir, atomic_path, fingerprint_files, provenance, read_json, stable_hash,
+from lus_utils.data import splits
+from lus_utils.generate import synthetic
+from lus_utils.data.splits import TooFewFramesError
+from lus_utils.images import load_image
+from lus_utils.params import MINORITY_CLASS, AuditParams, DDPMParams
+from lus_utils.paths import OutLayout
+from lus_utils.provenance import (atomic_dir, atomic_path, fingerprint_files, provenance, read_json, stable_hash,
                          write_csv_atomic, write_json_atomic)
-from .reproducibility import resolve_device
+from lus_utils.reproducibility import resolve_device
 
 N_MIXED = 3  # frames of the 3-frame variants (seed study)
 MIN_FRAMES = {"3_mixed": N_MIXED, "train_all": N_MIXED, "3_mixed_any_split": N_MIXED}

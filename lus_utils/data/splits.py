@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .params import DataParams
+from lus_utils.params import DataParams
 
 PARTS = ("train", "val", "test")
 

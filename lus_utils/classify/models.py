@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .params import ARCHS
+from lus_utils.params import ARCHS
 
 
 class PretrainedWeightsUnavailable(RuntimeError):

@@ -31,10 +31,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from . import synthetic
-from .params import CompareParams, as_dict
-from .paths import OutLayout
-from .provenance import (fingerprint_files, provenance, read_json, write_csv_atomic, write_json_atomic,
+from lus_utils.generate import synthetic
+from lus_utils.params import CompareParams, as_dict
+from lus_utils.paths import OutLayout
+from lus_utils.provenance import (fingerprint_files, provenance, read_json, write_csv_atomic, write_json_atomic,
                          write_text_atomic)
 
 # What defines a condition (not matched between a run and its baseline) and what only says how a run was
@@ -98,7 +98,7 @@ def set_name(synthetic_set: Any) -> str:
 
 
 def _condition(params: dict[str, Any]) -> str:
-    from .training import condition_name
+    from lus_utils.classify.training import condition_name
 
     return condition_name(params)
 
@@ -774,7 +774,7 @@ def _synthetic_sentences(comp: Comparison) -> list[str]:
 
 # --- figures -----------------------------------------------------------------------------------------------
 def save_figure(fig: Any, comp: Comparison, name: str) -> Path:
-    from .provenance import atomic_path
+    from lus_utils.provenance import atomic_path
 
     target = comp.figures / f"{name}.png"
     with atomic_path(target) as tmp:
@@ -841,7 +841,7 @@ def plot_example_pairs(comp: Comparison) -> Any:
     """Per synthetic set, its images closest to a training frame, each beside that frame (what memorizes)."""
     import matplotlib.pyplot as plt
 
-    from .images import load_image
+    from lus_utils.images import load_image
 
     n = comp.params.n_example_pairs
     sets = comp.audits["synthetic_set"].tolist() if not comp.audits.empty else []

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from .paths import cache_dir
-from .provenance import atomic_dir, write_text_atomic
+from lus_utils.paths import cache_dir
+from lus_utils.provenance import atomic_dir, write_text_atomic
 
 CLIP_CONTEXT_LENGTH = 77
 CLIP_VOCAB_SIZE = 49408

@@ -47,17 +47,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from . import params as P
-from .data import DataRootError, resolve_data_root
-from .paths import NOTEBOOKS_DIR, OutLayout, default_out_dir
-from .planning import Run, plan
-from .provenance import PACKAGE_DIR, read_json, sha256_file, stable_hash, write_json_atomic, write_text_atomic
+from lus_utils import params as P
+from lus_utils.data.dataset import DataRootError, resolve_data_root
+from lus_utils.paths import NOTEBOOKS_DIR, OutLayout, default_out_dir
+from lus_utils.run.planning import Run, plan
+from lus_utils.provenance import PACKAGE_DIR, read_json, sha256_file, stable_hash, write_json_atomic, write_text_atomic
 
 PATH_PARAMS = ("data_root", "out_dir")
 # Stages whose dependents are keyed on what they wrote (01: frames.csv) rather than on their own key, so a
 # change that leaves frames.csv as it was (e.g. the explore section) re-runs notebook 01 only.
 KEYED_BY_OUTPUTS = ("01",)
-NOT_CODE = ("runner.py",)  # modules that decide what runs, not what a run computes
+NOT_CODE = ("run",)  # the subpackage that decides what runs, not what a run computes
 STAMPS = ".stamps"
 SUMMARY_FILE = "runner_summary.json"
 
@@ -107,52 +107,67 @@ def notebook_hash(path: Path) -> str:
     return stable_hash(cells, 32)
 
 
-def _lus_imports(tree: ast.AST, relative_ok: bool) -> set[str]:
-    """lus_utils modules an AST imports (`from lus_utils import x`, `lus_utils.x`, and `from .x` inside it)."""
+def _module_file(dotted: str) -> Path | None:
+    """The source file of a lus_utils module (`lus_utils.data.splits` -> lus_utils/data/splits.py)."""
+    parts = dotted.split(".")[1:]
+    for candidate in (PACKAGE_DIR.joinpath(*parts).with_suffix(".py"), PACKAGE_DIR.joinpath(*parts, "__init__.py")):
+        if parts and candidate.is_file():
+            return candidate
+    return None
+
+
+def _lus_imports(tree: ast.AST, package: str | None) -> set[str]:
+    """Dotted lus_utils modules an AST imports (`from lus_utils.x import y`, `import lus_utils.x`, and relative
+    imports when `package`, the importing module's package, is given)."""
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
-            parts = (node.module or "").split(".") if node.module else []
-            if node.level and relative_ok:
-                inner = parts  # from .x import y / from . import x
-            elif not node.level and parts[:1] == [PACKAGE_DIR.name]:
-                inner = parts[1:]  # from lus_utils.x import y / from lus_utils import x
+            if node.level:
+                if package is None:
+                    continue
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1])
+                module = f"{base}.{node.module}" if node.module else base
             else:
+                module = node.module or ""
+            if module.split(".")[0] != PACKAGE_DIR.name:
                 continue
-            found |= {inner[0]} if inner else {a.name for a in node.names}
+            for alias in node.names:  # `from lus_utils.data import splits` names a module; `import x` a symbol
+                sub = f"{module}.{alias.name}"
+                found.add(sub if _module_file(sub) else module)
         elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith(PACKAGE_DIR.name + ".")}
+            found |= {a.name for a in node.names if a.name.split(".")[0] == PACKAGE_DIR.name}
     return found
 
 
 def notebook_modules(path: Path) -> set[str]:
-    """The lus_utils modules a notebook uses, with everything they import in turn (lazy imports included)."""
+    """The lus_utils modules (dotted) a notebook uses, with everything they import in turn (lazy imports too)."""
     nb = json.loads(Path(path).read_text(encoding="utf-8"))
     todo: set[str] = set()
     for cell in nb.get("cells", []):
         if cell.get("cell_type") == "code":
             try:
-                todo |= _lus_imports(ast.parse("".join(cell.get("source", ""))), relative_ok=False)
+                todo |= _lus_imports(ast.parse("".join(cell.get("source", ""))), package=None)
             except SyntaxError:
                 return set()  # cell magics and the like: fall back to the whole package
     seen: set[str] = set()
     while todo:
         name = todo.pop()
-        source = PACKAGE_DIR / f"{name}.py"
-        if name in seen or not source.is_file():
+        source = _module_file(name)
+        if name in seen or source is None:
             continue
         seen.add(name)
-        todo |= _lus_imports(ast.parse(source.read_text(encoding="utf-8")), relative_ok=True) - seen
+        package = name if source.name == "__init__.py" else name.rsplit(".", 1)[0]
+        todo |= _lus_imports(ast.parse(source.read_text(encoding="utf-8")), package=package) - seen
     return seen
 
 
 def code_hashes(notebook: Path) -> dict[str, str]:
-    """Hash of each lus_utils module the notebook runs (all modules if that cannot be told; never this runner)."""
+    """Hash of each lus_utils module the notebook runs (all modules if that cannot be told; never the runner)."""
     modules = notebook_modules(notebook)
-    paths = ([PACKAGE_DIR / f"{m}.py" for m in sorted(modules)] if modules
-             else sorted(p for p in PACKAGE_DIR.glob("*.py") if p.name not in NOT_CODE))
-    paths = [PACKAGE_DIR / "__init__.py", *(p for p in paths if p.name not in NOT_CODE + ("__init__.py",))]
-    return {p.name: sha256_file(p)[:16] for p in paths if p.is_file()}
+    paths = ([_module_file(m) for m in sorted(modules)] if modules else sorted(PACKAGE_DIR.rglob("*.py")))
+    paths = [PACKAGE_DIR / "__init__.py", *(p for p in paths if p != PACKAGE_DIR / "__init__.py")]
+    return {p.relative_to(PACKAGE_DIR).as_posix(): sha256_file(p)[:16] for p in paths
+            if p.is_file() and p.relative_to(PACKAGE_DIR).parts[0] not in NOT_CODE}
 
 
 class Fingerprints:
@@ -690,7 +705,7 @@ def refresh_report(study: StudyResult, runs: list[Run]) -> str:
     compare_runs = [r for r in runs if r.stage == "06" and r.run_id in ran and r.params.get("build_report", True)]
     if not compare_runs:
         return ""
-    from .reporting import build_report
+    from lus_utils.compare.reporting import build_report
 
     return str(build_report(study.out_dir))
 

@@ -37,15 +37,17 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import metrics as M
-from . import models, splits, synthetic
-from .images import load_image
-from .params import (CLASSES, ClassifierRunParams, DataParams, ParamError, STRATEGIES, TrainParams, as_dict,
+from lus_utils.classify import metrics as M
+from lus_utils.classify import models
+from lus_utils.data import splits
+from lus_utils.generate import synthetic
+from lus_utils.images import load_image
+from lus_utils.params import (CLASSES, ClassifierRunParams, DataParams, ParamError, STRATEGIES, TrainParams, as_dict,
                      build)
-from .paths import OutLayout, cache_dir, resolve_out_dir
-from .provenance import (atomic_dir, atomic_path, code_version, read_json, sha256_file, sha256_text, stable_hash,
+from lus_utils.paths import OutLayout, cache_dir, resolve_out_dir
+from lus_utils.provenance import (atomic_dir, atomic_path, code_version, read_json, sha256_file, sha256_text, stable_hash,
                          write_csv_atomic, write_json_atomic)
-from .reproducibility import resolve_device, seed_everything
+from lus_utils.reproducibility import resolve_device, seed_everything
 
 RUN_FILES = ("metrics.json", "predictions.csv", "history.csv", "curves.png", "best.pt")
 TABLE_COLUMNS = ["path", "abspath", "video_id", "patient_id", "label", "part", "synthetic"]
@@ -103,7 +105,7 @@ def baseline_run_ids(params_dict: Mapping[str, Any]) -> list[str]:
 # --- inputs ------------------------------------------------------------------------------------------------
 def frames_for_run(frames_csv: str, data_root: str, out_dir: str | Path) -> pd.DataFrame:
     """frames.csv of a run: `frames_csv`, else <out>/data/frames.csv, built with default DataParams if absent."""
-    from .data import build_frames, read_frames
+    from lus_utils.data.dataset import build_frames, read_frames
 
     layout = OutLayout(resolve_out_dir(out_dir))
     path = Path(frames_csv) if frames_csv else layout.frames_csv
@@ -532,7 +534,7 @@ def predictions_table(test: pd.DataFrame, prob: np.ndarray, classes: list[str]) 
 def _save_curves(history: pd.DataFrame, target: Path) -> None:
     import matplotlib.pyplot as plt
 
-    from .plots import training_curves
+    from lus_utils.plots import training_curves
 
     figure = training_curves(history)
     with atomic_path(target) as tmp, open(tmp, "wb") as handle:

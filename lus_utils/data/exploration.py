@@ -6,10 +6,10 @@ import pandas as pd
 import seaborn as sns
 from matplotlib import pyplot as plt
 
-from . import splits
-from .images import intensity_stats, load_image
-from .params import MINORITY_CLASS
-from .plots import image_grid
+from lus_utils.data import splits
+from lus_utils.images import intensity_stats, load_image
+from lus_utils.params import MINORITY_CLASS
+from lus_utils.plots import image_grid
 
 GATE_STD, GATE_ENTROPY = 30.0, 4.7  # the seed study's thresholds for synthetic images, drawn for reference
 

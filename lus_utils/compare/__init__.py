@@ -1,0 +1,1 @@
+"""Stage 4: reading runs back, statistics, conclusions, figures and the report (notebook 06)."""

@@ -1,0 +1,1 @@
+"""Stage 1: the dataset, its frames, patient-grouped splits and the exploration views (notebook 01)."""
