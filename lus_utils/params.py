@@ -62,7 +62,8 @@ class DataParams:
     split_seed: int = 0  # seed of the patient-grouped splits
     val_fraction: float = 0.15  # share of each class's patients in validation
     test_fraction: float = 0.2  # share of each class's patients in test
-    n_folds: int = 5  # patient-grouped folds for cross-validation
+    protocol: str = choice("cv", ("cv", "holdout"))  # cv: one test fold per minority patient; holdout: one split
+    repeats: int = 2  # cv: fold assignments of the other classes' patients (seed split_seed + repeat)
     few_patients: int = 5  # a class with fewer patients: 1 to train, 1 to val, rest to test (seed rule)
     n_workers: int = 2  # processes decoding videos
 
@@ -72,7 +73,7 @@ class DataParams:
         _require(0 < self.val_fraction < 1 and 0 < self.test_fraction < 1
                  and self.val_fraction + self.test_fraction < 1,
                  "val_fraction/test_fraction", "must each lie in (0, 1) and sum to less than 1")
-        _require(self.n_folds >= 2, "n_folds", "must be >= 2")
+        _require(self.repeats >= 1, "repeats", "must be >= 1")
         _require(self.few_patients >= 3, "few_patients", "must be >= 3 (train, val and test each need one)")
         _require(len(self.classes) >= 2 and len(set(self.classes)) == len(self.classes),
                  "classes", "needs at least two distinct classes")
@@ -96,6 +97,7 @@ class ExploreParams:
 # --- train / grid: the classifier experiments (notebooks 02 and 03) ---------------------------------------
 ARCHS = ("resnet18", "resnet50", "vit_tiny_patch16_224", "vit_base_patch16_224")
 STRATEGIES = ("none", "weighted_loss", "balanced_sampler")
+METADATA_REFERENCE = "metadata_reference"  # the shortcut reference: logistic regression on probe and native size
 SYNTHETIC_AMOUNT_UNITS = ("ratio", "fraction", "count")
 
 
@@ -135,17 +137,25 @@ class TrainParams:
 class ClassifierRunParams:
     """What one classifier run is (notebook 02): not a profile section, the runner fills it per run."""
 
-    arch: str = choice("resnet18", ARCHS)  # timm architecture
+    arch: str = choice("resnet18", ARCHS + (METADATA_REFERENCE,))  # timm architecture, or metadata_reference (logistic regression on probe and native frame size)
     strategy: str = choice("none", STRATEGIES)  # imbalance strategy: none, weighted_loss or balanced_sampler
     seed: int = 0  # seed of initialisation, batch order and augmentation
-    fold: int = -1  # -1: hold-out split; 0..k-1: that patient-grouped fold
-    synthetic_set: str = ""  # synthetic set for training: name in <out_dir>/synthetic, or a path ("": none)
+    protocol: str = choice("cv", ("cv", "holdout"))  # cv: one model per fold of the repeat, predictions pooled; holdout: the one split
+    repeat: int = 0  # cv: which fold assignment (0 .. data.repeats - 1); holdout: 0
+    synthetic_set: str = ""  # synthetic set family for training: name in <out_dir>/synthetic (fold f reads <name>_fold<f>), or a path ("": none)
     synthetic_amount: float = 1.0  # how many synthetic images, in train.synthetic_amount_unit
+    oversample_amount: float = 0.0  # real minority training frames added again (the oversampling control), in train.synthetic_amount_unit
+    fixed_specificity: float = 0.95  # minority threshold per fold: this specificity on the fold's validation negatives (the runner copies compare's)
     frames_csv: str = ""  # frames.csv ("": <out_dir>/data/frames.csv, built with default data params if absent)
 
     def check(self) -> None:
-        _require(self.fold >= -1, "fold", "must be -1 (hold-out) or a fold number 0..n_folds-1")
-        _require(self.synthetic_amount >= 0, "synthetic_amount", "must be >= 0")
+        _require(self.repeat >= 0, "repeat", "must be >= 0")
+        _require(self.protocol == "cv" or self.repeat == 0, "repeat", "must be 0 under the holdout protocol")
+        _require(self.synthetic_amount >= 0 and self.oversample_amount >= 0, "synthetic_amount/oversample_amount",
+                 "must be >= 0")
+        _require(not (self.synthetic_set and self.oversample_amount > 0), "oversample_amount",
+                 "is the control of a synthetic set, so it must be 0 when synthetic_set is given")
+        _require(0 < self.fixed_specificity < 1, "fixed_specificity", "must lie in (0, 1)")
 
 
 @dataclass
@@ -157,21 +167,21 @@ class ImbalanceRunParams(ClassifierRunParams):
 
 @dataclass
 class GridParams:
-    """Which classifier runs the study makes (section `grid`); the runner plans notebooks 02 and 03 from it."""
+    """Which classifier runs the study makes (section `grid`): archs x conditions x data.repeats x seeds."""
 
     archs: list[str] = choice(["resnet18"], ARCHS)  # architectures
-    seeds: list[int] = listof([0])  # seeds per condition
-    folds: list[int] = listof([-1])  # -1: hold-out split; 0..k-1: patient-grouped folds
+    seeds: list[int] = listof([0])  # seeds per condition (each (repeat, seed) is one paired replicate)
     strategies: list[str] = choice(["weighted_loss", "balanced_sampler"], STRATEGIES)  # notebook 03's strategies
     synthetic_amounts: list[float] = listof([1.0])  # amounts of each synthetic set (train.synthetic_amount_unit)
     synthetic_strategies: list[str] = choice(["none"], STRATEGIES)  # strategies run with every synthetic set and amount
     augment_strategies: list[str] = choice(["none"], STRATEGIES)  # strategies also run with classical augmentation (comparator)
+    oversampling: bool = True  # the oversampling control (real minority frames repeated) at every synthetic amount
+    metadata_reference: bool = True  # the shortcut reference (logistic regression on probe and native size), per repeat
 
     def check(self) -> None:
-        for key in ("archs", "seeds", "folds"):
+        for key in ("archs", "seeds"):
             values = getattr(self, key)
             _require(len(values) > 0 and len(set(values)) == len(values), key, "must list distinct values")
-        _require(all(f >= -1 for f in self.folds), "folds", "must be -1 (hold-out) or fold numbers >= 0")
         _require(all(a > 0 for a in self.synthetic_amounts), "synthetic_amounts", "must all be > 0")
 
 
