@@ -194,12 +194,9 @@ FEATURE_EXTRACTORS = ("classifier", "inception", "dinov2", "pixels")
 @dataclass
 class DDPMRunsParams:
     variants: list[str] = choice(["3_mixed", "train_all", "3_mixed_any_split"], DDPM_VARIANTS)  # generators the runner trains (one notebook 05 run each)
-    folds: list[int] = listof([-1])  # splits they train on: -1 hold-out, f for fold f
 
     def check(self) -> None:
         _require(len(self.variants) == len(set(self.variants)), "variants", "must not repeat a variant")
-        _require(all(f >= -1 for f in self.folds) and len(self.folds) >= 1, "folds",
-                 "must list -1 (hold-out) or fold numbers >= 0")
 
 
 @dataclass
@@ -294,13 +291,10 @@ TI_SAMPLERS = ("dpmsolver", "ddim", "euler", "pndm")
 @dataclass
 class TextualInversionRunsParams:
     base_models: list[str] = listof(["tiny"])  # one notebook 04 run per base model (tiny, domain, hub id or folder)
-    folds: list[int] = listof([-1])  # splits the token learns from: -1 hold-out, f for fold f
 
     def check(self) -> None:
         _require(len(self.base_models) >= 1 and len(set(self.base_models)) == len(self.base_models),
                  "base_models", "must list at least one base model, none twice")
-        _require(len(self.folds) >= 1 and all(f >= -1 for f in self.folds), "folds",
-                 "must list -1 (hold-out) or fold numbers >= 0")
 
 
 @dataclass
@@ -312,6 +306,7 @@ class TextualInversionParams:
     learnable_property: str = choice("object", ("object", "style", "ultrasound"))  # training prompt templates
     train_frames: str = choice("3_mixed", TI_TRAIN_FRAMES)  # minority training frames: 3 or 6 spread over videos, or all
     fold: int = -1  # split the frames come from: -1 hold-out, f for fold f
+    repeat: int = 0  # cv repeat whose split the frames come from (the domain base model learns its other classes)
     seed: int = 0  # seed of frame choice, training noise and sampling
     lr: float = 0.005  # AdamW learning rate of the token embedding
     steps: int = 20  # optimizer steps

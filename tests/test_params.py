@@ -63,7 +63,7 @@ def test_bad_choice_and_missing_key(tmp_path):
     with pytest.raises(P.ParamError, match="probe"):
         P.load_profile(str(write_profile(tmp_path, lambda raw: raw["data"].update(probe="sector"))))
     with pytest.raises(P.ParamError, match="missing"):
-        P.load_profile(str(write_profile(tmp_path, lambda raw: raw["data"].pop("n_folds"))))
+        P.load_profile(str(write_profile(tmp_path, lambda raw: raw["data"].pop("repeats"))))
     with pytest.raises(P.ParamError, match="unknown section"):
         P.load_profile(str(write_profile(tmp_path, lambda raw: raw.update(extra={"a": 1}))))
 
@@ -127,6 +127,6 @@ def test_notebooks_are_narratives_without_outputs_or_definitions(path):
 
 def test_from_notebook_refuses_mistyped_values():
     namespace = P.notebook_defaults("01_data_exploration")
-    namespace["n_folds"] = "5"
-    with pytest.raises(P.ParamError, match="n_folds"):
+    namespace["repeats"] = "5"
+    with pytest.raises(P.ParamError, match="repeats"):
         P.from_notebook("01_data_exploration", namespace)

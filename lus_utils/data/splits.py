@@ -198,7 +198,7 @@ def check(frames: pd.DataFrame, column: str, classes: list[str]) -> None:
     empty = [c for c in classes if c not in present]
     if empty:
         raise SplitError(f"{column}: class(es) {empty} have no frame in train; they have too few patients "
-                         "for this split. Lower val_fraction/test_fraction or n_folds, raise few_patients, "
+                         "for this split. Lower val_fraction/test_fraction, raise few_patients, use another split_seed, "
                          "or drop the class from `classes`.")
 
 
