@@ -217,13 +217,20 @@ def test_levels_follow_dependencies():
         S.levels([Run("02", "n", "p", {}, after=["q"]), Run("02", "n", "q", {}, after=["p"])])
 
 
+def logs_of(out: Path) -> str:
+    """Every log a run left (the runner's, papermill's and the job's own), for a failing assertion to show."""
+    parts = [f"--- {p.relative_to(out)}\n{p.read_text(errors='replace')[-3000:]}"
+             for p in sorted((out / "logs").glob("*/*")) if p.is_file() and p.suffix in (".txt", ".log", ".stderr")]
+    return "\n".join(parts)
+
+
 def test_submitit_local_executor_runs_a_two_run_array(setup):
     notebooks, out = setup
     runs = make_runs(out)[::2]  # a and c: one level, one stage each -> one array per stage
     runs[1].stage = "02"
     executor = X.SubmititExecutor(out, P.SlurmParams(gpus_per_node=0, timeout_min=5), cluster="local", poll_s=0.3)
     result = study(runs, out, notebooks, executor=executor)
-    assert statuses(result) == {"a": "ran", "c": "ran"}, result.format()
+    assert statuses(result) == {"a": "ran", "c": "ran"}, result.format() + "\n" + logs_of(out)
     assert sorted(ran_lines(out)) == ["nb_a 1", "nb_c 1"]
     assert all((out / ".stamps" / f"{r}.json").is_file() for r in "ac")
     copied = list((out / "logs" / "a").glob("job_*.stdout"))
@@ -235,7 +242,7 @@ def test_local_pool_runs_a_level_in_parallel_processes(setup):
     notebooks, out = setup
     runs = make_runs(out)[::2]
     result = study(runs, out, notebooks, executor=X.LocalExecutor(jobs=2))
-    assert statuses(result) == {"a": "ran", "c": "ran"}, result.format()
+    assert statuses(result) == {"a": "ran", "c": "ran"}, result.format() + "\n" + logs_of(out)
     assert all((out / ".stamps" / f"{r}.json").is_file() for r in "ac")
 
 
@@ -270,3 +277,82 @@ def test_summary_names_every_outcome(tmp_path):
     assert "1 ran, 1 cached, 1 failed, 1 blocked" in text
     assert "FAILED  c" in text and "failed in cell [3]" in text and "BLOCKED d" in text
     assert "logs:" in text and "<run_id>.failed.ipynb" in text and not result.ok
+
+
+def test_kernels_need_no_free_tcp_port(setup, monkeypatch):
+    """The flake's cause, forced: every TCP port the kernel manager would pick is already taken. Over IPC
+    sockets in a private folder no port is picked, so the run still finishes (over TCP the kernel would die
+    with "Address already in use" and nbclient report "Kernel died before replying to kernel_info")."""
+    import socket
+
+    from jupyter_client.connect import LocalPortCache
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    monkeypatch.setattr(LocalPortCache, "find_available_port", lambda self, ip: taken.getsockname()[1])
+    notebooks, out = setup
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell('out_dir: str = ""', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("import pathlib\nfrom ipykernel.kernelapp import IPKernelApp\n"
+                                  "(pathlib.Path(out_dir) / 'transport.txt').write_text(IPKernelApp.instance().transport)")])
+    nbformat.write(nb, notebooks / "nb_transport.ipynb")
+    try:
+        result = study([Run("02", "nb_transport", "t", {"out_dir": str(out)})], out, notebooks)
+    finally:
+        taken.close()
+    assert statuses(result) == {"t": "ran"}, result.format() + "\n" + logs_of(out)
+    assert (out / "transport.txt").read_text() == "ipc"
+
+
+def report_notebook(folder: Path) -> None:
+    """Like notebook 06: reads the runner's summary while it runs and writes down which runs failed."""
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell('out_dir: str = ""  # output folder', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("import json, pathlib\nout = pathlib.Path(out_dir)\n"
+                                  "summary = json.loads((out / 'logs' / 'runner_summary.json').read_text())\n"
+                                  "failed = [r['run_id'] for r in summary['runs'] if r['status'] in ('failed', 'blocked')]\n"
+                                  "(out / 'seen.txt').write_text(' '.join(failed))")])
+    nbformat.write(nb, folder / "nb_report.ipynb")
+
+
+def test_comparison_runs_on_what_finished_and_names_what_did_not(setup):
+    notebooks, out = setup
+    report_notebook(notebooks)
+    marker = out / "crash-now"
+    marker.touch()
+    runs = make_runs(out, fail_if=str(marker)) + [
+        Run("06", "nb_report", "z", {"out_dir": str(out)}, after=["a", "b", "c"], runs_after_failures=True)]
+    result = study(runs, out, notebooks)
+    assert statuses(result) == {"a": "failed", "b": "blocked", "c": "ran", "z": "ran"}, result.format()
+    assert (out / "seen.txt").read_text() == "a b"  # the summary it read named what did not finish
+    z = next(r for r in result.results if r.run_id == "z")
+    assert z.message == "ran without a, b (did not finish)" and "runs on what finished: a, b did not" in z.reasons
+    assert "ran without a, b" in result.format() and not result.ok
+    assert statuses(study(runs, out, notebooks)) == {"a": "failed", "b": "blocked", "c": "cached", "z": "cached"}
+    marker.unlink()
+    again = study(runs, out, notebooks)
+    assert statuses(again) == {"a": "ran", "b": "ran", "c": "cached", "z": "ran"} and again.ok
+    assert (out / "seen.txt").read_text() == ""
+    assert "dependency changed: a, b" in reasons(again)["z"]
+
+
+def test_the_planner_lets_only_the_comparison_run_after_failures():
+    from lus_utils.run.planning import plan_compare
+
+    profile = P.load_profile("smoke")
+    compare = plan_compare(profile, {"data_root": "d", "out_dir": "o"}, [Run("02", "n", "x", {})])
+    assert compare[0].runs_after_failures and compare[0].after == ["x"]
+    assert not Run("02", "n", "y", {}).runs_after_failures
+
+
+def test_report_lists_the_runs_that_did_not_finish(tmp_path):
+    from lus_utils.compare.reporting import unfinished_section
+
+    assert unfinished_section(tmp_path) == ""  # no summary yet: nothing to say
+    S.StudyResult(tmp_path, [X.RunResult("a", "02", "failed", message="nb_a (run a) failed in cell [3]"),
+                             X.RunResult("b", "03", "blocked", message="not run: it comes after a"),
+                             X.RunResult("c", "02", "ran"), X.RunResult("z", "06", "pending")], 1.0).write()
+    section = unfinished_section(tmp_path)
+    assert "<code>a</code>: failed. nb_a (run a) failed in cell [3]" in section and "<code>b</code>: blocked" in section
+    assert "<code>c</code>" not in section and "<code>z</code>" not in section
