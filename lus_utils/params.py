@@ -20,6 +20,8 @@ from typing import Any, Mapping
 import yaml
 
 from lus_utils.paths import PARAMS_DIR
+from lus_utils.stages import IDS as STAGES
+from lus_utils.stages import TABLE as STAGE_TABLE
 
 CLASSES = ("covid", "pneumonia", "regular", "viral")
 MINORITY_CLASS = "viral"
@@ -38,9 +40,6 @@ def choice(default: Any, choices: tuple, **kwargs: Any) -> Any:
 
 def listof(default: list) -> Any:
     return field(default_factory=lambda: list(default))
-
-
-STAGES = ("01", "02", "03", "04", "05", "06")
 
 
 # --- study: which notebooks the runner executes -------------------------------------------------------
@@ -427,15 +426,9 @@ SECTIONS: dict[str, type] = {
     "slurm": SlurmParams,
 }
 
-# Which sections make up each notebook's parameters (besides data_root and out_dir).
+# Which classes make up each notebook's parameters (besides data_root and out_dir): the stage table's.
 NOTEBOOK_PARAMS: dict[str, tuple[type, ...]] = {
-    "01_data_exploration": (DataParams, ExploreParams),
-    "05_ddpm": (DDPMParams, AuditParams),
-    "02_baseline": (ClassifierRunParams, TrainParams),
-    "03_weighted_loss": (ImbalanceRunParams, TrainParams),
-    "04_textual_inversion": (TextualInversionParams, AuditParams),
-    "06_final_comparison": (CompareParams,),
-}
+    stage.notebook: tuple(globals()[name] for name in stage.params) for stage in STAGE_TABLE}
 # Every notebook also takes these two paths (name: help); both default to "".
 COMMON_NOTEBOOK_PARAMS = {
     "data_root": "dataset data/ folder; empty: $LUS_DATA_ROOT, else data/covid19_ultrasound/data",

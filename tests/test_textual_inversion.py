@@ -203,7 +203,7 @@ def test_stage_writes_sets_that_list_only_training_frames(frames: pd.DataFrame, 
     trained = ti.train_and_save(pipe, selected, params, ti.generator_dir(layout, params.set_tag), base, "split", CPU)
     assert trained.embeds_path.is_file() and (trained.folder / "provenance.json").is_file()
     train_paths = set(frames.loc[frames.split == "train", "path"])
-    for mode, name in ti.set_names(params.set_tag).items():
+    for mode, name in synthetic.ti_set_names(params.set_tag).items():
         images, sources, seconds = ti.generate(pipe, mode, selected, params, CPU)
         set_dir = layout.synthetic / name
         manifest = ti.write_synthetic_set(set_dir, mode, images, sources, params, audit_params, base, selected,

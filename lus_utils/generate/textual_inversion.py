@@ -91,12 +91,6 @@ class TokenError(ValueError):
 
 
 # --- names and folders ---------------------------------------------------------------------------------------
-def set_names(set_tag: str = "") -> dict[str, str]:
-    """Synthetic set folder names: ti_txt2img and ti_img2img, with `_<set_tag>` when one is given."""
-    suffix = f"_{set_tag}" if set_tag else ""
-    return {"txt2img": f"ti_txt2img{suffix}", "img2img": f"ti_img2img{suffix}"}
-
-
 def generator_dir(layout: OutLayout, set_tag: str = "") -> Path:
     return layout.generators / ("textual_inversion" + (f"_{set_tag}" if set_tag else ""))
 
