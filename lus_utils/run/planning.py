@@ -72,7 +72,8 @@ def plan_ddpm(profile: P.Profile, common: dict[str, Any], planned: list[Run]) ->
     for fold in profile.ddpm_runs.folds:
         for variant in profile.ddpm_runs.variants:
             values = {**P.as_dict(profile.ddpm), "variant": variant, "fold": fold,
-                      **P.as_dict(profile.audit), "feature_run_dir": feature_dir}
+                      "output_size": profile.train.image_size, **P.as_dict(profile.audit),
+                      "feature_run_dir": feature_dir}
             runs.append(Run("05", NOTEBOOKS["05"], f"05_{ddpm_set_name(variant, fold)}",
                             {**common, **values}, _ids(planned, *STAGES["05"].after)))
     return runs
@@ -87,17 +88,18 @@ def plan_textual_inversion(profile: P.Profile, common: dict[str, Any], planned: 
         for base_model in ti_runs.base_models:
             tag = ti_set_tag(profile, base_model, fold)
             values = {**P.as_dict(profile.textual_inversion), "base_model": base_model, "fold": fold,
-                      "set_tag": tag, **P.as_dict(profile.audit), "feature_run_dir": feature_dir}
+                      "set_tag": tag, "output_size": profile.train.image_size, **P.as_dict(profile.audit),
+                      "feature_run_dir": feature_dir}
             runs.append(Run("04", NOTEBOOKS["04"], "04_" + "_".join(ti_set_names(tag).values()),
                             {**common, **values}, _ids(planned, *STAGES["04"].after)))
     return runs
 
 
 def ti_set_tag(profile: P.Profile, base_model: str, fold: int) -> str:
-    """The profile's set_tag for a single hold-out run; otherwise one named for the base model and fold."""
+    """No tag for a single hold-out run; otherwise one named for the base model and fold."""
     ti_runs = profile.textual_inversion_runs
     if len(ti_runs.base_models) == 1 and fold == -1:
-        return profile.textual_inversion.set_tag
+        return ""
     slug = "".join(c if c.isalnum() else "-" for c in base_model.rstrip("/").split("/")[-1]).strip("-")
     return slug + (f"_fold{fold}" if fold >= 0 else "")
 
