@@ -5,19 +5,10 @@ of its protocol (`cv`: the folds of one repeat; `holdout`: the one split, repeat
 """
 from __future__ import annotations
 
-import re
-from pathlib import Path
 from typing import Any, Mapping
 
+from lus_utils.generate.synthetic import set_name as synthetic_set_name
 from lus_utils.params import METADATA_REFERENCE
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", text).strip("-") or "set"
-
-
-def synthetic_set_name(synthetic_set: str) -> str:
-    return _slug(Path(str(synthetic_set).rstrip("/")).name) if synthetic_set else ""
 
 
 def _amount(amount: Any, params: Mapping[str, Any]) -> str:
