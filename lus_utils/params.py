@@ -63,7 +63,7 @@ class StudyParams:
 @dataclass
 class DataParams:
     sample_hz: float = 3.0  # frames kept per second of video (POCOVID: 3 Hz)
-    max_frames_per_video: int = 30  # cap per video (POCOVID: 30)
+    max_frames_per_video: int = 10  # cap per video (POCOVID: 30; frames of a video are close, patients are the unit)
     probe: str = choice("both", ("both", "convex", "linear"))  # which probe's files to use
     classes: list[str] = choice(list(CLASSES), CLASSES)  # classes kept, in this order
     split_seed: int = 0  # seed of the patient-grouped splits
@@ -112,7 +112,7 @@ SYNTHETIC_AMOUNT_UNITS = ("ratio", "fraction", "count")
 class TrainParams:
     """Knobs shared by every classifier run of a study (section `train`)."""
 
-    image_size: int = 48  # square input in pixels (ViTs: a multiple of 16); synthetic sets are written at it
+    image_size: int = 32  # square input in pixels (ViTs: a multiple of 16); synthetic sets are written at it
     epochs: int = 3  # most epochs; early stopping may end sooner
     batch_size: int = 32  # frames per optimisation step
     lr: float = 0.0003  # AdamW learning rate
