@@ -24,14 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lus_utils.generate.synthetic import SyntheticSet
 from lus_utils.paths import OutLayout
 from lus_utils.provenance import PACKAGE_DIR, read_json, sha256_file, stable_hash
 from lus_utils.run.planning import Run
+from lus_utils.stages import STAGES, TABLE
 
 PATH_PARAMS = ("data_root", "out_dir")
-# Stages whose dependents are keyed on what they wrote (01: frames.csv) rather than on their own key, so a
-# change that leaves frames.csv as it was (e.g. the explore section) re-runs notebook 01 only.
-KEYED_BY_OUTPUTS = ("01",)
+KEYED_BY_OUTPUTS = tuple(s.id for s in TABLE if s.keyed_by_outputs)
 NOT_CODE = ("run",)  # the subpackage that decides what runs, not what a run computes
 STAMPS = ".stamps"
 
@@ -184,17 +184,12 @@ class Fingerprints:
         return stable_hash(sorted(entries), 32)
 
 
-def resolve_synthetic(value: str, layout: OutLayout) -> Path:
-    path = Path(value)
-    return path if path.is_absolute() or len(path.parts) > 1 else layout.synthetic / value
-
-
 def input_fingerprints(run: Run, layout: OutLayout, prints: Fingerprints) -> dict[str, str]:
     """What a run reads, fingerprinted (see the module doc for each stage)."""
     p = run.params
-    if run.stage == "01":
+    if STAGES[run.stage].reads == "data_root":
         return {"data_root": prints.tree(Path(p["data_root"]))} if p.get("data_root") else {}
-    if run.stage == "06":
+    if STAGES[run.stage].reads == "runs":
         runs = sorted(layout.runs.glob("*/metrics.json"))
         audits = sorted(layout.synthetic.glob("*/audit.json"))
         stamps = {s.stem: (read_stamp(layout.root, s.stem) or {}).get("key", "unreadable")
@@ -203,7 +198,7 @@ def input_fingerprints(run: Run, layout: OutLayout, prints: Fingerprints) -> dic
                 "other runs": stable_hash(stamps, 32)}
     inputs = {"frames.csv": prints.file(Path(p["frames_csv"]) if p.get("frames_csv") else layout.frames_csv)}
     if p.get("synthetic_set"):
-        folder = resolve_synthetic(str(p["synthetic_set"]), layout)
+        folder = SyntheticSet.resolve(str(p["synthetic_set"]), layout.root).folder
         inputs[f"synthetic set {folder.name}"] = stable_hash(
             [prints.file(folder / "manifest.csv"), prints.file(folder / "provenance.json")], 32)
     if p.get("feature_run_dir"):
