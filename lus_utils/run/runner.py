@@ -51,6 +51,7 @@ from lus_utils import params as P
 from lus_utils.data.dataset import DataRootError, resolve_data_root
 from lus_utils.paths import NOTEBOOKS_DIR, OutLayout, default_out_dir
 from lus_utils.run.planning import Run, plan
+from lus_utils.run import preflight
 from lus_utils.provenance import PACKAGE_DIR, read_json, sha256_file, stable_hash, write_json_atomic, write_text_atomic
 
 PATH_PARAMS = ("data_root", "out_dir")
@@ -744,6 +745,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"profile {profile.name} ({profile.path}): {profile.description}")
     print(f"data root {data_root.resolve()}; outputs {out_dir}; {len(runs)} run(s); executor {args.executor}")
+    missing = preflight.check(profile, args.only)
+    if missing:
+        print(f"{'warning' if args.dry_run else 'error'}: {preflight.message(profile, missing)}", file=sys.stderr)
+        if not args.dry_run:
+            return 2
     if args.dry_run:
         print(describe_dry_run(execute_study(runs, out_dir, force=args.force, dry_run=True, progress=False)))
         return 0
