@@ -154,7 +154,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ddpm", "sampling steps", "500", f"{GD}:84", ("ddpm.sampling_steps",), seed_value=500),
     Setting("ddpm", "images", "1000 tries, each retried with a new seed", f"{GD}:47-71, 85", ("ddpm.n_samples",),
             seed_value=1000),
-    Setting("ddpm", "output size", "224 px (Lanczos)", f"{GD}:63, 87", ("ddpm.output_size",), seed_value=224),
+    Setting("ddpm", "output size", "224 px (Lanczos)", f"{GD}:63, 87", ("train.image_size",), seed_value=224,
+            why="written at the classifier's input size (the runner sets ddpm.output_size from it)"),
     # --- quality gate
     Setting("gate", "thresholds", "std > 30 and entropy > 4.7", f"{GD}:88-89, 62",
             ("audit.min_std", "audit.min_entropy"), same=True),

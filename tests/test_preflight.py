@@ -7,7 +7,7 @@ import torch
 
 from lus_utils import params as P
 from lus_utils.generate import textual_inversion, tiny_sd
-from lus_utils.run import preflight, runner
+from lus_utils.run import cli, preflight
 from test_models import TINY_ARCH, write_hf_cache
 
 
@@ -66,15 +66,15 @@ def test_local_diffusers_folder_passes_and_loads_through_the_base_model_path(hub
     assert info["kind"] == "local" and info["resolution"] == pipe.unet.config.sample_size * pipe.vae_scale_factor
 
 
-def test_runner_stops_before_any_run_and_dry_run_reports(hub, tmp_path, monkeypatch, capsys):
+def test_cli_stops_before_any_run_and_dry_run_reports(hub, tmp_path, monkeypatch, capsys):
     profile = needing([TINY_ARCH], ["tiny"])
-    monkeypatch.setattr(runner.P, "load_profile", lambda name: profile)
-    monkeypatch.setattr(runner, "resolve_data_root", lambda root, fetch_if_missing: tmp_path)
-    monkeypatch.setattr(runner, "plan", lambda profile, out_dir, data_root, only: [])
-    monkeypatch.setattr(runner, "execute_study", lambda *a, **k: pytest.fail("a run started despite missing weights"))
-    assert runner.main(["--profile", "x", "--out", str(tmp_path / "out")]) == 2
+    monkeypatch.setattr(cli.P, "load_profile", lambda name: profile)
+    monkeypatch.setattr(cli, "resolve_data_root", lambda root, fetch_if_missing: tmp_path)
+    monkeypatch.setattr(cli, "plan", lambda profile, out_dir, data_root, only: [])
+    monkeypatch.setattr(cli, "execute_study", lambda *a, **k: pytest.fail("a run started despite missing weights"))
+    assert cli.main(["--profile", "x", "--out", str(tmp_path / "out")]) == 2
     assert "error: profile smoke needs 1 pretrained weight(s)" in capsys.readouterr().err
-    monkeypatch.setattr(runner, "execute_study", lambda *a, **k: None)
-    monkeypatch.setattr(runner, "describe_dry_run", lambda study: "dry run")
-    assert runner.main(["--profile", "x", "--out", str(tmp_path / "out"), "--dry-run"]) == 0
+    monkeypatch.setattr(cli, "execute_study", lambda *a, **k: None)
+    monkeypatch.setattr(cli, "describe_dry_run", lambda study: "dry run")
+    assert cli.main(["--profile", "x", "--out", str(tmp_path / "out"), "--dry-run"]) == 0
     assert "warning: profile smoke needs 1 pretrained weight(s)" in capsys.readouterr().err
