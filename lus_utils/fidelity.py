@@ -161,8 +161,10 @@ SETTINGS: tuple[Setting, ...] = (
             ("audit.min_std", "audit.min_entropy"), same=True),
     Setting("gate", "computed on", "the 128-px RGB uint8 sample (all channels flattened) before resizing: "
             "`np.std`, and `scipy.stats.entropy` (nats) of a 256-bin histogram over [0, 256)", f"{GD}:12-18, 59-61",
-            (), same=False, ours="the grey image as written (`images.intensity_stats`)",
-            why="see benchmarks/seed_gate_check.py for what each gives on the real viral frames"),
+            (), same=True, ours="the generated pixels before resizing (128 px for the DDPM), as grey luma "
+                                "(`images.intensity_stats`)",
+            why="the DDPM samples are grey, where grey and the seed's RGB statistics are equal; on real (partly "
+                "coloured) frames they differ, see benchmarks/seed_gate_check.py"),
     Setting("gate", "rejected images", "while std and entropy both fail, retry with seed + 1000 x attempt; an "
             "image failing only one of them ends the loop with nothing saved", f"{GD}:54-71", (), same=False,
             ours="every image written, kept and rejected alike; only kept ones are added; a shortfall is recorded",
