@@ -32,6 +32,7 @@ from lus_utils.provenance import atomic_path, write_csv_atomic
 SECTOR_THRESHOLD = 12  # grey level above which a pixel belongs to the image (JPEG noise in the black stays below)
 SECTOR_CLOSING = 0.03  # closing radius, as a share of the frame's shorter side (bridges dark speckle)
 MIN_CAM_CELLS = 3  # a ResNet stage is used for Grad-CAM only if its map is at least this many cells a side
+CAM_PER_CLASS, CAM_SEED = 4, 0  # the sample: frames per class, and its seed (fixed, so every condition shows the same)
 CAM_DIR = "cam"  # a run folder's subfolder holding its Grad-CAM overlays and table
 
 
@@ -178,7 +179,7 @@ class RunSaliency:
     overlays: list[np.ndarray]
 
 
-def run_saliency(run_dir: str | Path, frames: pd.DataFrame, per_class: int = 4, seed: int = 0,
+def run_saliency(run_dir: str | Path, frames: pd.DataFrame, per_class: int = CAM_PER_CLASS, seed: int = CAM_SEED,
                  target: str = "label", threads: int = 1) -> RunSaliency:
     """Grad-CAM maps of a seeded sample of a run's test frames, each from the model that did not train on it.
 
