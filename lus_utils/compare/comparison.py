@@ -93,10 +93,6 @@ def flat_params(record: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def set_name(synthetic_set: Any) -> str:
-    return Path(str(synthetic_set).rstrip("/")).name if synthetic_set else ""
-
-
 def _condition(params: dict[str, Any]) -> str:
     from lus_utils.classify.training import condition_name
 
@@ -114,7 +110,7 @@ def run_row(record: dict[str, Any], minority: str) -> dict[str, Any]:
         "augment": bool(p.get("augment", False)),
         "seed": p.get("seed", math.nan),
         "fold": p.get("fold", math.nan),
-        "synthetic_set": set_name(p.get("synthetic_set", "")),
+        "synthetic_set": synthetic.set_name(p.get("synthetic_set", "")),
         "synthetic_amount": _num(p.get("synthetic_amount")) if p.get("synthetic_set") else math.nan,
         "synthetic_amount_unit": p.get("synthetic_amount_unit", "") if p.get("synthetic_set") else "",
     }
@@ -138,17 +134,8 @@ def run_row(record: dict[str, Any], minority: str) -> dict[str, Any]:
 
 
 def _leakage_flags(out_dir: Path, names: Iterable[str]) -> dict[str, bool]:
-    """Whether each synthetic set is the leakage ablation: its provenance says so (the name as fallback)."""
-    flags = {}
-    for name in names:
-        if not name:
-            continue
-        path = OutLayout(out_dir).synthetic / name / "provenance.json"
-        try:
-            flags[name] = bool(read_json(path).get("leakage_ablation", False))
-        except (OSError, ValueError):
-            flags[name] = "any_split" in name
-    return flags
+    """Whether each synthetic set is the leakage ablation (see `SyntheticSet.leakage_ablation`)."""
+    return {name: synthetic.SyntheticSet.resolve(name, out_dir).leakage_ablation for name in names if name}
 
 
 def load_runs(out_dir: Path, minority: str) -> tuple[pd.DataFrame, list[str]]:
@@ -449,10 +436,7 @@ def load_audits(out_dir: Path) -> pd.DataFrame:
         except (OSError, ValueError):
             audit = {}
         row["audited"] = bool(audit)
-        try:
-            row["leakage_ablation"] = bool(read_json(set_dir / "provenance.json").get("leakage_ablation", False))
-        except (OSError, ValueError):
-            row["leakage_ablation"] = "any_split" in set_dir.name
+        row["leakage_ablation"] = synthetic.SyntheticSet(set_dir.name, set_dir).leakage_ablation
         realism = audit.get("realism") if isinstance(audit.get("realism"), dict) else {}
         row["feature space"] = realism.get("feature_space", "")
         manifest = set_dir / "manifest.csv"
