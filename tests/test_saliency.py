@@ -188,3 +188,13 @@ def test_condition_panel_needs_the_same_frames(tmp_path):
     more = saliency.run_saliency(run_dir, frames, per_class=2, seed=0)
     with pytest.raises(ValueError, match="other frames"):
         saliency.condition_panel({"none": a, "two per class": more})
+
+
+def test_pick_runs_takes_the_first_seed_per_condition_and_skips_metadata(tmp_path):
+    results = pd.DataFrame({"run_id": ["b1", "b0", "s0", "m0", "v0"], "arch": ["resnet18"] * 4 + ["vit_tiny_patch16_224"],
+                            "condition": ["none", "none", "ddpm_3_mixed@1ratio", "metadata_reference", "none"],
+                            "seed": [1, 0, 0, 0, 0]})
+    runs = saliency.pick_runs(results, tmp_path, "resnet18")
+    assert runs == {"none": tmp_path / "b0", "ddpm_3_mixed@1ratio": tmp_path / "s0"}
+    with pytest.raises(ValueError, match="no classifier run of resnet50"):
+        saliency.pick_runs(results, tmp_path, "resnet50")

@@ -319,3 +319,22 @@ def condition_summary(results: Mapping[str, RunSaliency]) -> pd.DataFrame:
     """Mean share of saliency inside the sector per condition and class."""
     return pd.concat({name: class_summary(r.table)["share_inside"] for name, r in results.items()},
                      axis=1).T.rename_axis("condition")
+
+
+def pick_runs(results: pd.DataFrame, runs_dir: str | Path, arch: str) -> dict[str, Path]:
+    """One run folder per condition of `arch` for the panel: its first repeat and seed.
+
+    Conditions without a network (the metadata-only reference) have no map and are left out.
+    """
+    table = results[(results["arch"] == arch) & ~results["condition"].str.contains("metadata")]
+    if table.empty:
+        raise ValueError(f"no classifier run of {arch} in the results (architectures: {sorted(results['arch'].unique())})")
+    order = [c for c in ("repeat", "seed", "run_id") if c in table.columns]
+    first = table.sort_values(order).drop_duplicates("condition")
+    return {row.condition: Path(runs_dir) / row.run_id for row in first.itertuples()}
+
+
+def runs_saliency(runs: Mapping[str, str | Path], frames: pd.DataFrame, per_class: int = CAM_PER_CLASS,
+                  seed: int = CAM_SEED, threads: int = 1) -> dict[str, RunSaliency]:
+    """run_saliency of several runs (name -> run folder), the same frames in each: the input of condition_panel."""
+    return {name: run_saliency(run_dir, frames, per_class, seed, threads=threads) for name, run_dir in runs.items()}
