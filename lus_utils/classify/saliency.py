@@ -25,7 +25,6 @@ import torch
 from matplotlib import pyplot as plt
 
 from lus_utils.classify import models
-from lus_utils.classify.training import load_run_model
 from lus_utils.images import load_image, to_grey
 from lus_utils.provenance import atomic_path, write_csv_atomic
 
@@ -158,15 +157,27 @@ def sample_frames(predictions: pd.DataFrame, classes: Sequence[str], per_class: 
     return pd.concat(picks).reset_index(drop=True)
 
 
-def fold_model_dir(run_dir: Path, fold: int) -> Path:
-    """The folder holding best.pt of the model that predicted fold `fold`'s test frames (-1: hold-out)."""
-    folder = run_dir if fold < 0 else run_dir / f"fold{fold}"
-    if not (folder / "best.pt").is_file():
-        found = sorted(p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*.pt"))
-        raise FileNotFoundError(f"run {run_dir} has no checkpoint for fold {fold} (looked for "
-                                f"{(folder / 'best.pt').relative_to(run_dir).as_posix()}; found {found}): run the "
-                                "classifier first (notebook 02/03)")
-    return folder
+def checkpoint_path(run_dir: Path, fold: int) -> Path:
+    """The checkpoint of the model that predicted fold `fold`'s test frames: best_fold<f>.pt (best.pt: hold-out)."""
+    path = run_dir / ("best.pt" if fold < 0 else f"best_fold{fold}.pt")
+    if not path.is_file():
+        found = sorted(p.name for p in run_dir.glob("*.pt"))
+        raise FileNotFoundError(f"run {run_dir} has no checkpoint for fold {fold} ({path.name}; found {found}): run "
+                                "the classifier first (notebook 02/03)")
+    return path
+
+
+def has_network(run_dir: str | Path) -> bool:
+    """Whether a run trained a network (the metadata reference trains none: it has no checkpoint, no map)."""
+    return any(Path(run_dir).glob("best*.pt"))
+
+
+def load_checkpoint(path: Path) -> tuple[torch.nn.Module, list[str], int]:
+    """Model (eval mode, CPU), classes and input size of one classifier checkpoint."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    model = models.build_model(checkpoint["arch"], len(checkpoint["classes"]), int(checkpoint["image_size"]))
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval(), list(checkpoint["classes"]), int(checkpoint["image_size"])
 
 
 @dataclass
@@ -203,7 +214,7 @@ def run_saliency(run_dir: str | Path, frames: pd.DataFrame, per_class: int = CAM
     torch.set_num_threads(threads)
     rows, pictures, arch = [], {}, ""
     for fold, chosen in sample.groupby("fold", sort=True):
-        model, model_classes, image_size = load_run_model(fold_model_dir(run_dir, int(fold)))
+        model, model_classes, image_size = load_checkpoint(checkpoint_path(run_dir, int(fold)))
         arch = model.pretrained_cfg.get("architecture", type(model).__name__)
         if model_classes != classes:
             raise ValueError(f"the checkpoint of fold {fold} has classes {model_classes}, predictions.csv {classes}")
@@ -294,6 +305,19 @@ def save_run(result: RunSaliency, run_dir: str | Path) -> Path:
     save_figure(figure, folder / "cam_panel.png")
     plt.close(figure)
     return folder
+
+
+def explain_run(run_dir: str | Path, frames: pd.DataFrame, threads: int = 1) -> RunSaliency | None:
+    """Notebook 02's Grad-CAM step: the run's maps of the fixed sample, written to <run_dir>/cam/.
+
+    None (with a note) for a run that trained no network, such as the metadata-only reference.
+    """
+    if not has_network(run_dir):
+        print(f"run {Path(run_dir).name} trained no network (metadata reference): no Grad-CAM map")
+        return None
+    result = run_saliency(run_dir, frames, threads=threads)
+    print(f"Grad-CAM overlays, table and panel written to {save_run(result, run_dir)}")
+    return result
 
 
 def condition_panel(results: Mapping[str, RunSaliency], cell_inches: float = 1.6) -> plt.Figure:
