@@ -27,6 +27,7 @@ class Run:
     run_id: str  # unique in the study; the executed notebook is <out>/notebooks/<run_id>.ipynb
     params: dict[str, Any]
     after: list[str] = field(default_factory=list)  # run_ids that must finish first
+    runs_after_failures: bool = False  # runs on what finished when some of `after` failed (the comparison)
 
     @property
     def source(self) -> Path:
@@ -147,7 +148,7 @@ def plan_classifiers(profile: P.Profile, common: dict[str, Any], planned: list[R
 
 def plan_compare(profile: P.Profile, common: dict[str, Any], planned: list[Run]) -> list[Run]:
     return [Run("06", NOTEBOOKS["06"], "06_final_comparison", {**common, **P.as_dict(profile.compare)},
-                [r.run_id for r in planned])]
+                [r.run_id for r in planned], runs_after_failures=True)]
 
 
 def _notebook_stage(strategy: str) -> str:
