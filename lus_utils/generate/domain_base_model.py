@@ -29,7 +29,7 @@ from lus_utils.generate import tiny_sd
 from lus_utils.images import load_images
 from lus_utils.params import MINORITY_CLASS
 from lus_utils.paths import OutLayout
-from lus_utils.provenance import (atomic_dir, fingerprint_files, provenance, read_json, stable_hash, write_csv_atomic,
+from lus_utils.provenance import (atomic_dir, fingerprint_files, provenance, stable_hash, write_csv_atomic,
                                   write_json_atomic)
 from lus_utils.reproducibility import seed_everything
 
@@ -238,11 +238,3 @@ def load_or_train(frames: pd.DataFrame, split_column: str, params: Any, out_dir:
             architecture=architecture(knobs["width"], knobs["resolution"]),
             frames_per_class=info["frames_per_class"], excluded_class=MINORITY_CLASS))
     return pipe, {**info, "cached": False}
-
-
-def read_losses(folder: Path) -> pd.DataFrame:
-    return pd.read_csv(Path(folder) / "losses.csv")
-
-
-def read_provenance(folder: Path) -> dict[str, Any]:
-    return read_json(Path(folder) / "provenance.json")
