@@ -1,14 +1,14 @@
 """Typed study parameters, validated in one place.
 
-A profile (`params/<name>.yaml`) has one section per stage; each section is one dataclass below. The
+A profile (`params/<name>.yaml`) is made of sections, each one dataclass below (`SECTIONS`). The
 defaults here ARE the `quick` profile (`params/quick.yaml` states nothing else), and every profile states
 only the keys it changes, so the diff between two profiles is what they mean. The comment after each field
 is its documentation (profiles need none). Unknown keys, wrong types and values outside their choices are
 refused with the key and the file named, and so are `planned` fields: those the runner sets for each run
 (which variant, fold, base model, ...), named in the profile through their `*_runs` section instead.
 
-Each notebook's `parameters` cell holds exactly the fields of the dataclasses listed for it in
-`NOTEBOOK_PARAMS`, plus `data_root` and `out_dir`, with the same defaults (a test checks this), so
+Each notebook's `parameters` cell holds exactly the fields of the dataclasses the stage table
+(`lus_utils.stages`) lists for it (`NOTEBOOK_PARAMS`), plus `data_root` and `out_dir`, with the same defaults (a test checks this), so
 papermill, JupyterLab and the runner all see one definition.
 """
 from __future__ import annotations
