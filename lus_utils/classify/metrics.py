@@ -25,7 +25,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 
 SUMMARY_KEYS = ("accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1",
                 "weighted_precision", "weighted_recall", "weighted_f1", "macro_auroc", "macro_ap")
@@ -53,6 +52,13 @@ def _nanmean(values: np.ndarray) -> float:
     return float(values.mean()) if len(values) else math.nan
 
 
+def midranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n with ties given the mean of the ranks they span (as scipy's rankdata 'average')."""
+    _, inverse, counts = np.unique(np.asarray(values, dtype=np.float64), return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    return (ends - (counts - 1) / 2.0)[inverse]
+
+
 def binary_auroc(positive: np.ndarray, score: np.ndarray) -> float:
     """AUROC as the Mann-Whitney statistic with mid-ranks (ties count one half); NaN without both classes."""
     positive = np.asarray(positive, dtype=bool)
@@ -60,7 +66,7 @@ def binary_auroc(positive: np.ndarray, score: np.ndarray) -> float:
     n_neg = len(positive) - n_pos
     if n_pos == 0 or n_neg == 0:
         return math.nan
-    ranks = rankdata(score)
+    ranks = midranks(score)
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
@@ -240,10 +246,15 @@ FLAT_VIDEO_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")
 
 
 def endpoints(y_true: np.ndarray, y_pred: np.ndarray, prob: np.ndarray, threshold: np.ndarray,
-              video: np.ndarray | None, classes: Sequence[str], minority: str | None) -> dict[str, float]:
-    """The flat endpoints of the study (see the module doc), frame level and, given video codes, video level."""
+              video: np.ndarray | None, classes: Sequence[str], minority: str | None,
+              wanted: Sequence[str] | None = None) -> dict[str, float]:
+    """The flat endpoints of the study (see the module doc), frame level and, given video codes, video level.
+
+    `wanted` (metric names) skips the video level or the ranking when none of their metrics is asked for."""
     frame = from_predictions(y_true, y_pred, None, classes, ranking=False)
     out = {key: frame[key] for key in FLAT_FRAME_KEYS}
+    if wanted is not None and not any(str(w).startswith("video_") for w in wanted):
+        video = None
     if minority is not None:
         m = list(classes).index(minority)
         positive, score = y_true == m, prob[:, m]
