@@ -1,8 +1,11 @@
 """Typed study parameters, validated in one place.
 
-A profile (`params/<name>.yaml`) has one section per stage; each section is one dataclass below, and
-every profile sets every key (profiles differ only in values). Unknown keys, wrong types and values
-outside their choices are refused with the key and the file named.
+A profile (`params/<name>.yaml`) has one section per stage; each section is one dataclass below. The
+defaults here ARE the `quick` profile (`params/quick.yaml` states nothing else), and every profile states
+only the keys it changes, so the diff between two profiles is what they mean. The comment after each field
+is its documentation (profiles need none). Unknown keys, wrong types and values outside their choices are
+refused with the key and the file named, and so are `planned` fields: those the runner sets for each run
+(which variant, fold, base model, ...), named in the profile through their `*_runs` section instead.
 
 Each notebook's `parameters` cell holds exactly the fields of the dataclasses listed for it in
 `NOTEBOOK_PARAMS`, plus `data_root` and `out_dir`, with the same defaults (a test checks this), so
@@ -20,6 +23,8 @@ from typing import Any, Mapping
 import yaml
 
 from lus_utils.paths import PARAMS_DIR
+from lus_utils.stages import IDS as STAGES
+from lus_utils.stages import TABLE as STAGE_TABLE
 
 CLASSES = ("covid", "pneumonia", "regular", "viral")
 MINORITY_CLASS = "viral"
@@ -40,7 +45,9 @@ def listof(default: list) -> Any:
     return field(default_factory=lambda: list(default))
 
 
-STAGES = ("01", "02", "03", "04", "05", "06")
+def planned(default: Any, by: str, choices: tuple | None = None) -> Any:
+    """A field the runner sets for each run from `by` (another key): a notebook parameter, never a profile key."""
+    return field(default=default, metadata={"planned": by, **({"choices": choices} if choices else {})})
 
 
 # --- study: which notebooks the runner executes -------------------------------------------------------
@@ -83,7 +90,7 @@ class DataParams:
 @dataclass
 class ExploreParams:
     n_sample_frames: int = 4  # sample frames shown per class and probe
-    n_intensity_frames: int = 400  # frames per class for intensity statistics (0: all)
+    n_intensity_frames: int = 200  # frames per class for intensity statistics (0: all)
     explore_seed: int = 0  # which frames are shown and sampled
 
     def check(self) -> None:
@@ -103,17 +110,17 @@ SYNTHETIC_AMOUNT_UNITS = ("ratio", "fraction", "count")
 class TrainParams:
     """Knobs shared by every classifier run of a study (section `train`)."""
 
-    image_size: int = 64  # square input in pixels (ViTs: a multiple of 16)
-    epochs: int = 2  # most epochs; early stopping may end sooner
+    image_size: int = 48  # square input in pixels (ViTs: a multiple of 16); synthetic sets are written at it
+    epochs: int = 3  # most epochs; early stopping may end sooner
     batch_size: int = 32  # frames per optimisation step
     lr: float = 0.0003  # AdamW learning rate
     weight_decay: float = 0.05  # AdamW weight decay
-    patience: int = 5  # epochs without a better validation loss before stopping
-    lr_patience: int = 2  # epochs without a better validation loss before the learning rate drops
+    patience: int = 2  # epochs without a better validation loss before stopping
+    lr_patience: int = 1  # epochs without a better validation loss before the learning rate drops
     lr_factor: float = 0.3  # learning-rate multiplier on a plateau
     pretrained: bool = False  # ImageNet weights through timm (must already be in the local HF cache)
     augment: bool = False  # light augmentation (rotate/shift/scale, brightness/contrast, h-flip)
-    num_threads: int = 2  # CPU threads for torch (fixed, so numbers repeat)
+    num_threads: int = 1  # CPU threads for torch (fixed, so numbers repeat)
     n_boot: int = 200  # bootstrap resamples of test patients for the 95% CIs
     synthetic_amount_unit: str = choice("ratio", SYNTHETIC_AMOUNT_UNITS)  # x real minority frames, share of set, count
     device: str = choice("auto", ("auto", "cpu", "cuda"))  # auto: cuda when available
@@ -159,8 +166,8 @@ class ImbalanceRunParams(ClassifierRunParams):
 class GridParams:
     """Which classifier runs the study makes (section `grid`); the runner plans notebooks 02 and 03 from it."""
 
-    archs: list[str] = choice(["resnet18"], ARCHS)  # architectures
-    seeds: list[int] = listof([0])  # seeds per condition
+    archs: list[str] = choice(["resnet18", "vit_tiny_patch16_224"], ARCHS)  # architectures
+    seeds: list[int] = listof([0, 1, 2])  # seeds per condition
     folds: list[int] = listof([-1])  # -1: hold-out split; 0..k-1: patient-grouped folds
     strategies: list[str] = choice(["weighted_loss", "balanced_sampler"], STRATEGIES)  # notebook 03's strategies
     synthetic_amounts: list[float] = listof([1.0])  # amounts of each synthetic set (train.synthetic_amount_unit)
@@ -194,29 +201,29 @@ class DDPMRunsParams:
 
 @dataclass
 class DDPMParams:
-    variant: str = choice("3_mixed", DDPM_VARIANTS)  # frames the generator trains on (see notebook 05)
-    fold: int = -1  # split the frames come from: -1 hold-out, f for fold f
+    variant: str = planned("3_mixed", "ddpm_runs.variants", DDPM_VARIANTS)  # frames the generator trains on (see notebook 05)
+    fold: int = planned(-1, "ddpm_runs.folds")  # split the frames come from: -1 hold-out, f for fold f
     seed: int = 0  # seed of frame choice, initial weights, training noise and sampling
-    image_size: int = 32  # generator resolution in px (square); seed study 128
-    block_out_channels: list[int] = listof([16, 32, 64])  # UNet channels per level; seed 128,128,256,256,512,512
+    image_size: int = 64  # generator resolution in px (square); seed study 128
+    block_out_channels: list[int] = listof([16, 32, 64, 128])  # UNet channels per level; seed 128,128,256,256,512,512
     layers_per_block: int = 1  # ResNet layers per UNet level (seed 2)
-    attention_levels: list[int] = listof([])  # 0-based UNet levels with self-attention (seed: [4])
-    epochs_3_mixed: int = 200  # passes over the frames for 3_mixed and 3_mixed_any_split (seed 3000)
-    epochs_train_all: int = 20  # passes over the frames for train_all (seed 2000)
+    attention_levels: list[int] = listof([3])  # 0-based UNet levels with self-attention (seed: [4])
+    epochs_3_mixed: int = 600  # passes over the frames for 3_mixed and 3_mixed_any_split (seed 3000)
+    epochs_train_all: int = 100  # passes over the frames for train_all (seed 2000)
     batch_size: int = 16  # training images per optimizer step (seed 16)
-    lr: float = 0.001  # AdamW peak learning rate (seed 1e-4)
-    warmup_steps: int = 20  # linear warm-up steps of the cosine schedule (seed 500)
+    lr: float = 0.002  # AdamW peak learning rate (seed 1e-4)
+    warmup_steps: int = 50  # linear warm-up steps of the cosine schedule (seed 500)
     ema_decay: float = 0.999  # largest decay of the EMA weights the pipeline is saved with (seed 0.9999)
     mixed_precision: str = choice("fp16", ("no", "fp16"))  # fp16 autocast on GPU; CPU always runs fp32
-    checkpoint_every: int = 100  # optimizer steps between checkpoints (resume starts from the last)
-    sample_grids: int = 2  # sample grids saved during training, evenly spaced over the epochs (0: none)
+    checkpoint_every: int = 200  # optimizer steps between checkpoints (resume starts from the last)
+    sample_grids: int = 4  # sample grids saved during training, evenly spaced over the epochs (0: none)
     resume: str = choice("latest", ("latest", "none"))  # continue an interrupted training from its last checkpoint
     sampler: str = choice("dpmsolver", DDPM_SAMPLERS)  # ddpm (ancestral), ddim or dpmsolver (DPM-Solver++)
     sampling_steps: int = 20  # denoising steps (seed: ddpm 500; usual: ddim 50, dpmsolver 20)
-    n_samples: int = 48  # images generated, kept and rejected alike
-    sample_batch_size: int = 16  # images denoised together
-    output_size: int = 64  # side in px of the written images: the classifier's input size
-    num_threads: int = 2  # CPU threads torch may use
+    n_samples: int = 160  # images generated, kept and rejected alike
+    sample_batch_size: int = 40  # images denoised together
+    output_size: int = planned(48, "train.image_size")  # side in px of the written images: the classifier's input size
+    num_threads: int = 1  # CPU threads torch may use
     device: str = choice("auto", ("auto", "cpu", "cuda"))  # auto: cuda when available
 
     def check(self) -> None:
@@ -248,19 +255,19 @@ class DDPMParams:
 # --- audit: quality gate, memorization and realism audit of synthetic sets (notebooks 04 and 05) ---------
 @dataclass
 class AuditParams:
-    min_std: float = 30.0  # quality gate: grey-level std (0-255) must exceed this (seed 30)
-    min_entropy: float = 4.7  # quality gate: 256-bin histogram entropy in nats must exceed this (seed 4.7)
+    min_std: float = 20.0  # quality gate: grey-level std (0-255) must exceed this (seed 30)
+    min_entropy: float = 4.0  # quality gate: 256-bin histogram entropy in nats must exceed this (seed 4.7)
     memorization_threshold: float = 0.95  # pixel correlation with a training frame above which an image counts as memorized
     ssim_threshold: float = 0.9  # SSIM with a training frame above which an image counts as memorized
     audit_size: int = 64  # side in px of the grey images compared
     ssim_candidates: int = 5  # SSIM is computed against this many frames nearest by correlation
-    n_holdout_reference: int = 20  # real held-out minority frames compared with training frames (what close means)
+    n_holdout_reference: int = 30  # real held-out minority frames compared with training frames (what close means)
     n_closest_pairs: int = 8  # closest synthetic-training pairs listed and shown
     fd_subset: int = 200  # most images per side in the Fréchet distance (seeded subset)
     kid_subset: int = 50  # images per KID subset
     kid_subsets: int = 20  # KID subsets averaged
     feature_extractor: str = choice("classifier", FEATURE_EXTRACTORS)  # feature space of FD and KID
-    feature_run_dir: str = ""  # baseline classifier run folder (real data only) for classifier features; empty: none
+    feature_run_dir: str = planned("", "grid (its first baseline run)")  # baseline classifier run folder (real data only) for classifier features; empty: none
     audit_seed: int = 0  # seed of the subsets and reference frames
 
     def check(self) -> None:
@@ -283,7 +290,7 @@ TI_SAMPLERS = ("dpmsolver", "ddim", "euler", "pndm")
 
 @dataclass
 class TextualInversionRunsParams:
-    base_models: list[str] = listof(["tiny"])  # one notebook 04 run per base model (tiny, domain, hub id or folder)
+    base_models: list[str] = listof(["domain"])  # one notebook 04 run per base model (tiny, domain, hub id or folder)
     folds: list[int] = listof([-1])  # splits the token learns from: -1 hold-out, f for fold f
 
     def check(self) -> None:
@@ -295,41 +302,41 @@ class TextualInversionRunsParams:
 
 @dataclass
 class TextualInversionParams:
-    base_model: str = "tiny"  # tiny (offline test pipeline: noise), domain (study-trained), hub id or diffusers folder
+    base_model: str = planned("tiny", "textual_inversion_runs.base_models")  # tiny (offline test pipeline: noise), domain (study-trained), hub id or diffusers folder
     placeholder_token: str = "<viral-pneumonia-ultrasound>"  # the new token learned for the minority class
     initializer_token: str = "pneumonia"  # one existing token whose embedding the new one starts from
     num_vectors: int = 1  # embedding vectors behind the token
     learnable_property: str = choice("object", ("object", "style", "ultrasound"))  # training prompt templates
     train_frames: str = choice("3_mixed", TI_TRAIN_FRAMES)  # minority training frames: 3 or 6 spread over videos, or all
-    fold: int = -1  # split the frames come from: -1 hold-out, f for fold f
+    fold: int = planned(-1, "textual_inversion_runs.folds")  # split the frames come from: -1 hold-out, f for fold f
     seed: int = 0  # seed of frame choice, training noise and sampling
     lr: float = 0.005  # AdamW learning rate of the token embedding
-    steps: int = 20  # optimizer steps
+    steps: int = 300  # optimizer steps
     batch_size: int = 2  # training images per micro-batch
     gradient_accumulation: int = 1  # micro-batches per optimizer step
     resolution: int = 0  # training image side in px; 0: the base model's native size
-    checkpoint_every: int = 10  # steps between saved embeddings and sample grids
+    checkpoint_every: int = 100  # steps between saved embeddings and sample grids
     n_checkpoint_images: int = 4  # images in each checkpoint sample grid
     prompt: str = "a lung ultrasound frame of {}"  # generation prompt; {} becomes the learned token
-    n_txt2img: int = 8  # text-to-image samples written (kept and rejected alike)
-    n_img2img: int = 8  # image-to-image samples written, from the training frames in turn
+    n_txt2img: int = 60  # text-to-image samples written (kept and rejected alike)
+    n_img2img: int = 60  # image-to-image samples written, from the training frames in turn
     strength: float = 0.5  # img2img noise strength: 0 returns the source, 1 ignores it
     sampler: str = choice("dpmsolver", TI_SAMPLERS)  # scheduler used for sampling (DPM-Solver++ by default)
-    sampling_steps: int = 10  # denoising steps per image
+    sampling_steps: int = 20  # denoising steps per image
     guidance_scale: float = 3.0  # classifier-free guidance scale (1: none)
-    sample_batch_size: int = 8  # images denoised together
-    output_size: int = 64  # side in px of the written images: the classifier's input size
-    domain_resolution: int = 32  # domain base model: image side in px (multiple of 16)
+    sample_batch_size: int = 20  # images denoised together
+    output_size: int = planned(48, "train.image_size")  # side in px of the written images: the classifier's input size
+    domain_resolution: int = 64  # domain base model: image side in px (multiple of 16)
     domain_width: int = 16  # domain base model: channels of the first UNet level (then x2, x4)
-    domain_vae_steps: int = 30  # domain base model: autoencoder training steps
-    domain_steps: int = 60  # domain base model: text encoder + UNet training steps
+    domain_vae_steps: int = 300  # domain base model: autoencoder training steps
+    domain_steps: int = 1500  # domain base model: text encoder + UNet training steps
     domain_batch_size: int = 16  # domain base model: frames per step
     domain_lr: float = 0.001  # domain base model: AdamW learning rate
     domain_caption_dropout: float = 0.1  # domain base model: share of empty captions (for guidance)
-    set_tag: str = ""  # suffix of the synthetic set folders (ti_txt2img_TAG), so base models sit side by side
+    set_tag: str = planned("", "textual_inversion_runs (base model and fold)")  # suffix of the synthetic set folders (ti_txt2img_TAG), so base models sit side by side
     mixed_precision: str = choice("fp16", ("no", "fp16"))  # fp16 weights for hub/folder models on GPU; CPU runs fp32
     device: str = choice("auto", ("auto", "cpu", "cuda"))  # auto: cuda when available
-    num_threads: int = 2  # CPU threads torch may use
+    num_threads: int = 1  # CPU threads torch may use
 
     def check(self) -> None:
         _require(bool(self.base_model.strip()), "base_model", "must be tiny, domain, a hub id or a folder")
@@ -417,7 +424,7 @@ class CompareParams:
     primary: list[str] = field(default_factory=lambda: ["ddpm_3_mixed@1ratio vs none: minority_ap", "ddpm_3_mixed@1ratio vs oversampling@1ratio: minority_ap"])  # declared primary comparisons '<condition> vs <baseline>: <metric>' (at most 4; Holm over these alone)
     fixed_specificity: float = 0.95  # specificity on each fold's validation negatives that sets the minority threshold
     ci_level: float = 0.95  # confidence level of every interval (the tests use 1 - ci_level as alpha)
-    n_boot: int = 2000  # patient-bootstrap resamples (stratified by class) of every interval
+    n_boot: int = 1000  # patient-bootstrap resamples (stratified by class) of every interval
     mde_power: float = 0.8  # power at which the minimum detectable effect of a primary comparison is stated
     n_example_pairs: int = 4  # synthetic images per set shown beside their nearest training frame
     compare_seed: int = 0  # seed of every bootstrap resampling
@@ -442,10 +449,10 @@ class CompareParams:
 class SlurmParams:
     partition: str = ""  # Slurm partition (empty: the cluster's default)
     account: str = ""  # Slurm account charged (empty: your default)
-    gpus_per_node: int = 1  # GPUs per job (stages in cpu_stages get none)
-    cpus_per_task: int = 8  # CPU cores per job
-    mem_gb: int = 32  # memory per job in GB
-    timeout_min: int = 240  # wall-time limit per job in minutes
+    gpus_per_node: int = 0  # GPUs per job (stages in cpu_stages get none)
+    cpus_per_task: int = 4  # CPU cores per job
+    mem_gb: int = 16  # memory per job in GB
+    timeout_min: int = 120  # wall-time limit per job in minutes
     array_parallelism: int = 16  # most jobs of one job array running at once
     cpu_stages: list[str] = choice(["01", "06"], STAGES)  # stages whose jobs ask for no GPU
 
@@ -471,15 +478,9 @@ SECTIONS: dict[str, type] = {
     "slurm": SlurmParams,
 }
 
-# Which sections make up each notebook's parameters (besides data_root and out_dir).
+# Which classes make up each notebook's parameters (besides data_root and out_dir): the stage table's.
 NOTEBOOK_PARAMS: dict[str, tuple[type, ...]] = {
-    "01_data_exploration": (DataParams, ExploreParams),
-    "05_ddpm": (DDPMParams, AuditParams),
-    "02_baseline": (ClassifierRunParams, TrainParams),
-    "03_weighted_loss": (ImbalanceRunParams, TrainParams),
-    "04_textual_inversion": (TextualInversionParams, AuditParams),
-    "06_final_comparison": (CompareParams,),
-}
+    stage.notebook: tuple(globals()[name] for name in stage.params) for stage in STAGE_TABLE}
 # Every notebook also takes these two paths (name: help); both default to "".
 COMMON_NOTEBOOK_PARAMS = {
     "data_root": "dataset data/ folder; empty: $LUS_DATA_ROOT, else data/covid19_ultrasound/data",
@@ -515,20 +516,23 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
-def build(cls: type, values: Mapping[str, Any], source: str, complete: bool = False) -> Any:
-    """Make `cls` from `values`, refusing unknown keys and wrong types, naming `source`.
+def planned_keys(cls: type) -> dict[str, str]:
+    """The `planned` fields of a class and the key each is planned from."""
+    return {f.name: f.metadata["planned"] for f in fields(cls) if "planned" in f.metadata}
 
-    With `complete`, every field must be given (profiles set every key).
-    """
+
+def build(cls: type, values: Mapping[str, Any], source: str, profile: bool = False) -> Any:
+    """Make `cls` from `values` (missing keys keep their defaults), refusing unknown keys and wrong types,
+    naming `source`. With `profile`, planned keys are refused too (the runner sets them per run)."""
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ParamError(f"{source}: unknown parameter(s) {unknown}; allowed: {sorted(known)}")
-    if complete:
-        missing = sorted(set(known) - set(values))
-        if missing:
-            raise ParamError(f"{source}: missing parameter(s) {missing} (every profile sets every key)")
+    per_run = {k: by for k, by in planned_keys(cls).items() if k in values} if profile else {}
+    if per_run:
+        raise ParamError(f"{source}: {sorted(per_run)} are set for each run by the runner, not by a profile "
+                         f"(from {sorted(set(per_run.values()))}); remove them")
     for key, value in values.items():
         hint = hints[key]
         if not _type_ok(value, hint):
@@ -599,15 +603,12 @@ def load_profile(name_or_path: str) -> Profile:
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
         raise ParamError(f"{path}: unknown section(s) {unknown}; allowed: {sorted(SECTIONS)}")
-    missing = sorted(set(SECTIONS) - set(raw))
-    if missing:
-        raise ParamError(f"{path}: missing section(s) {missing} (every profile sets every key)")
     sections = {}
     for name, cls in SECTIONS.items():
-        values = raw[name] or {}
+        values = raw.get(name) or {}
         if not isinstance(values, dict):
             raise ParamError(f"{path}: section '{name}' must be a mapping")
-        sections[name] = build(cls, values, f"{path} [{name}]", complete=True)
+        sections[name] = build(cls, values, f"{path} [{name}]", profile=True)
     stem = path.stem
     return Profile(name=stem, path=path, description=description.strip(), sections=sections)
 

@@ -54,10 +54,7 @@ def load_audits(out_dir: Path) -> pd.DataFrame:
         except (OSError, ValueError):
             audit = {}
         row["audited"] = bool(audit)
-        try:
-            row["leakage_ablation"] = bool(read_json(set_dir / "provenance.json").get("leakage_ablation", False))
-        except (OSError, ValueError):
-            row["leakage_ablation"] = "any_split" in set_dir.name
+        row["leakage_ablation"] = synthetic.SyntheticSet(set_dir.name, set_dir).leakage_ablation
         realism = audit.get("realism") if isinstance(audit.get("realism"), dict) else {}
         row["feature space"] = realism.get("feature_space", "")
         manifest = set_dir / "manifest.csv"

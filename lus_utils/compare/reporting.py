@@ -164,6 +164,20 @@ def notebooks_section(entries: list[dict[str, Any]]) -> str:
             + "\n".join(rows) + "</table></div>")
 
 
+def unfinished_section(out_dir: Path) -> str:
+    """The runs the runner's last summary (logs/runner_summary.json) lists as failed, blocked or not started."""
+    try:
+        runs = read_json(Path(out_dir) / "logs" / "runner_summary.json").get("runs", [])
+    except (OSError, ValueError, AttributeError):
+        return ""
+    rows = [f"<li><code>{html.escape(r['run_id'])}</code>: {html.escape(r['status'])}. {html.escape(r.get('message', ''))}</li>"
+            for r in runs if r.get("status") in ("failed", "blocked", "interrupted")]
+    if not rows:
+        return ""
+    return ("<h2 id='unfinished'>Runs that did not finish</h2><p class='failed'>The comparison above uses only "
+            "the runs that finished; these are missing from it:</p><ul>" + "\n".join(rows) + "</ul>")
+
+
 def build_report(out_dir: Path, title: str = "Synthetic data for a tiny minority class: study report") -> Path:
     """Write <out>/report.html (atomically): comparison first, then links to every rendered notebook."""
     layout = OutLayout(Path(out_dir))
@@ -178,6 +192,7 @@ def build_report(out_dir: Path, title: str = "Synthetic data for a tiny minority
 <a href="#patients">Patients</a><a href="#tables">Tables</a><a href="#synthetic">Synthetic sets</a>
 <a href="#notebooks">Notebooks</a></nav>
 {comparison_section(layout.root)}
+{unfinished_section(layout.root)}
 {notebooks_section(entries)}
 </body></html>
 """

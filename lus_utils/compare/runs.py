@@ -76,10 +76,6 @@ def flat_params(record: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def set_name(synthetic_set: Any) -> str:
-    return Path(str(synthetic_set).rstrip("/")).name if synthetic_set else ""
-
-
 def condition_of(params: dict[str, Any]) -> str:
     from lus_utils.classify.training import condition_name
 
@@ -87,6 +83,8 @@ def condition_of(params: dict[str, Any]) -> str:
 
 
 def _identity(record: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
+    from lus_utils.generate import synthetic
+
     protocol = str(record.get("protocol") or p.get("protocol") or "holdout")
     condition = record.get("condition") or condition_of(p)
     return {
@@ -95,7 +93,7 @@ def _identity(record: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
         "protocol": protocol, "repeat": int(num(record.get("repeat", p.get("repeat", 0))) or 0),
         "seed": p.get("seed", record.get("seed", math.nan)),
         "fold": "cv" if protocol == "cv" else p.get("fold", math.nan),
-        "synthetic_set": set_name(p.get("synthetic_set", "")),
+        "synthetic_set": synthetic.set_name(p.get("synthetic_set", "")),
         "synthetic_amount": num(p.get("synthetic_amount")) if p.get("synthetic_set") else math.nan,
         "synthetic_amount_unit": p.get("synthetic_amount_unit", "") if p.get("synthetic_set") else "",
         "reference": "metadata" in condition, "control": condition.startswith("oversampl"),
@@ -145,17 +143,10 @@ M_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_precision", "we
 
 
 def leakage_flags(out_dir: Path, names: Iterable[str]) -> dict[str, bool]:
-    """Whether each synthetic set is the leakage ablation: its provenance says so (the name as fallback)."""
-    flags = {}
-    for name in names:
-        if not name:
-            continue
-        try:
-            flags[name] = bool(read_json(OutLayout(out_dir).synthetic / name / "provenance.json")
-                               .get("leakage_ablation", False))
-        except (OSError, ValueError):
-            flags[name] = "any_split" in name
-    return flags
+    """Whether each synthetic set is the leakage ablation (see `SyntheticSet.leakage_ablation`)."""
+    from lus_utils.generate import synthetic
+
+    return {name: synthetic.SyntheticSet.resolve(name, out_dir).leakage_ablation for name in names if name}
 
 
 def read_predictions(run_dir: Path, classes: list[str]) -> pd.DataFrame | None:

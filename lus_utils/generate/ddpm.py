@@ -46,7 +46,7 @@ from lus_utils.reproducibility import resolve_device
 
 N_MIXED = 3  # frames of the 3-frame variants (seed study)
 MIN_FRAMES = {"3_mixed": N_MIXED, "train_all": N_MIXED, "3_mixed_any_split": N_MIXED}
-LEAKAGE_VARIANT = "3_mixed_any_split"
+LEAKAGE_VARIANT = synthetic.DDPM_LEAKAGE_VARIANT
 NUM_TRAIN_TIMESTEPS = 1000
 GRID_IMAGES = 8  # images in each sample grid saved during training
 GRID_SAMPLER = ("dpmsolver", 20)  # grids use the fast sampler: they are a progress view, not the output
@@ -64,17 +64,12 @@ TRAINING_KEYS = ("variant", "fold", "seed", "image_size", "block_out_channels", 
 
 
 # --- names and folders -------------------------------------------------------------------------------------
-def generator_name(variant: str, fold: int) -> str:
-    """`ddpm_<variant>` for the hold-out split, `ddpm_<variant>_fold<f>` for fold f."""
-    return f"ddpm_{variant}" + ("" if fold < 0 else f"_fold{fold}")
-
-
 def generator_dir(layout: OutLayout, variant: str, fold: int) -> Path:
-    return layout.generators / generator_name(variant, fold)
+    return layout.generators / synthetic.ddpm_set_name(variant, fold)
 
 
 def synthetic_set_dir(layout: OutLayout, variant: str, fold: int) -> Path:
-    return layout.synthetic / generator_name(variant, fold)
+    return layout.synthetic / synthetic.ddpm_set_name(variant, fold)
 
 
 def _seed_for(seed: int, stream: int, index: int) -> int:

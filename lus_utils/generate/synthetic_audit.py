@@ -324,7 +324,7 @@ def audit_set(set_dir: Path, frames: pd.DataFrame, split_column: str, audit_para
     minority_holdout = frames[(frames["label"] == label) & frames[split_column].isin(["val", "test"])]
     minority_test = frames[(frames["label"] == label) & (frames[split_column] == "test")].reset_index(drop=True)
     seen = frames[frames["path"].isin(set(record.get("training_frames", [])))].reset_index(drop=True)
-    ablation = bool(record.get("leakage_ablation", False))
+    ablation = synthetic.SyntheticSet(set_dir.name, Path(set_dir)).leakage_ablation
 
     size = p.audit_size
     synthetic_grey = load_grey(manifest["abspath"].tolist(), size)
