@@ -278,3 +278,24 @@ def test_figures_are_written(comp):
     figures.forest_plot(comp.effects, "viral", 0.95, comp.figures)
     figures.patient_plot(comp.patients, "viral", comp.figures)
     assert (comp.figures / "forest.png").stat().st_size > 5000 and (comp.figures / "patients.png").is_file()
+
+
+def test_holdout_runs_still_compare(tmp_path):
+    """Today's hold-out runs: no protocol/repeat keys, fold -1, predictions without a threshold column."""
+    out = tmp_path / "out"
+    for seed in range(3):
+        for run_id, condition, boost in ((f"none-{seed}", "none", 0.0), (f"wl-{seed}", "weighted_loss", 1.0)):
+            write_run(out, run_id, condition, 0, seed, boost=boost)
+            record = json.loads((out / "runs" / run_id / "metrics.json").read_text())
+            for key in ("protocol", "repeat", "folds"):
+                record.pop(key)
+            record["params"]["run"].update(fold=-1)
+            (out / "runs" / run_id / "metrics.json").write_text(json.dumps(record))
+            table = pd.read_csv(out / "runs" / run_id / "predictions.csv").drop(columns=["threshold"])
+            table.to_csv(out / "runs" / run_id / "predictions.csv", index=False)
+    comp = C.compare(out, params(primary=["weighted_loss vs none: minority_auroc"]))
+    assert set(comp.runs["protocol"]) == {"holdout"} and set(comp.runs["fold"]) == {-1}
+    assert comp.runs["minority_sens_at_spec"].isna().all()  # no validation threshold: NaN, never 0
+    primary = comp.effects[comp.effects["primary"]].iloc[0]
+    assert primary["n_pairs"] == 3 and primary["p"] == pytest.approx(0.25)  # 3 positive pairs: 2/2^3
+    assert primary["mde"] == math.inf and "no result could reach" in comp.conclusions

@@ -5,7 +5,7 @@ A pair is a condition's run and a baseline condition's run with the same archite
 (repeat, seed) pooled out-of-fold metric. Each condition is paired with the baselines that isolate what it
 changes (`baselines_of`): a synthetic set against the same strategy without it, against the oversampling
 control of the same amount and against classical augmentation; a strategy against `none`; augmentation
-against `none`; the oversampling control against `none`. The metadata reference is a reference point, not a
+against `none`; the oversampling control against the same strategy without it. The metadata reference is a reference point, not a
 condition: it is shown beside the others and paired with nothing.
 
 Primary comparisons are the ones the profile declares (`compare.primary`); they get the exact Wilcoxon test,
@@ -44,8 +44,10 @@ def baselines_of(row: pd.Series) -> list[str]:
             amount = str(row["condition"]).split("@", 1)[1] if "@" in str(row["condition"]) else ""
             out += [f"oversampling@{amount}", condition_of({"strategy": "none", "augment": True})]
         return out
-    if row.get("control") or row["strategy"] != "none" or row["augment"]:
-        return [condition_of({"strategy": "none", "augment": False})] if row["condition"] != "none" else []
+    if row.get("control"):
+        return [plain]
+    if row["strategy"] != "none" or row["augment"]:
+        return [condition_of({"strategy": "none", "augment": False})]
     return []
 
 
