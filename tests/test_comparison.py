@@ -129,7 +129,8 @@ def write_run(out: Path, run_id: str, condition: str, repeat: int, seed: int, bo
               "seed": seed, "folds": [0, 1, 2, 3],
               "params": {"run": {"arch": arch, "strategy": "weighted_loss" if condition == "weighted_loss" else "none",
                                  "seed": seed, "repeat": repeat, "synthetic_set": synthetic_set,
-                                 "synthetic_amount": 1.0, "oversampling_amount": 1.0 if "oversampl" in condition else 0},
+                                 "synthetic_amount": 1.0,
+                                 "oversample_amount": 1.0 if "oversampl" in condition else 0},
                          "train": {"image_size": 64, "epochs": 2, "augment": False, "synthetic_amount_unit": "ratio"}}}
     (folder / "metrics.json").write_text(json.dumps(record))
     if with_predictions:
@@ -167,7 +168,8 @@ def comp(tmp_path_factory) -> C.Comparison:
 def test_results_csv_one_row_per_run_with_identity(comp):
     results = pd.read_csv(comp.out_dir / "results.csv")
     assert len(results) == 6 * 8 and results["run_id"].is_unique
-    assert {"repeat", "fold", "seed", "protocol", "viral_auroc", "viral_ap", "viral_sens_at_spec"} <= set(results.columns)
+    wanted = {"repeat", "fold", "seed", "protocol", "viral_auroc", "viral_ap", "viral_sens_at_spec"}
+    assert wanted <= set(results.columns)
     assert set(results["fold"]) == {"cv"} and set(results["protocol"]) == {"cv"}
     assert results.loc[results["condition"] == "metadata_reference", "reference"].all()
     assert results.loc[results["condition"] == "oversampling@1ratio", "control"].all()
@@ -204,7 +206,8 @@ def test_pairs_name_their_units(comp):
     ddpm = pairs[(pairs["condition"] == "ddpm_3_mixed@1ratio") & (pairs["baseline"] == "none")]
     assert len(ddpm) == 8
     for _, r in ddpm.iterrows():
-        assert r["run_id"] == f"ddpm-r{r['repeat']}-s{r['seed']}" and r["baseline_run_id"] == f"none-r{r['repeat']}-s{r['seed']}"
+        unit = f"r{r['repeat']}-s{r['seed']}"
+        assert r["run_id"] == f"ddpm-{unit}" and r["baseline_run_id"] == f"none-{unit}"
     baselines = set(pairs[pairs["condition"] == "ddpm_3_mixed@1ratio"]["baseline"])
     assert {"none", "oversampling@1ratio", "none+augment"} <= baselines
     assert "metadata_reference" not in set(pairs["condition"])  # a reference point, paired with nothing

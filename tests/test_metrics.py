@@ -191,7 +191,8 @@ def pooled_table(seed: int = 0) -> pd.DataFrame:
                 logits = rng.normal(size=4) + 1.5 * np.eye(4)[CLASSES.index(label)]
                 prob = np.exp(logits) / np.exp(logits).sum()
                 rows.append({"path": f"p{patient}/v{video}/{frame}.png", "video_id": f"p{patient}v{video}",
-                             "patient_id": f"p{patient}", "label": label, "probe": "linear" if label == "viral" else "convex",
+                             "patient_id": f"p{patient}", "label": label,
+                             "probe": "linear" if label == "viral" else "convex",
                              "fold": patient % 2, "repeat": 0, "seed": 0, "pred": CLASSES[int(prob.argmax())],
                              **{f"prob_{c}": prob[i] for i, c in enumerate(CLASSES)},
                              "threshold": 0.4 if patient % 2 else 0.3})

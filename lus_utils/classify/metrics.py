@@ -371,7 +371,8 @@ def evaluate(predictions: pd.DataFrame, classes: Sequence[str], minority: str | 
     result.update(endpoints(y_true, y_pred, prob, thresholds_of(predictions), video_codes, classes, minority))
     strata = patient_strata(predictions, minority) if "patient_id" in predictions else {}
     result.update(minority_class=minority, fixed_specificity=fixed_specificity,
-                  n_minority_patients=int(sum(strata.values())), n_other_patients=int(len(strata) - sum(strata.values())))
+                  n_minority_patients=int(sum(strata.values())),
+                  n_other_patients=int(len(strata) - sum(strata.values())))
     result["ci"] = bootstrap_ci(predictions, classes, n_boot, seed, level, minority)
     return result
 

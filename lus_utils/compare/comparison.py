@@ -221,7 +221,8 @@ def overview(comp: Comparison) -> str:
              f"repeats {sorted(runs['repeat'].unique().tolist())}, seeds {sorted(runs['seed'].unique().tolist())}",
              f"{comp.n_minority_patients} {comp.params.minority_class} patients (the bootstrap's minority clusters)",
              f"{matched} of {len(comp.pairs)} wanted pairs matched to a baseline run",
-             f"{len(comp.audits)} synthetic set(s), {int(comp.audits.get('audited', pd.Series(dtype=bool)).sum())} audited",
+             f"{len(comp.audits)} synthetic set(s), "
+             f"{int(comp.audits.get('audited', pd.Series(dtype=bool)).sum())} audited",
              f"{len(comp.missing)} failed or missing run(s)"]
     lines += [f"warning: {p}" for p in [*comp.problems, *comp.missing_primary]]
     return "\n".join(lines)

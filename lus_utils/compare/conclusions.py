@@ -87,11 +87,13 @@ def _primary_sentence(comp: Comparison, r: pd.Series) -> str:
             f"{'none can be detected' if num(r['mde']) == math.inf else format(num(r['mde']), '.3f')} at "
             f"{p.mde_power:.0%} power, paired t-approximation). ")
     if r["degenerate"]:
-        verdict = "Every pair gives the same difference: the interval is a single point and says nothing about uncertainty."
+        verdict = ("Every pair gives the same difference: the interval is a single point and says nothing "
+                   "about uncertainty.")
     elif r["significant"]:
         verdict = f"The difference is significant after Holm correction (adjusted p < {alpha:.2g})."
     elif math.isfinite(num(r["smallest_p"])) and r["smallest_p"] >= alpha:
-        verdict = f"With this number of pairs no result could reach p < {alpha:.2g}: this says nothing about the effect."
+        verdict = (f"With this number of pairs no result could reach p < {alpha:.2g}: this says nothing about "
+                   "the effect.")
     else:
         verdict = "Not significant after Holm correction" + (
             "; the interval excludes zero" if r["ci_excludes_zero"] else "; the interval includes zero") + "."
@@ -205,8 +207,8 @@ def missing_section(comp: Comparison) -> list[str]:
     lines = []
     if len(comp.missing):
         lines.append(f"**Failed or missing runs** ({len(comp.missing)}), so the figures above leave them out:")
-        lines += [f"- `{r['run_id']}` (stage {r['stage']}): {r['status']}" + (f", {r['message']}" if r["message"] else "")
-                  for _, r in comp.missing.iterrows()]
+        lines += [f"- `{r['run_id']}` (stage {r['stage']}): {r['status']}"
+                  + (f", {r['message']}" if r["message"] else "") for _, r in comp.missing.iterrows()]
     if comp.problems:
         lines.append("**Left out:** " + "; ".join(comp.problems))
     return lines

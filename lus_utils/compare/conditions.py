@@ -41,7 +41,8 @@ def summarize(runs: pd.DataFrame, draws: dict[str, dict[str, np.ndarray]], metri
             values = pd.to_numeric(group.get(metric, pd.Series(dtype=float)), errors="coerce")
             finite = values[np.isfinite(values)]
             lo, hi = _interval(list(group["run_id"]), draws, metric, level)
-            rows.append({"arch": arch, "condition": condition, "leakage_ablation": bool(group["leakage_ablation"].any()),
+            rows.append({"arch": arch, "condition": condition,
+                         "leakage_ablation": bool(group["leakage_ablation"].any()),
                          "reference": bool(group["reference"].any()), "control": bool(group["control"].any()),
                          "n_runs": len(group), "metric": metric, "n": len(finite),
                          "mean": float(finite.mean()) if len(finite) else math.nan, "lo": lo, "hi": hi})
@@ -92,7 +93,8 @@ def reference_points(summary: pd.DataFrame, params: CompareParams) -> pd.DataFra
     for (arch, condition), group in block[~block["reference"]].groupby(["arch", "condition"], sort=False):
         controls = sorted({c for a, c, _ in cells if a == arch and str(c).startswith("oversampl")})
         amount = condition.split("@", 1)[1].split("+")[0] if "@" in condition else ""
-        control = f"oversampling@{amount}" if f"oversampling@{amount}" in controls else (controls[0] if controls else "")
+        wanted = f"oversampling@{amount}"
+        control = wanted if wanted in controls else (controls[0] if controls else "")
         for metric in MINORITY_FIGURES:
             ref = reference[reference["metric"] == metric]
             rows.append({"arch": arch, "condition": condition, "metric": metric_label(metric, params.minority_class),

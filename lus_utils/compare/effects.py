@@ -5,7 +5,8 @@ A pair is a condition's run and a baseline condition's run with the same archite
 (repeat, seed) pooled out-of-fold metric. Each condition is paired with the baselines that isolate what it
 changes (`baselines_of`): a synthetic set against the same strategy without it, against the oversampling
 control of the same amount and against classical augmentation; a strategy against `none`; augmentation
-against `none`; the oversampling control against the same strategy without it. The metadata reference is a reference point, not a
+against `none`; the oversampling control against the same strategy without it. The metadata reference is a
+reference point, not a
 condition: it is shown beside the others and paired with nothing.
 
 Primary comparisons are the ones the profile declares (`compare.primary`); they get the exact Wilcoxon test,

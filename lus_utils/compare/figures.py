@@ -98,8 +98,8 @@ def patient_plot(patients: pd.DataFrame, minority: str, folder: Path) -> Any:
 
     if patients.empty:
         return _placeholder("no minority patient in any run's predictions", folder, "patients")
-    fig, axes = plt.subplots(1, len(MEASURES), figsize=(4.2 * len(MEASURES), 0.3 * patients["condition"].nunique() + 2.5),
-                             squeeze=False)
+    height = 0.3 * patients["condition"].nunique() + 2.5
+    fig, axes = plt.subplots(1, len(MEASURES), figsize=(4.2 * len(MEASURES), height), squeeze=False)
     conditions = list(dict.fromkeys(patients["condition"]))
     for ax, measure in zip(axes[0], MEASURES):
         for patient, block in patients.groupby("patient_id", sort=True):
