@@ -165,13 +165,11 @@ def notebooks_section(entries: list[dict[str, Any]]) -> str:
 
 
 def unfinished_section(out_dir: Path) -> str:
-    """The runs the runner's last summary (logs/runner_summary.json) lists as failed, blocked or not started."""
-    try:
-        runs = read_json(Path(out_dir) / "logs" / "runner_summary.json").get("runs", [])
-    except (OSError, ValueError, AttributeError):
-        return ""
-    rows = [f"<li><code>{html.escape(r['run_id'])}</code>: {html.escape(r['status'])}. {html.escape(r.get('message', ''))}</li>"
-            for r in runs if r.get("status") in ("failed", "blocked", "interrupted")]
+    """The runs the runner's last summary (logs/runner_summary.json) lists as failed, blocked or interrupted."""
+    from lus_utils.compare.runs import missing_runs
+
+    rows = [f"<li><code>{html.escape(r['run_id'])}</code>: {html.escape(r['status'])}. {html.escape(r['message'])}</li>"
+            for _, r in missing_runs(out_dir).iterrows()]
     if not rows:
         return ""
     return ("<h2 id='unfinished'>Runs that did not finish</h2><p class='failed'>The comparison above uses only "

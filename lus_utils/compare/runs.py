@@ -232,11 +232,11 @@ def results_table(runs: pd.DataFrame, minority: str) -> pd.DataFrame:
 RUNNER_SUMMARY = Path("logs") / "runner_summary.json"  # written by run.runner (StudyResult.write)
 
 
-def missing_runs(out_dir: Path, runs: pd.DataFrame) -> pd.DataFrame:
-    """Runs the runner's summary lists as failed, blocked or interrupted, and classifier runs it lists that
-    left no metrics.json; empty when there is no summary (06 run by hand)."""
+def missing_runs(out_dir: Path, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Runs the runner's summary lists as failed, blocked or interrupted, and (given the runs read) classifier
+    runs it lists that left no metrics.json; empty when there is no summary (06 run by hand)."""
     path = Path(out_dir) / RUNNER_SUMMARY
-    present = set(runs["run_id"]) if not runs.empty else set()
+    present = set(runs["run_id"]) if runs is not None and not runs.empty else set()
     rows = []
     try:
         entries = read_json(path).get("runs", []) if path.is_file() else []
@@ -244,7 +244,7 @@ def missing_runs(out_dir: Path, runs: pd.DataFrame) -> pd.DataFrame:
         entries = []
     for entry in entries:
         run_id, stage, status = str(entry.get("run_id", "")), str(entry.get("stage", "")), str(entry.get("status", ""))
-        lost = stage in ("02", "03") and run_id not in present and status in ("ran", "cached")
+        lost = runs is not None and stage in ("02", "03") and run_id not in present and status in ("ran", "cached")
         if status in ("failed", "blocked", "interrupted") or lost:
             rows.append({"run_id": run_id, "stage": stage, "status": status if not lost else "no metrics.json",
                          "message": str(entry.get("message", ""))[:200]})
