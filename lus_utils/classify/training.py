@@ -36,7 +36,8 @@ from lus_utils.classify.run_identity import condition_name, run_id_for
 from lus_utils.params import (MINORITY_CLASS, METADATA_REFERENCE, ClassifierRunParams, TrainParams, as_dict,
                               build)
 from lus_utils.paths import OutLayout, resolve_out_dir
-from lus_utils.provenance import atomic_dir, atomic_path, code_version, read_json, write_csv_atomic, write_json_atomic
+from lus_utils.provenance import (atomic_dir, atomic_path, code_version, environment, read_json, write_csv_atomic,
+                                  write_json_atomic)
 from lus_utils.reproducibility import resolve_device, seed_everything
 
 RUN_FILES = ("metrics.json", "predictions.csv", "val_predictions.csv", "history.csv")
@@ -184,7 +185,7 @@ def run_classifier(frames: pd.DataFrame, run_params: Any, train_params: Any, out
             "synthetic": _synthetic_summary(per_fold),
             "oversampling": next((v["oversampling"] for v in per_fold.values() if v["oversampling"]), None),
             "params": {"run": as_dict(run), "train": as_dict(train)},
-            "code_version": code_version(), "data_fingerprint": data_fingerprint(frames),
+            "code_version": code_version(), "environment": environment(), "data_fingerprint": data_fingerprint(frames),
             "timing": {"fold_seconds": {f: per_fold[f]["seconds"] for f in folds},
                        "total_seconds": time.perf_counter() - started},
         }
