@@ -47,11 +47,7 @@ def stable_hash(obj: Any, length: int = 16) -> str:
 
 def package_hash() -> str:
     """Hash of the `lus_utils` sources: changes whenever the study's logic changes."""
-    digest = hashlib.sha256()
-    for path in sorted(PACKAGE_DIR.rglob("*.py")):
-        digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    return fingerprint_files(PACKAGE_DIR.rglob("*.py"), PACKAGE_DIR)
 
 
 @functools.lru_cache(maxsize=1)

@@ -333,6 +333,10 @@ def build_frames(data_root: str | Path | None, out_dir: Path, params: DataParams
         raise ValueError(f"no frames could be extracted from {root}; see the skipped files: {skipped}")
     check_minority_present(root, rows, skipped, params)
     frames = pd.DataFrame(rows)
+    vanished = [c for c in params.classes if c not in set(frames["label"])]
+    if vanished:
+        raise ValueError(f"class(es) {vanished} have no usable frames with probe '{params.probe}' in {root}: set "
+                         "data.probe to both, or drop them from data.classes")
     frames = splits.assign_all(frames, params)
     ordered = FRAME_COLUMNS + [c for c in frames.columns if c not in FRAME_COLUMNS]
     frames = frames[ordered]
