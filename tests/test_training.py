@@ -160,8 +160,9 @@ def test_same_params_same_metrics_and_run_folder(study: Path, tmp_path: Path) ->
     assert [v["auroc"] for v in other["per_class"].values()] != [v["auroc"] for v in first["per_class"].values()]
     for key in ("classes", "confusion_matrix", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1",
                 "per_class", "video", "ci", "params", "condition", "run_id", "n_train", "n_val", "n_test",
-                "code_version", "data_fingerprint"):
+                "code_version", "environment", "data_fingerprint"):
         assert key in first, key
+    assert first["environment"]["packages"]["torch"] and first["environment"]["device"].startswith(("cpu", "cuda:"))
     assert set(first["per_class"]["viral"]) >= {"precision", "recall", "f1", "specificity", "auroc", "ap"}
     assert first["condition"] == "balanced_sampler+augment"
     assert first["n_train"] == {c: 6 for c in CLASSES} and first["n_test"] == {c: 3 for c in CLASSES}
