@@ -14,6 +14,7 @@ papermill, JupyterLab and the runner all see one definition.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -70,7 +71,7 @@ class DataParams:
     val_fraction: float = 0.15  # share of each class's patients in validation
     test_fraction: float = 0.2  # share of each class's patients in test
     n_folds: int = 5  # patient-grouped folds for cross-validation
-    few_patients: int = 5  # a class with fewer patients: 1 to train, 1 to val, rest to test (seed rule)
+    few_patients: int = 5  # a class with fewer patients: 1 to train, 1 to val, rest to test (seed: 3 videos or fewer)
     n_workers: int = 2  # processes decoding videos
 
     def check(self) -> None:
@@ -101,7 +102,23 @@ class ExploreParams:
 # --- sections owned by later stages are added below, one dataclass each ---------------------------------
 
 # --- train / grid: the classifier experiments (notebooks 02 and 03) ---------------------------------------
-ARCHS = ("resnet18", "resnet50", "vit_tiny_patch16_224", "vit_base_patch16_224")
+class ArchNames(tuple):
+    """timm architectures the study builds; a name may carry timm's pretrained tag (`resnet50.tv_in1k`).
+
+    `name in ARCHS` checks the base name (before the dot) and that a tag is a plain word; whether timm has
+    weights under that tag is checked where timm is loaded (`classify.models.check_arch`).
+    """
+
+    hint = " (each may carry a timm pretrained tag, e.g. resnet50.tv_in1k)"
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        base, dot, tag = name.partition(".")
+        return tuple.__contains__(self, base) and (not dot or re.fullmatch(r"[a-z0-9_]+", tag) is not None)
+
+
+ARCHS = ArchNames(("resnet18", "resnet50", "vit_tiny_patch16_224", "vit_base_patch16_224"))
 STRATEGIES = ("none", "weighted_loss", "balanced_sampler")
 SYNTHETIC_AMOUNT_UNITS = ("ratio", "fraction", "count")
 
@@ -213,7 +230,7 @@ class DDPMParams:
     batch_size: int = 16  # training images per optimizer step (seed 16)
     lr: float = 0.002  # AdamW peak learning rate (seed 1e-4)
     warmup_steps: int = 50  # linear warm-up steps of the cosine schedule (seed 500)
-    ema_decay: float = 0.999  # largest decay of the EMA weights the pipeline is saved with (seed 0.9999)
+    ema_decay: float = 0.999  # largest decay of the EMA weights the pipeline is saved with (the seed used no EMA)
     mixed_precision: str = choice("fp16", ("no", "fp16"))  # fp16 autocast on GPU; CPU always runs fp32
     checkpoint_every: int = 200  # optimizer steps between checkpoints (resume starts from the last)
     sample_grids: int = 4  # sample grids saved during training, evenly spaced over the epochs (0: none)
@@ -255,8 +272,8 @@ class DDPMParams:
 # --- audit: quality gate, memorization and realism audit of synthetic sets (notebooks 04 and 05) ---------
 @dataclass
 class AuditParams:
-    min_std: float = 20.0  # quality gate: grey-level std (0-255) must exceed this (seed 30)
-    min_entropy: float = 4.0  # quality gate: 256-bin histogram entropy in nats must exceed this (seed 4.7)
+    min_std: float = 20.0  # quality gate: grey-level std (0-255) must exceed this (seed 30, on RGB)
+    min_entropy: float = 4.0  # quality gate: 256-bin histogram entropy in nats must exceed this (seed 4.7, on RGB)
     memorization_threshold: float = 0.95  # pixel correlation with a training frame above which an image counts as memorized
     ssim_threshold: float = 0.9  # SSIM with a training frame above which an image counts as memorized
     audit_size: int = 64  # side in px of the grey images compared
@@ -499,7 +516,8 @@ def build(cls: type, values: Mapping[str, Any], source: str, profile: bool = Fal
             items = value if isinstance(value, (list, tuple)) else [value]
             bad = [v for v in items if v not in choices]
             if bad:
-                raise ParamError(f"{source}: parameter '{key}' has {bad}; allowed: {list(choices)}")
+                raise ParamError(f"{source}: parameter '{key}' has {bad}; allowed: {list(choices)}"
+                                 f"{getattr(choices, 'hint', '')}")
     coerced = {k: (float(v) if hints[k] is float else list(v) if isinstance(v, tuple) else v)
                for k, v in values.items()}
     obj = cls(**coerced)

@@ -51,9 +51,9 @@ NUM_TRAIN_TIMESTEPS = 1000
 GRID_IMAGES = 8  # images in each sample grid saved during training
 GRID_SAMPLER = ("dpmsolver", 20)  # grids use the fast sampler: they are a progress view, not the output
 KEEP_CHECKPOINTS = 2  # older checkpoints are deleted while training; all are deleted once the pipeline is saved
-# Optimiser settings of diffusers' train_unconditional example, which the seed study followed.
-ADAM_BETAS = (0.95, 0.999)
-ADAM_WEIGHT_DECAY = 1e-6
+# The seed study's optimiser: torch's AdamW defaults (textual_inversion/basic_training_script.py there).
+ADAM_BETAS = (0.9, 0.999)
+ADAM_WEIGHT_DECAY = 0.01
 MAX_GRAD_NORM = 1.0
 EMA_POWER = 0.75  # EMA warm-up: decay = min(ema_decay, 1 - (1 + step) ** -EMA_POWER)
 # Keys of the per-step random streams (so that streams never coincide).
