@@ -66,7 +66,7 @@ def bench_fake(n: int) -> None:
     import nbformat
 
     from lus_utils.run.planning import Run
-    from lus_utils.run.runner import execute_study
+    from lus_utils.run.study import execute_study
 
     with tempfile.TemporaryDirectory(prefix="bench_runner_fake_") as tmp:
         notebooks, out = Path(tmp) / "notebooks", Path(tmp) / "out"

@@ -1,16 +1,20 @@
 """Typed study parameters, validated in one place.
 
-A profile (`params/<name>.yaml`) has one section per stage; each section is one dataclass below, and
-every profile sets every key (profiles differ only in values). Unknown keys, wrong types and values
-outside their choices are refused with the key and the file named.
+A profile (`params/<name>.yaml`) is made of sections, each one dataclass below (`SECTIONS`). The
+defaults here ARE the `quick` profile (`params/quick.yaml` states nothing else), and every profile states
+only the keys it changes, so the diff between two profiles is what they mean. The comment after each field
+is its documentation (profiles need none). Unknown keys, wrong types and values outside their choices are
+refused with the key and the file named, and so are `planned` fields: those the runner sets for each run
+(which variant, fold, base model, ...), named in the profile through their `*_runs` section instead.
 
-Each notebook's `parameters` cell holds exactly the fields of the dataclasses listed for it in
-`NOTEBOOK_PARAMS`, plus `data_root` and `out_dir`, with the same defaults (a test checks this), so
+Each notebook's `parameters` cell holds exactly the fields of the dataclasses the stage table
+(`lus_utils.stages`) lists for it (`NOTEBOOK_PARAMS`), plus `data_root` and `out_dir`, with the same defaults (a test checks this), so
 papermill, JupyterLab and the runner all see one definition.
 """
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -20,6 +24,8 @@ from typing import Any, Mapping
 import yaml
 
 from lus_utils.paths import PARAMS_DIR
+from lus_utils.stages import IDS as STAGES
+from lus_utils.stages import TABLE as STAGE_TABLE
 
 CLASSES = ("covid", "pneumonia", "regular", "viral")
 MINORITY_CLASS = "viral"
@@ -40,7 +46,9 @@ def listof(default: list) -> Any:
     return field(default_factory=lambda: list(default))
 
 
-STAGES = ("01", "02", "03", "04", "05", "06")
+def planned(default: Any, by: str, choices: tuple | None = None) -> Any:
+    """A field the runner sets for each run from `by` (another key): a notebook parameter, never a profile key."""
+    return field(default=default, metadata={"planned": by, **({"choices": choices} if choices else {})})
 
 
 # --- study: which notebooks the runner executes -------------------------------------------------------
@@ -63,7 +71,7 @@ class DataParams:
     val_fraction: float = 0.15  # share of each class's patients in validation
     test_fraction: float = 0.2  # share of each class's patients in test
     n_folds: int = 5  # patient-grouped folds for cross-validation
-    few_patients: int = 5  # a class with fewer patients: 1 to train, 1 to val, rest to test (seed rule)
+    few_patients: int = 5  # a class with fewer patients: 1 to train, 1 to val, rest to test (seed: 3 videos or fewer)
     n_workers: int = 2  # processes decoding videos
 
     def check(self) -> None:
@@ -83,7 +91,7 @@ class DataParams:
 @dataclass
 class ExploreParams:
     n_sample_frames: int = 4  # sample frames shown per class and probe
-    n_intensity_frames: int = 400  # frames per class for intensity statistics (0: all)
+    n_intensity_frames: int = 200  # frames per class for intensity statistics (0: all)
     explore_seed: int = 0  # which frames are shown and sampled
 
     def check(self) -> None:
@@ -94,7 +102,23 @@ class ExploreParams:
 # --- sections owned by later stages are added below, one dataclass each ---------------------------------
 
 # --- train / grid: the classifier experiments (notebooks 02 and 03) ---------------------------------------
-ARCHS = ("resnet18", "resnet50", "vit_tiny_patch16_224", "vit_base_patch16_224")
+class ArchNames(tuple):
+    """timm architectures the study builds; a name may carry timm's pretrained tag (`resnet50.tv_in1k`).
+
+    `name in ARCHS` checks the base name (before the dot) and that a tag is a plain word; whether timm has
+    weights under that tag is checked where timm is loaded (`classify.models.check_arch`).
+    """
+
+    hint = " (each may carry a timm pretrained tag, e.g. resnet50.tv_in1k)"
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        base, dot, tag = name.partition(".")
+        return tuple.__contains__(self, base) and (not dot or re.fullmatch(r"[a-z0-9_]+", tag) is not None)
+
+
+ARCHS = ArchNames(("resnet18", "resnet50", "vit_tiny_patch16_224", "vit_base_patch16_224"))
 STRATEGIES = ("none", "weighted_loss", "balanced_sampler")
 SYNTHETIC_AMOUNT_UNITS = ("ratio", "fraction", "count")
 
@@ -103,17 +127,17 @@ SYNTHETIC_AMOUNT_UNITS = ("ratio", "fraction", "count")
 class TrainParams:
     """Knobs shared by every classifier run of a study (section `train`)."""
 
-    image_size: int = 64  # square input in pixels (ViTs: a multiple of 16)
-    epochs: int = 2  # most epochs; early stopping may end sooner
+    image_size: int = 48  # square input in pixels (ViTs: a multiple of 16); synthetic sets are written at it
+    epochs: int = 3  # most epochs; early stopping may end sooner
     batch_size: int = 32  # frames per optimisation step
     lr: float = 0.0003  # AdamW learning rate
     weight_decay: float = 0.05  # AdamW weight decay
-    patience: int = 5  # epochs without a better validation loss before stopping
-    lr_patience: int = 2  # epochs without a better validation loss before the learning rate drops
+    patience: int = 2  # epochs without a better validation loss before stopping
+    lr_patience: int = 1  # epochs without a better validation loss before the learning rate drops
     lr_factor: float = 0.3  # learning-rate multiplier on a plateau
     pretrained: bool = False  # ImageNet weights through timm (must already be in the local HF cache)
     augment: bool = False  # light augmentation (rotate/shift/scale, brightness/contrast, h-flip)
-    num_threads: int = 2  # CPU threads for torch (fixed, so numbers repeat)
+    num_threads: int = 1  # CPU threads for torch (fixed, so numbers repeat)
     n_boot: int = 200  # bootstrap resamples of test patients for the 95% CIs
     synthetic_amount_unit: str = choice("ratio", SYNTHETIC_AMOUNT_UNITS)  # x real minority frames, share of set, count
     device: str = choice("auto", ("auto", "cpu", "cuda"))  # auto: cuda when available
@@ -159,8 +183,8 @@ class ImbalanceRunParams(ClassifierRunParams):
 class GridParams:
     """Which classifier runs the study makes (section `grid`); the runner plans notebooks 02 and 03 from it."""
 
-    archs: list[str] = choice(["resnet18"], ARCHS)  # architectures
-    seeds: list[int] = listof([0])  # seeds per condition
+    archs: list[str] = choice(["resnet18", "vit_tiny_patch16_224"], ARCHS)  # architectures
+    seeds: list[int] = listof([0, 1, 2])  # seeds per condition
     folds: list[int] = listof([-1])  # -1: hold-out split; 0..k-1: patient-grouped folds
     strategies: list[str] = choice(["weighted_loss", "balanced_sampler"], STRATEGIES)  # notebook 03's strategies
     synthetic_amounts: list[float] = listof([1.0])  # amounts of each synthetic set (train.synthetic_amount_unit)
@@ -195,30 +219,30 @@ class DDPMRunsParams:
 
 @dataclass
 class DDPMParams:
-    variant: str = choice("3_mixed", DDPM_VARIANTS)  # frames the generator trains on (see notebook 05)
-    fold: int = -1  # split the frames come from: -1 hold-out, f for fold f
+    variant: str = planned("3_mixed", "ddpm_runs.variants", DDPM_VARIANTS)  # frames the generator trains on (see notebook 05)
+    fold: int = planned(-1, "ddpm_runs.folds")  # split the frames come from: -1 hold-out, f for fold f
     seed: int = 0  # seed of frame choice, initial weights, training noise and sampling
-    image_size: int = 32  # generator resolution in px (square); seed study 128
-    block_out_channels: list[int] = listof([16, 32, 64])  # UNet channels per level; seed 128,128,256,256,512,512
+    image_size: int = 64  # generator resolution in px (square); seed study 128
+    block_out_channels: list[int] = listof([16, 32, 64, 128])  # UNet channels per level; seed 128,128,256,256,512,512
     layers_per_block: int = 1  # ResNet layers per UNet level (seed 2)
-    attention_levels: list[int] = listof([])  # 0-based UNet levels with self-attention (seed: [4])
-    epochs_3_mixed: int = 200  # passes over the frames for 3_mixed and 3_mixed_any_split (seed 3000)
-    epochs_train_all: int = 20  # passes over the frames for train_all (seed 2000)
+    attention_levels: list[int] = listof([3])  # 0-based UNet levels with self-attention (seed: [4])
+    epochs_3_mixed: int = 600  # passes over the frames for 3_mixed and 3_mixed_any_split (seed 3000)
+    epochs_train_all: int = 100  # passes over the frames for train_all (seed 2000)
     batch_size: int = 16  # training images per optimizer step (seed 16)
-    lr: float = 0.001  # AdamW peak learning rate (seed 1e-4)
-    warmup_steps: int = 20  # linear warm-up steps of the cosine schedule (seed 500)
-    ema_decay: float = 0.999  # largest decay of the EMA weights the pipeline is saved with (seed 0.9999)
+    lr: float = 0.002  # AdamW peak learning rate (seed 1e-4)
+    warmup_steps: int = 50  # linear warm-up steps of the cosine schedule (seed 500)
+    ema_decay: float = 0.999  # largest decay of the EMA weights the pipeline is saved with (the seed used no EMA)
     mixed_precision: str = choice("bf16", ("no", "fp16", "bf16"))  # training autocast: bf16 (CPU or GPU), fp16 (GPU only), no: fp32
-    checkpoint_every: int = 100  # optimizer steps between checkpoints (resume starts from the last)
-    sample_grids: int = 2  # sample grids saved during training, evenly spaced over the epochs (0: none)
+    checkpoint_every: int = 200  # optimizer steps between checkpoints (resume starts from the last)
+    sample_grids: int = 4  # sample grids saved during training, evenly spaced over the epochs (0: none)
     resume: str = choice("latest", ("latest", "none"))  # continue an interrupted training from its last checkpoint
     sampler: str = choice("dpmsolver", DDPM_SAMPLERS)  # ddpm (ancestral), ddim, dpmsolver (SDE-DPM-Solver++) or dpmsolver_ode (DPM-Solver++)
     sampling_steps: int = 20  # denoising steps (seed: ddpm 500; usual: ddim 50, dpmsolver 20)
     sampling_precision: str = choice("fp32", ("fp32", "bf16"))  # UNet precision while sampling (bf16: autocast)
-    n_samples: int = 48  # images generated, kept and rejected alike
-    sample_batch_size: int = 16  # images denoised together
-    output_size: int = 64  # side in px of the written images: the classifier's input size
-    num_threads: int = 2  # CPU threads torch may use
+    n_samples: int = 160  # images generated, kept and rejected alike
+    sample_batch_size: int = 40  # images denoised together
+    output_size: int = planned(48, "train.image_size")  # side in px of the written images: the classifier's input size
+    num_threads: int = 1  # CPU threads torch may use
     device: str = choice("auto", ("auto", "cpu", "cuda"))  # auto: cuda when available
 
     def check(self) -> None:
@@ -253,19 +277,19 @@ class AuditParams:
     gate: str = choice("real_range", QUALITY_GATES)  # quality gate: real_range (statistics inside the real training frames' range) or seed (std/entropy)
     gate_quantile: float = 0.005  # real_range gate: each statistic's [q, 1-q] quantile range over the fold's real training frames
     gate_margin: float = 0.25  # real_range gate: the range widened by this share of its width on both sides
-    min_std: float = 30.0  # seed gate: grey-level std (0-255) must exceed this (seed 30)
-    min_entropy: float = 4.7  # seed gate: 256-bin histogram entropy in nats must exceed this (seed 4.7)
+    min_std: float = 20.0  # seed gate: grey-level std (0-255) must exceed this (seed 30, on RGB)
+    min_entropy: float = 4.0  # seed gate: 256-bin histogram entropy in nats must exceed this (seed 4.7, on RGB)
     memorization_threshold: float = 0.95  # pixel correlation with a training frame above which an image counts as memorized
     ssim_threshold: float = 0.9  # SSIM with a training frame above which an image counts as memorized
     audit_size: int = 64  # side in px of the grey images compared
     ssim_candidates: int = 5  # SSIM is computed against this many frames nearest by correlation
-    n_holdout_reference: int = 20  # real held-out minority frames compared with training frames (what close means)
+    n_holdout_reference: int = 30  # real held-out minority frames compared with training frames (what close means)
     n_closest_pairs: int = 8  # closest synthetic-training pairs listed and shown
     kid_subset: int = 50  # images per KID subset (at most the images per side)
     kid_subsets: int = 100  # KID subsets averaged (their 2.5-97.5 % range is the interval)
     c2st_folds: int = 5  # cross-validation folds of the classifier two-sample test
     feature_extractor: str = choice("random_cnn", FEATURE_EXTRACTORS)  # feature space of KID and C2ST (random_cnn: seeded random CNN, fixed across conditions)
-    feature_run_dir: str = ""  # baseline classifier run folder (real data only) for classifier features; empty: none
+    feature_run_dir: str = planned("", "grid (its first baseline run)")  # baseline classifier run folder (real data only) for classifier features; empty: none
     audit_seed: int = 0  # seed of the subsets and reference frames
 
     def check(self) -> None:
@@ -290,7 +314,7 @@ TI_SAMPLERS = ("dpmsolver", "ddim", "euler", "pndm")
 
 @dataclass
 class TextualInversionRunsParams:
-    base_models: list[str] = listof(["tiny"])  # one notebook 04 run per base model (tiny, domain, hub id or folder)
+    base_models: list[str] = listof(["domain"])  # one notebook 04 run per base model (tiny, domain, hub id or folder)
     folds: list[int] = listof([-1])  # splits the token learns from: -1 hold-out, f for fold f
 
     def check(self) -> None:
@@ -302,41 +326,41 @@ class TextualInversionRunsParams:
 
 @dataclass
 class TextualInversionParams:
-    base_model: str = "tiny"  # tiny (offline test pipeline: noise), domain (study-trained), hub id or diffusers folder
+    base_model: str = planned("tiny", "textual_inversion_runs.base_models")  # tiny (offline test pipeline: noise), domain (study-trained), hub id or diffusers folder
     placeholder_token: str = "<viral-pneumonia-ultrasound>"  # the new token learned for the minority class
     initializer_token: str = "pneumonia"  # one existing token whose embedding the new one starts from
     num_vectors: int = 1  # embedding vectors behind the token
     learnable_property: str = choice("object", ("object", "style", "ultrasound"))  # training prompt templates
     train_frames: str = choice("3_mixed", TI_TRAIN_FRAMES)  # minority training frames: 3 or 6 spread over videos, or all
-    fold: int = -1  # split the frames come from: -1 hold-out, f for fold f
+    fold: int = planned(-1, "textual_inversion_runs.folds")  # split the frames come from: -1 hold-out, f for fold f
     seed: int = 0  # seed of frame choice, training noise and sampling
     lr: float = 0.005  # AdamW learning rate of the token embedding
-    steps: int = 20  # optimizer steps
+    steps: int = 300  # optimizer steps
     batch_size: int = 2  # training images per micro-batch
     gradient_accumulation: int = 1  # micro-batches per optimizer step
     resolution: int = 0  # training image side in px; 0: the base model's native size
-    checkpoint_every: int = 10  # steps between saved embeddings and sample grids
+    checkpoint_every: int = 100  # steps between saved embeddings and sample grids
     n_checkpoint_images: int = 4  # images in each checkpoint sample grid
     prompt: str = "a lung ultrasound frame of {}"  # generation prompt; {} becomes the learned token
-    n_txt2img: int = 8  # text-to-image samples written (kept and rejected alike)
-    n_img2img: int = 8  # image-to-image samples written, from the training frames in turn
+    n_txt2img: int = 60  # text-to-image samples written (kept and rejected alike)
+    n_img2img: int = 60  # image-to-image samples written, from the training frames in turn
     strength: float = 0.5  # img2img noise strength: 0 returns the source, 1 ignores it
     sampler: str = choice("dpmsolver", TI_SAMPLERS)  # scheduler used for sampling (DPM-Solver++ by default)
-    sampling_steps: int = 10  # denoising steps per image
+    sampling_steps: int = 20  # denoising steps per image
     guidance_scale: float = 3.0  # classifier-free guidance scale (1: none)
-    sample_batch_size: int = 8  # images denoised together
-    output_size: int = 64  # side in px of the written images: the classifier's input size
-    domain_resolution: int = 32  # domain base model: image side in px (multiple of 16)
+    sample_batch_size: int = 20  # images denoised together
+    output_size: int = planned(48, "train.image_size")  # side in px of the written images: the classifier's input size
+    domain_resolution: int = 64  # domain base model: image side in px (multiple of 16)
     domain_width: int = 16  # domain base model: channels of the first UNet level (then x2, x4)
-    domain_vae_steps: int = 30  # domain base model: autoencoder training steps
-    domain_steps: int = 60  # domain base model: text encoder + UNet training steps
+    domain_vae_steps: int = 300  # domain base model: autoencoder training steps
+    domain_steps: int = 1500  # domain base model: text encoder + UNet training steps
     domain_batch_size: int = 16  # domain base model: frames per step
     domain_lr: float = 0.001  # domain base model: AdamW learning rate
     domain_caption_dropout: float = 0.1  # domain base model: share of empty captions (for guidance)
-    set_tag: str = ""  # suffix of the synthetic set folders (ti_txt2img_TAG), so base models sit side by side
+    set_tag: str = planned("", "textual_inversion_runs (base model and fold)")  # suffix of the synthetic set folders (ti_txt2img_TAG), so base models sit side by side
     mixed_precision: str = choice("fp16", ("no", "fp16"))  # fp16 weights for hub/folder models on GPU; CPU runs fp32
     device: str = choice("auto", ("auto", "cpu", "cuda"))  # auto: cuda when available
-    num_threads: int = 2  # CPU threads torch may use
+    num_threads: int = 1  # CPU threads torch may use
 
     def check(self) -> None:
         _require(bool(self.base_model.strip()), "base_model", "must be tiny, domain, a hub id or a folder")
@@ -374,20 +398,58 @@ class TextualInversionParams:
 
 
 # --- compare: the final comparison (notebook 06) -------------------------------------------------------
-COMPARE_METRICS = ("macro_f1", "balanced_accuracy", "accuracy", "weighted_f1", "minority_recall",
-                   "minority_precision", "minority_f1", "minority_specificity", "minority_auroc", "minority_ap",
-                   "video_accuracy", "video_balanced_accuracy", "video_macro_f1", "video_minority_recall")
+COMPARE_METRICS = ("minority_auroc", "minority_ap", "minority_sens_at_spec", "balanced_accuracy", "accuracy",
+                   "weighted_precision", "weighted_recall", "weighted_f1", "macro_f1", "minority_recall",
+                   "minority_precision", "minority_f1", "minority_specificity", "video_accuracy",
+                   "video_balanced_accuracy", "video_macro_f1", "video_weighted_f1", "video_minority_recall",
+                   "video_minority_auroc", "video_minority_ap")
+MAX_PRIMARY = 4
+PRIMARY_FORM = "'<condition> vs <baseline>: <metric>', e.g. 'ddpm_3_mixed@1ratio vs none: minority_ap'"
+
+
+@dataclass(frozen=True)
+class PrimaryComparison:
+    """One declared primary comparison: `condition` against `baseline` on `metric`."""
+
+    condition: str
+    baseline: str
+    metric: str
+
+    def __str__(self) -> str:
+        return f"{self.condition} vs {self.baseline}: {self.metric}"
+
+
+def parse_primary(entries: list[str]) -> list[PrimaryComparison]:
+    """`compare.primary` entries as comparisons; a clear error for a malformed, unknown or leaky entry."""
+    out = []
+    for entry in entries:
+        head, sep, metric = str(entry).rpartition(":")
+        condition, vs, baseline = head.partition(" vs ")
+        condition, baseline, metric = condition.strip(), baseline.strip(), metric.strip()
+        _require(bool(sep and vs and condition and baseline and metric), "compare.primary",
+                 f"entry '{entry}' is not of the form {PRIMARY_FORM}")
+        _require(metric in COMPARE_METRICS, "compare.primary",
+                 f"entry '{entry}': metric '{metric}' unknown; use one of {list(COMPARE_METRICS)}")
+        _require(condition != baseline, "compare.primary", f"entry '{entry}' compares a condition with itself")
+        _require("any_split" not in condition + baseline, "compare.primary",
+                 f"entry '{entry}': the leakage ablation is never a primary comparison (its generator saw "
+                 "validation/test frames)")
+        out.append(PrimaryComparison(condition, baseline, metric))
+    _require(len(set(out)) == len(out), "compare.primary", "lists a comparison twice")
+    _require(len(out) <= MAX_PRIMARY, "compare.primary",
+             f"declares {len(out)} comparisons; at most {MAX_PRIMARY} (Holm over more leaves too little power)")
+    return out
 
 
 @dataclass
 class CompareParams:
-    minority_class: str = choice(MINORITY_CLASS, CLASSES)  # class whose recall, F1, AUROC and AP are compared
-    metrics: list[str] = choice(["macro_f1", "balanced_accuracy", "minority_recall", "minority_f1", "minority_auroc", "minority_ap", "video_accuracy"], COMPARE_METRICS)  # table columns and effect metrics (minority_: of minority_class)
+    minority_class: str = choice(MINORITY_CLASS, CLASSES)  # class whose AUROC, AP, sensitivity, recall and F1 are compared
+    metrics: list[str] = choice(["minority_auroc", "minority_ap", "minority_sens_at_spec", "balanced_accuracy", "accuracy", "weighted_f1", "video_balanced_accuracy"], COMPARE_METRICS)  # table columns and exploratory effect metrics (minority_: of minority_class)
+    primary: list[str] = field(default_factory=lambda: ["ddpm_3_mixed@1ratio vs none: minority_ap", "ddpm_3_mixed@1ratio vs oversampling@1ratio: minority_ap"])  # declared primary comparisons '<condition> vs <baseline>: <metric>' (at most 4; Holm over these alone)
+    fixed_specificity: float = 0.95  # specificity on each fold's validation negatives that sets the minority threshold
     ci_level: float = 0.95  # confidence level of every interval (the tests use 1 - ci_level as alpha)
-    ci_method: str = choice("t", ("t", "bootstrap"))  # interval over seeds and folds: Student t or percentile bootstrap
-    paired_test: str = choice("wilcoxon", ("wilcoxon", "bootstrap"))  # test of paired differences to the baseline runs
-    n_boot: int = 2000  # bootstrap resamples (bootstrap intervals and the paired bootstrap test)
-    multiple_comparisons: str = choice("holm", ("holm", "bonferroni", "none"))  # correction over all condition x metric tests shown
+    n_boot: int = 1000  # patient-bootstrap resamples (stratified by class) of every interval
+    mde_power: float = 0.8  # power at which the minimum detectable effect of a primary comparison is stated
     n_example_pairs: int = 4  # synthetic images per set shown beside their nearest training frame
     compare_seed: int = 0  # seed of every bootstrap resampling
     build_report: bool = True  # write report.html with every executed notebook rendered to HTML
@@ -398,6 +460,12 @@ class CompareParams:
                  "must list distinct metrics")
         _require(self.n_boot >= 100, "n_boot", "must be >= 100 (fewer resamples give unstable intervals)")
         _require(self.n_example_pairs >= 0, "n_example_pairs", "must be >= 0")
+        _require(0.5 <= self.fixed_specificity < 1, "fixed_specificity", "must lie in [0.5, 1)")
+        _require(0.5 <= self.mde_power < 1, "mde_power", "must lie in [0.5, 1)")
+        parse_primary(self.primary)
+
+    def primary_comparisons(self) -> list[PrimaryComparison]:
+        return parse_primary(self.primary)
 
 
 # --- slurm: resources of the runner's Slurm jobs (python run_all.py --executor slurm) ---------------------
@@ -405,10 +473,10 @@ class CompareParams:
 class SlurmParams:
     partition: str = ""  # Slurm partition (empty: the cluster's default)
     account: str = ""  # Slurm account charged (empty: your default)
-    gpus_per_node: int = 1  # GPUs per job (stages in cpu_stages get none)
-    cpus_per_task: int = 8  # CPU cores per job
-    mem_gb: int = 32  # memory per job in GB
-    timeout_min: int = 240  # wall-time limit per job in minutes
+    gpus_per_node: int = 0  # GPUs per job (stages in cpu_stages get none)
+    cpus_per_task: int = 4  # CPU cores per job
+    mem_gb: int = 16  # memory per job in GB
+    timeout_min: int = 120  # wall-time limit per job in minutes
     array_parallelism: int = 16  # most jobs of one job array running at once
     cpu_stages: list[str] = choice(["01", "06"], STAGES)  # stages whose jobs ask for no GPU
 
@@ -434,15 +502,9 @@ SECTIONS: dict[str, type] = {
     "slurm": SlurmParams,
 }
 
-# Which sections make up each notebook's parameters (besides data_root and out_dir).
+# Which classes make up each notebook's parameters (besides data_root and out_dir): the stage table's.
 NOTEBOOK_PARAMS: dict[str, tuple[type, ...]] = {
-    "01_data_exploration": (DataParams, ExploreParams),
-    "05_ddpm": (DDPMParams, AuditParams),
-    "02_baseline": (ClassifierRunParams, TrainParams),
-    "03_weighted_loss": (ImbalanceRunParams, TrainParams),
-    "04_textual_inversion": (TextualInversionParams, AuditParams),
-    "06_final_comparison": (CompareParams,),
-}
+    stage.notebook: tuple(globals()[name] for name in stage.params) for stage in STAGE_TABLE}
 # Every notebook also takes these two paths (name: help); both default to "".
 COMMON_NOTEBOOK_PARAMS = {
     "data_root": "dataset data/ folder; empty: $LUS_DATA_ROOT, else data/covid19_ultrasound/data",
@@ -478,20 +540,23 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
-def build(cls: type, values: Mapping[str, Any], source: str, complete: bool = False) -> Any:
-    """Make `cls` from `values`, refusing unknown keys and wrong types, naming `source`.
+def planned_keys(cls: type) -> dict[str, str]:
+    """The `planned` fields of a class and the key each is planned from."""
+    return {f.name: f.metadata["planned"] for f in fields(cls) if "planned" in f.metadata}
 
-    With `complete`, every field must be given (profiles set every key).
-    """
+
+def build(cls: type, values: Mapping[str, Any], source: str, profile: bool = False) -> Any:
+    """Make `cls` from `values` (missing keys keep their defaults), refusing unknown keys and wrong types,
+    naming `source`. With `profile`, planned keys are refused too (the runner sets them per run)."""
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ParamError(f"{source}: unknown parameter(s) {unknown}; allowed: {sorted(known)}")
-    if complete:
-        missing = sorted(set(known) - set(values))
-        if missing:
-            raise ParamError(f"{source}: missing parameter(s) {missing} (every profile sets every key)")
+    per_run = {k: by for k, by in planned_keys(cls).items() if k in values} if profile else {}
+    if per_run:
+        raise ParamError(f"{source}: {sorted(per_run)} are set for each run by the runner, not by a profile "
+                         f"(from {sorted(set(per_run.values()))}); remove them")
     for key, value in values.items():
         hint = hints[key]
         if not _type_ok(value, hint):
@@ -502,7 +567,8 @@ def build(cls: type, values: Mapping[str, Any], source: str, complete: bool = Fa
             items = value if isinstance(value, (list, tuple)) else [value]
             bad = [v for v in items if v not in choices]
             if bad:
-                raise ParamError(f"{source}: parameter '{key}' has {bad}; allowed: {list(choices)}")
+                raise ParamError(f"{source}: parameter '{key}' has {bad}; allowed: {list(choices)}"
+                                 f"{getattr(choices, 'hint', '')}")
     coerced = {k: (float(v) if hints[k] is float else list(v) if isinstance(v, tuple) else v)
                for k, v in values.items()}
     obj = cls(**coerced)
@@ -562,15 +628,12 @@ def load_profile(name_or_path: str) -> Profile:
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
         raise ParamError(f"{path}: unknown section(s) {unknown}; allowed: {sorted(SECTIONS)}")
-    missing = sorted(set(SECTIONS) - set(raw))
-    if missing:
-        raise ParamError(f"{path}: missing section(s) {missing} (every profile sets every key)")
     sections = {}
     for name, cls in SECTIONS.items():
-        values = raw[name] or {}
+        values = raw.get(name) or {}
         if not isinstance(values, dict):
             raise ParamError(f"{path}: section '{name}' must be a mapping")
-        sections[name] = build(cls, values, f"{path} [{name}]", complete=True)
+        sections[name] = build(cls, values, f"{path} [{name}]", profile=True)
     stem = path.stem
     return Profile(name=stem, path=path, description=description.strip(), sections=sections)
 

@@ -245,7 +245,7 @@ def test_synthetic_set_gates_resizes_and_records(trained, frames, tmp_path, vari
     assert record["training_frames"] == sorted(selected.path)
     assert record["leakage_ablation"] is (variant == "3_mixed_any_split")
     assert record["params"]["ddpm"]["variant"] == variant and "code_version" in record
-    assert record["quality_gate"] == {"gate": "seed", "min_std": 30.0, "min_entropy": 4.7}
+    assert record["quality_gate"] == {"gate": "seed", "min_std": AuditParams().min_std, "min_entropy": AuditParams().min_entropy}
     assert not list(set_dir.parent.glob(".*"))  # no temporary folder left behind
     train_paths = frames.loc[frames.split == "train", "path"]
     if variant == "3_mixed":

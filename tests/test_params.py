@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import ast
 import json
-import re
 from pathlib import Path
 
 import pytest
@@ -22,19 +21,31 @@ def test_profiles_load(name):
     assert profile.description
 
 
-def test_profiles_differ_only_in_values():
-    keys = []
-    for name in PROFILES:
-        raw = yaml.safe_load((PARAMS_DIR / f"{name}.yaml").read_text())
-        keys.append({section: sorted(values) for section, values in raw.items() if isinstance(values, dict)})
-    assert keys[0] == keys[1] == keys[2]
+def test_the_defaults_are_the_quick_profile():
+    raw = yaml.safe_load((PARAMS_DIR / "quick.yaml").read_text())
+    assert set(raw) == {"description"}
+    quick = P.load_profile("quick")
+    assert quick.to_dict() == {name: P.as_dict(cls()) for name, cls in P.SECTIONS.items()}
+    assert "quick" in P.__doc__
 
 
-def test_every_profile_key_has_a_comment():
-    for name in PROFILES:
-        for line in (PARAMS_DIR / f"{name}.yaml").read_text().splitlines():
-            if re.match(r"^  [a-z_0-9]+:", line):  # a key of a section (the description is prose)
-                assert "#" in line, f"{name}.yaml: '{line.strip()}' needs a comment"
+@pytest.mark.parametrize("name", PROFILES)
+def test_profiles_state_only_what_they_change(name):
+    raw = yaml.safe_load((PARAMS_DIR / f"{name}.yaml").read_text())
+    for section, values in raw.items():
+        if section == "description":
+            continue
+        defaults = P.as_dict(P.SECTIONS[section]())
+        same = [k for k, v in values.items() if v == defaults[k]]
+        assert not same, f"{name}.yaml [{section}] restates defaults {same}"
+
+
+def test_the_classifier_input_size_is_the_written_size_of_every_synthetic_set(tmp_path):
+    from lus_utils.run.planning import plan
+
+    profile = P.load_profile("smoke")
+    runs = plan(profile, tmp_path / "out", tmp_path / "data", only=["04", "05"])
+    assert runs and all(r.params["output_size"] == profile.train.image_size for r in runs)
 
 
 def write_profile(tmp_path: Path, edit) -> Path:
@@ -46,24 +57,26 @@ def write_profile(tmp_path: Path, edit) -> Path:
 
 
 def test_unknown_key_names_key_and_file(tmp_path):
-    path = write_profile(tmp_path, lambda raw: raw["data"].update(sample_hzz=3))
+    path = write_profile(tmp_path, lambda raw: raw.setdefault("data", {}).update(sample_hzz=3))
     with pytest.raises(P.ParamError) as err:
         P.load_profile(str(path))
     assert "sample_hzz" in str(err.value) and str(path) in str(err.value)
 
 
 def test_wrong_type_names_key_and_file(tmp_path):
-    path = write_profile(tmp_path, lambda raw: raw["data"].update(max_frames_per_video="thirty"))
+    path = write_profile(tmp_path, lambda raw: raw.setdefault("data", {}).update(max_frames_per_video="thirty"))
     with pytest.raises(P.ParamError) as err:
         P.load_profile(str(path))
     assert "max_frames_per_video" in str(err.value) and str(path) in str(err.value)
 
 
-def test_bad_choice_and_missing_key(tmp_path):
+def test_bad_choice_planned_key_and_unknown_section(tmp_path):
     with pytest.raises(P.ParamError, match="probe"):
-        P.load_profile(str(write_profile(tmp_path, lambda raw: raw["data"].update(probe="sector"))))
-    with pytest.raises(P.ParamError, match="missing"):
-        P.load_profile(str(write_profile(tmp_path, lambda raw: raw["data"].pop("n_folds"))))
+        P.load_profile(str(write_profile(tmp_path, lambda raw: raw.setdefault("data", {}).update(probe="sector"))))
+    with pytest.raises(P.ParamError, match=r"output_size.*set for each run by the runner.*train.image_size"):
+        P.load_profile(str(write_profile(tmp_path, lambda raw: raw["ddpm"].update(output_size=64))))
+    with pytest.raises(P.ParamError, match="variant"):
+        P.load_profile(str(write_profile(tmp_path, lambda raw: raw["ddpm"].update(variant="train_all"))))
     with pytest.raises(P.ParamError, match="unknown section"):
         P.load_profile(str(write_profile(tmp_path, lambda raw: raw.update(extra={"a": 1}))))
 

@@ -10,7 +10,7 @@ import nbformat
 import pytest
 
 from lus_utils import params as P
-from lus_utils.run import runner as R
+from lus_utils.run import cache_keys as K, cli, executors as X, study as S
 from lus_utils.run.planning import Run
 
 SLURM = P.SlurmParams(partition="gpu", gpus_per_node=1, cpus_per_task=4, mem_gb=8, timeout_min=30,
@@ -53,7 +53,7 @@ def make_runs(out: Path, xa: int = 1, fail_if: str = "") -> list[Run]:
 
 
 def study(runs, out, notebooks, **kw):
-    return R.execute_study(runs, out, notebooks_dir=notebooks, progress=False, echo=lambda s: None, **kw)
+    return S.execute_study(runs, out, notebooks_dir=notebooks, progress=False, echo=lambda s: None, **kw)
 
 
 def statuses(result) -> dict[str, str]:
@@ -102,8 +102,8 @@ def test_cache_then_one_parameter_reruns_only_it_and_its_dependents(setup, monke
     nbformat.write(nb, notebooks / "nb_c.ipynb")
     (out / "data").mkdir()
     (out / "data" / "frames.csv").write_text("path,label\n")
-    hashes = R.code_hashes
-    monkeypatch.setattr(R, "code_hashes", lambda notebook: {**hashes(notebook), "classify/training.py": "edited"})
+    hashes = K.code_hashes
+    monkeypatch.setattr(K, "code_hashes", lambda notebook: {**hashes(notebook), "classify/training.py": "edited"})
     why = reasons(study(make_runs(out, xa=2), out, notebooks, dry_run=True))
     assert why["c"] == "notebook changed; code changed: classify/training.py; input changed: frames.csv"
     assert why["b"] == "after a (which runs)"
@@ -145,12 +145,12 @@ def test_crash_leaves_no_stamp_and_next_invocation_reruns(setup, capsys, monkeyp
     marker = out / "crash-now"
     marker.touch()
     runs = make_runs(out, fail_if=str(marker))[:2]
-    monkeypatch.setattr(R.P, "load_profile", lambda name: P.Profile("fake", Path("fake.yaml"), "a fake study",
+    monkeypatch.setattr(cli.P, "load_profile", lambda name: P.Profile("fake", Path("fake.yaml"), "a fake study",
                                                                     {"slurm": P.SlurmParams()}))
-    monkeypatch.setattr(R, "resolve_data_root", lambda root, fetch_if_missing: out)
-    monkeypatch.setattr(R, "plan", lambda profile, out_dir, data_root, only: runs)
-    monkeypatch.setattr(R, "NOTEBOOKS_DIR", notebooks)
-    code = R.main(["--profile", "fake", "--out", str(out)])
+    monkeypatch.setattr(cli, "resolve_data_root", lambda root, fetch_if_missing: out)
+    monkeypatch.setattr(cli, "plan", lambda profile, out_dir, data_root, only: runs)
+    monkeypatch.setattr(S, "NOTEBOOKS_DIR", notebooks)
+    code = cli.main(["--profile", "fake", "--out", str(out)])
     printed = capsys.readouterr()
     assert code == 1
     assert "nb_a (run a) failed in cell [4] (index 4: if fail_if and os.path.exists(fail_if):...)" in printed.out and "RuntimeError: boom" in printed.out
@@ -164,7 +164,7 @@ def test_crash_leaves_no_stamp_and_next_invocation_reruns(setup, capsys, monkeyp
 
     marker.unlink()
     assert reasons(study(runs, out, notebooks, dry_run=True))["a"] == "failed last time (see a.failed.ipynb)"
-    assert R.main(["--profile", "fake", "--out", str(out)]) == 0
+    assert cli.main(["--profile", "fake", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "2 ran, 0 cached, 0 failed" in printed and "ran     a" in printed
     assert not (out / "notebooks" / "a.failed.ipynb").exists() and (out / ".stamps" / "a.json").is_file()
@@ -197,33 +197,40 @@ def test_interrupted_run_is_rerun(setup, monkeypatch):
 def test_code_hash_follows_the_modules_a_notebook_imports(tmp_path):
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("from lus_utils.compare import comparison\nimport os")])
     nbformat.write(nb, tmp_path / "n.ipynb")
-    modules = R.notebook_modules(tmp_path / "n.ipynb")
+    modules = K.notebook_modules(tmp_path / "n.ipynb")
     assert {"lus_utils.compare.comparison", "lus_utils.params", "lus_utils.provenance",
             "lus_utils.classify.training"} <= modules  # training: a lazy import in comparison
     assert "lus_utils.generate.ddpm" not in modules and not any(m.startswith("lus_utils.run") for m in modules)
-    hashes = R.code_hashes(tmp_path / "n.ipynb")
-    assert "compare/comparison.py" in hashes and "__init__.py" in hashes and "run/runner.py" not in hashes
+    hashes = K.code_hashes(tmp_path / "n.ipynb")
+    assert "compare/comparison.py" in hashes and "__init__.py" in hashes and not any(k.startswith("run/") for k in hashes)
     magic = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("%time x = 1")])
     nbformat.write(magic, tmp_path / "m.ipynb")
-    whole = R.code_hashes(tmp_path / "m.ipynb")  # cannot tell: the whole package, still without the runner
+    whole = K.code_hashes(tmp_path / "m.ipynb")  # cannot tell: the whole package, still without the runner
     assert "generate/ddpm.py" in whole and not any(k.startswith("run/") for k in whole)
 
 
 def test_levels_follow_dependencies():
     runs = [Run("06", "n", "z", {}, after=["x", "y"]), Run("02", "n", "x", {}), Run("03", "n", "y", {}, after=["x"]),
             Run("02", "n", "w", {}, after=["not-planned"])]
-    assert [[r.run_id for r in level] for level in R.levels(runs)] == [["x", "w"], ["y"], ["z"]]
+    assert [[r.run_id for r in level] for level in S.levels(runs)] == [["x", "w"], ["y"], ["z"]]
     with pytest.raises(P.ParamError, match="cycle"):
-        R.levels([Run("02", "n", "p", {}, after=["q"]), Run("02", "n", "q", {}, after=["p"])])
+        S.levels([Run("02", "n", "p", {}, after=["q"]), Run("02", "n", "q", {}, after=["p"])])
+
+
+def logs_of(out: Path) -> str:
+    """Every log a run left (the runner's, papermill's and the job's own), for a failing assertion to show."""
+    parts = [f"--- {p.relative_to(out)}\n{p.read_text(errors='replace')[-3000:]}"
+             for p in sorted((out / "logs").glob("*/*")) if p.is_file() and p.suffix in (".txt", ".log", ".stderr")]
+    return "\n".join(parts)
 
 
 def test_submitit_local_executor_runs_a_two_run_array(setup):
     notebooks, out = setup
     runs = make_runs(out)[::2]  # a and c: one level, one stage each -> one array per stage
     runs[1].stage = "02"
-    executor = R.SubmititExecutor(out, P.SlurmParams(gpus_per_node=0, timeout_min=5), cluster="local", poll_s=0.3)
+    executor = X.SubmititExecutor(out, P.SlurmParams(gpus_per_node=0, timeout_min=5), cluster="local", poll_s=0.3)
     result = study(runs, out, notebooks, executor=executor)
-    assert statuses(result) == {"a": "ran", "c": "ran"}, result.format()
+    assert statuses(result) == {"a": "ran", "c": "ran"}, result.format() + "\n" + logs_of(out)
     assert sorted(ran_lines(out)) == ["nb_a 1", "nb_c 1"]
     assert all((out / ".stamps" / f"{r}.json").is_file() for r in "ac")
     copied = list((out / "logs" / "a").glob("job_*.stdout"))
@@ -234,8 +241,8 @@ def test_submitit_local_executor_runs_a_two_run_array(setup):
 def test_local_pool_runs_a_level_in_parallel_processes(setup):
     notebooks, out = setup
     runs = make_runs(out)[::2]
-    result = study(runs, out, notebooks, executor=R.LocalExecutor(jobs=2))
-    assert statuses(result) == {"a": "ran", "c": "ran"}, result.format()
+    result = study(runs, out, notebooks, executor=X.LocalExecutor(jobs=2))
+    assert statuses(result) == {"a": "ran", "c": "ran"}, result.format() + "\n" + logs_of(out)
     assert all((out / ".stamps" / f"{r}.json").is_file() for r in "ac")
 
 
@@ -249,24 +256,118 @@ def test_sbatch_script_has_the_profile_resources_and_an_array(tmp_path, monkeypa
         (bin_dir / tool).chmod((bin_dir / tool).stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     out = tmp_path / "out"
-    specs = [R.RunSpec(Run("02", "nb", f"r{i}", {"x": i}), str(out), str(tmp_path), "key", {}, ["new"])
+    specs = [X.RunSpec(Run("02", "nb", f"r{i}", {"x": i}), str(out), str(tmp_path), "key", {}, ["new"])
              for i in range(2)]
-    submitted = R.SubmititExecutor(out, SLURM, cluster="slurm").submit(specs)
+    submitted = X.SubmititExecutor(out, SLURM, cluster="slurm").submit(specs)
     assert [job.job_id for _, job in submitted] == ["4242_0", "4242_1"]
     script = capture.read_text()
     for line in ("#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=1", "#SBATCH --time=30", "#SBATCH --mem=8GB",
                  "#SBATCH --cpus-per-task=4", "#SBATCH --array=0-1%2", "#SBATCH --job-name=lus-02"):
         assert line in script, f"{line} missing from\n{script}"
-    assert R.slurm_parameters(SLURM, "06", 1).get("gpus_per_node") is None  # CPU-only stage: no GPU asked
+    assert X.slurm_parameters(SLURM, "06", 1).get("gpus_per_node") is None  # CPU-only stage: no GPU asked
 
 
 def test_summary_names_every_outcome(tmp_path):
-    result = R.StudyResult(tmp_path, [
-        R.RunResult("a", "02", "ran", 1.5, "/o/notebooks/a.ipynb"),
-        R.RunResult("b", "02", "cached", output="/o/notebooks/b.ipynb"),
-        R.RunResult("c", "03", "failed", message="nb_c (run c) failed in cell [3]"),
-        R.RunResult("d", "06", "blocked", message="not run: it comes after c, which did not finish")], 3.0)
+    result = S.StudyResult(tmp_path, [
+        X.RunResult("a", "02", "ran", 1.5, "/o/notebooks/a.ipynb"),
+        X.RunResult("b", "02", "cached", output="/o/notebooks/b.ipynb"),
+        X.RunResult("c", "03", "failed", message="nb_c (run c) failed in cell [3]"),
+        X.RunResult("d", "06", "blocked", message="not run: it comes after c, which did not finish")], 3.0)
     text = result.format()
     assert "1 ran, 1 cached, 1 failed, 1 blocked" in text
     assert "FAILED  c" in text and "failed in cell [3]" in text and "BLOCKED d" in text
     assert "logs:" in text and "<run_id>.failed.ipynb" in text and not result.ok
+
+
+def test_kernels_need_no_free_tcp_port(setup, monkeypatch):
+    """The flake's cause, forced: every TCP port the kernel manager would pick is already taken. Over IPC
+    sockets in a private folder no port is picked, so the run still finishes (over TCP the kernel would die
+    with "Address already in use" and nbclient report "Kernel died before replying to kernel_info")."""
+    import socket
+
+    from jupyter_client.connect import LocalPortCache
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    monkeypatch.setattr(LocalPortCache, "find_available_port", lambda self, ip: taken.getsockname()[1])
+    notebooks, out = setup
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell('out_dir: str = ""', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("import pathlib\nfrom ipykernel.kernelapp import IPKernelApp\n"
+                                  "(pathlib.Path(out_dir) / 'transport.txt').write_text(IPKernelApp.instance().transport)")])
+    nbformat.write(nb, notebooks / "nb_transport.ipynb")
+    try:
+        result = study([Run("02", "nb_transport", "t", {"out_dir": str(out)})], out, notebooks)
+    finally:
+        taken.close()
+    assert statuses(result) == {"t": "ran"}, result.format() + "\n" + logs_of(out)
+    assert (out / "transport.txt").read_text() == "ipc"
+
+
+def report_notebook(folder: Path) -> None:
+    """Like notebook 06: reads the runner's summary while it runs and writes down which runs failed."""
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell('out_dir: str = ""  # output folder', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("import json, pathlib\nout = pathlib.Path(out_dir)\n"
+                                  "summary = json.loads((out / 'logs' / 'runner_summary.json').read_text())\n"
+                                  "failed = [r['run_id'] for r in summary['runs'] if r['status'] in ('failed', 'blocked')]\n"
+                                  "(out / 'seen.txt').write_text(' '.join(failed))")])
+    nbformat.write(nb, folder / "nb_report.ipynb")
+
+
+def test_comparison_runs_on_what_finished_and_names_what_did_not(setup):
+    notebooks, out = setup
+    report_notebook(notebooks)
+    marker = out / "crash-now"
+    marker.touch()
+    runs = make_runs(out, fail_if=str(marker)) + [
+        Run("06", "nb_report", "z", {"out_dir": str(out)}, after=["a", "b", "c"], runs_after_failures=True)]
+    result = study(runs, out, notebooks)
+    assert statuses(result) == {"a": "failed", "b": "blocked", "c": "ran", "z": "ran"}, result.format()
+    assert (out / "seen.txt").read_text() == "a b"  # the summary it read named what did not finish
+    z = next(r for r in result.results if r.run_id == "z")
+    assert z.message == "ran without a, b (did not finish)" and "runs on what finished: a, b did not" in z.reasons
+    assert "ran without a, b" in result.format() and not result.ok
+    assert statuses(study(runs, out, notebooks)) == {"a": "failed", "b": "blocked", "c": "cached", "z": "cached"}
+    marker.unlink()
+    again = study(runs, out, notebooks)
+    assert statuses(again) == {"a": "ran", "b": "ran", "c": "cached", "z": "ran"} and again.ok
+    assert (out / "seen.txt").read_text() == ""
+    assert "dependency changed: a, b" in reasons(again)["z"]
+
+
+def test_the_planner_lets_only_the_comparison_run_after_failures():
+    from lus_utils.run.planning import plan_compare
+
+    profile = P.load_profile("smoke")
+    compare = plan_compare(profile, {"data_root": "d", "out_dir": "o"}, [Run("02", "n", "x", {})])
+    assert compare[0].runs_after_failures and compare[0].after == ["x"]
+    assert not Run("02", "n", "y", {}).runs_after_failures
+
+
+def test_report_lists_the_runs_that_did_not_finish(tmp_path):
+    from lus_utils.compare.reporting import unfinished_section
+
+    assert unfinished_section(tmp_path) == ""  # no summary yet: nothing to say
+    S.StudyResult(tmp_path, [X.RunResult("a", "02", "failed", message="nb_a (run a) failed in cell [3]"),
+                             X.RunResult("b", "03", "blocked", message="not run: it comes after a"),
+                             X.RunResult("c", "02", "ran"), X.RunResult("z", "06", "pending")], 1.0).write()
+    section = unfinished_section(tmp_path)
+    assert "<code>a</code>: failed. nb_a (run a) failed in cell [3]" in section and "<code>b</code>: blocked" in section
+    assert "<code>c</code>" not in section and "<code>z</code>" not in section
+
+
+def test_a_second_runner_on_the_same_output_folder_is_refused(tmp_path, capsys, monkeypatch):
+    with S.study_lock(tmp_path):
+        with pytest.raises(RuntimeError, match="another runner is already working in .*use another --out"):
+            with S.study_lock(tmp_path):
+                pass
+        monkeypatch.setattr(cli.P, "load_profile", lambda name: P.Profile("fake", Path("fake.yaml"), "a fake study",
+                                                                          {"slurm": P.SlurmParams()}))
+        monkeypatch.setattr(cli, "resolve_data_root", lambda root, fetch_if_missing: tmp_path)
+        monkeypatch.setattr(cli, "plan", lambda profile, out_dir, data_root, only: [])
+        assert cli.main(["--profile", "fake", "--out", str(tmp_path)]) == 2
+        assert "another runner is already working" in capsys.readouterr().err
+    with S.study_lock(tmp_path):  # released when the first runner ends
+        pass

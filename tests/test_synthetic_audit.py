@@ -207,13 +207,14 @@ def test_real_range_gate_keeps_structure_and_rejects_noise():
 def test_seed_gate_stays_available_and_is_recorded_beside_the_new_one():
     images = np.concatenate([ultrasound_like(3, 64, seed=0), realism.noise_images(3, 64, seed=0)["uniform"]])
     seed_params = audit_params(gate="seed")
+    seed_verdicts = [synthetic.gate(i, seed_params.min_std, seed_params.min_entropy)["passed_gate"] for i in images]
     verdicts, record = realism.quality_gate(images, seed_params, None)
     assert record["gate"] == "seed"
-    assert [v["passed_gate"] for v in verdicts] == [synthetic.gate(i)["passed_gate"] for i in images]
+    assert [v["passed_gate"] for v in verdicts] == seed_verdicts
     verdicts, record = realism.quality_gate(images, audit_params(), ultrasound_like(30, 64, seed=1))
-    assert record["gate"] == "real_range" and record["seed_gate"]["min_std"] == 30.0
+    assert record["gate"] == "real_range" and record["seed_gate"]["min_std"] == AuditParams().min_std
     assert [v["passed_gate"] for v in verdicts] == [True] * 3 + [False] * 3
-    assert [v["passed_seed_gate"] for v in verdicts] == [synthetic.gate(i)["passed_gate"] for i in images]
+    assert [v["passed_seed_gate"] for v in verdicts] == seed_verdicts
     with pytest.raises(ValueError, match="real_range gate needs real training frames"):
         realism.quality_gate(images, audit_params(), None)
 

@@ -59,7 +59,7 @@ def frames(tmp_path: Path) -> pd.DataFrame:
 
 
 def tiny_params(**changes) -> TextualInversionParams:
-    values = dict(steps=3, batch_size=2, checkpoint_every=2, n_checkpoint_images=2, n_txt2img=3, n_img2img=3,
+    values = dict(base_model="tiny", steps=3, batch_size=2, checkpoint_every=2, n_checkpoint_images=2, n_txt2img=3, n_img2img=3,
                   sampling_steps=2, sample_batch_size=2, output_size=32, num_threads=1, domain_resolution=32,
                   domain_width=8, domain_vae_steps=2, domain_steps=2, domain_batch_size=4)
     return replace(TextualInversionParams(), **{**values, **changes})
@@ -203,7 +203,7 @@ def test_stage_writes_sets_that_list_only_training_frames(frames: pd.DataFrame, 
     trained = ti.train_and_save(pipe, selected, params, ti.generator_dir(layout, params.set_tag), base, "split", CPU)
     assert trained.embeds_path.is_file() and (trained.folder / "provenance.json").is_file()
     train_paths = set(frames.loc[frames.split == "train", "path"])
-    for mode, name in ti.set_names(params.set_tag).items():
+    for mode, name in synthetic.ti_set_names(params.set_tag).items():
         images, sources, seconds = ti.generate(pipe, mode, selected, params, CPU)
         set_dir = layout.synthetic / name
         manifest = ti.write_synthetic_set(set_dir, mode, images, sources, params, audit_params, base, selected,
@@ -216,6 +216,34 @@ def test_stage_writes_sets_that_list_only_training_frames(frames: pd.DataFrame, 
             assert set(manifest["source_path"]) == set(record["img2img_source_frames"]) <= set(selected["path"])
         synthetic.load_for_training(set_dir, ["covid", "pneumonia", "regular", "viral"], train_paths)
     assert name == "ti_img2img_test"
+
+
+@pytest.mark.parametrize("base_model", ["tiny", "domain"])
+def test_output_folder_alone_loads_with_diffusers(frames: pd.DataFrame, tokenizer_dir: Path, tmp_path: Path,
+                                                  base_model: str) -> None:
+    import json
+
+    from diffusers import StableDiffusionPipeline
+    from safetensors.torch import load_file
+
+    params = tiny_params(base_model=base_model, steps=2)
+    layout = OutLayout(tmp_path / "out")
+    pipe, base = ti.load_base_model(params, frames, "split", layout.root, CPU, tokenizer_dir)
+    selected = ti.select_training_frames(frames, "split", params.train_frames, params.seed)
+    trained = ti.train_and_save(pipe, selected, params, ti.generator_dir(layout, ""), base, "split", CPU)
+    moved = tmp_path / "elsewhere"
+    trained.folder.rename(moved)  # only the output folder, somewhere else: no cache, no study code
+    record = json.loads((moved / "provenance.json").read_text())
+    fresh = StableDiffusionPipeline.from_pretrained(moved / record["base_model_path"], safety_checker=None,
+                                                    local_files_only=True)
+    assert params.placeholder_token not in fresh.tokenizer.get_vocab()  # saved before the token was added
+    fresh.load_textual_inversion(str(moved / record["learned_embeds"]), token=record["placeholder_token"])
+    token_id = fresh.tokenizer.convert_tokens_to_ids(record["placeholder_token"])
+    saved = load_file(moved / record["learned_embeds"])[params.placeholder_token]
+    assert torch.equal(fresh.text_encoder.get_input_embeddings().weight[token_id], saved[0])
+    images = fresh(params.prompt.format(params.placeholder_token), num_inference_steps=2, output_type="np",
+                   generator=torch.Generator().manual_seed(0)).images
+    assert np.isfinite(images).all()
 
 
 def test_base_model_that_cannot_load_names_alternatives(tmp_path: Path, monkeypatch) -> None:

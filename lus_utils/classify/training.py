@@ -24,7 +24,6 @@ metrics.json, predictions.csv, history.csv, curves.png and best.pt.
 from __future__ import annotations
 
 import math
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -45,7 +44,7 @@ from lus_utils.images import load_image
 from lus_utils.params import (CLASSES, ClassifierRunParams, DataParams, ParamError, STRATEGIES, TrainParams, as_dict,
                      build)
 from lus_utils.paths import OutLayout, cache_dir, resolve_out_dir
-from lus_utils.provenance import (atomic_dir, atomic_path, code_version, read_json, sha256_file, sha256_text, stable_hash,
+from lus_utils.provenance import (atomic_dir, atomic_path, code_version, environment, read_json, sha256_file, sha256_text, stable_hash,
                          write_csv_atomic, write_json_atomic)
 from lus_utils.reproducibility import resolve_device, seed_everything
 
@@ -54,12 +53,7 @@ TABLE_COLUMNS = ["path", "abspath", "video_id", "patient_id", "label", "part", "
 
 
 # --- run identity ------------------------------------------------------------------------------------------
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", text).strip("-") or "set"
-
-
-def synthetic_set_name(synthetic_set: str) -> str:
-    return _slug(Path(str(synthetic_set).rstrip("/")).name) if synthetic_set else ""
+synthetic_set_name = synthetic.set_name
 
 
 def _amount(params: Mapping[str, Any]) -> str:
@@ -136,14 +130,6 @@ def data_fingerprint(frames: pd.DataFrame) -> dict[str, Any]:
     return {"frames_csv": "(in-memory frames)", "sha256": sha256_text(text), "n_frames": len(frames)}
 
 
-def resolve_synthetic_dir(synthetic_set: str, out_dir: str | Path) -> Path:
-    """A synthetic set given as a path, or by name under <out>/synthetic."""
-    candidate = Path(synthetic_set)
-    if candidate.is_absolute() or candidate.is_dir():
-        return candidate
-    return OutLayout(resolve_out_dir(out_dir)).synthetic / synthetic_set
-
-
 @dataclass
 class RunData:
     """Which frames a run trains, validates and tests on (a synthetic set's images are training rows)."""
@@ -194,7 +180,8 @@ def add_synthetic(table: pd.DataFrame, set_dir: Path, classes: list[str], amount
                   seed: int) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The training table plus `amount` images of a synthetic set, picked with the seed; and its summary."""
     real_train = table[(table.part == "train") & ~table.synthetic]
-    manifest = synthetic.load_for_training(set_dir, classes, real_train["path"])
+    chosen_set = synthetic.SyntheticSet(synthetic.set_name(set_dir), Path(set_dir))
+    manifest = chosen_set.for_training(classes, real_train["path"])
     set_labels = sorted(set(manifest["label"]))
     n_real = int(real_train["label"].isin(set_labels).sum())
     n_requested, n = synthetic.amount_to_count(amount, unit, n_real, len(manifest))
@@ -203,7 +190,7 @@ def add_synthetic(table: pd.DataFrame, set_dir: Path, classes: list[str], amount
               f"gate; all {n} are used and the run records the shortfall")
     rng = np.random.default_rng([seed, 31337])
     chosen = manifest.iloc[np.sort(rng.choice(len(manifest), size=n, replace=False))]
-    name = synthetic_set_name(str(set_dir))
+    name = chosen_set.name
     rows = pd.DataFrame({
         "path": [f"synthetic/{name}/{p}" for p in chosen["path"]],
         "abspath": chosen["abspath"].tolist(),
@@ -213,10 +200,10 @@ def add_synthetic(table: pd.DataFrame, set_dir: Path, classes: list[str], amount
         "part": "train",
         "synthetic": True,
     })
-    record = synthetic.read_provenance(set_dir)
+    record = chosen_set.provenance
     summary = {k: v for k, v in record.items() if k != "training_frames"}
     summary.update({"name": name, "dir": str(set_dir), "n_training_frames": len(record.get("training_frames", [])),
-                    "leakage_ablation": bool(record.get("leakage_ablation", False)), "n_passed_gate": len(manifest),
+                    "leakage_ablation": chosen_set.leakage_ablation, "n_passed_gate": len(manifest),
                     "n_requested": n_requested, "n_used": n, "amount": amount, "unit": unit, "labels": set_labels})
     return pd.concat([table, rows], ignore_index=True), summary
 
@@ -235,7 +222,7 @@ def prepare_data(frames: pd.DataFrame, run: ClassifierRunParams, train: TrainPar
     check_parts(table, classes, column)
     summary = None
     if run.synthetic_set:
-        set_dir = resolve_synthetic_dir(run.synthetic_set, out_dir)
+        set_dir = synthetic.SyntheticSet.resolve(run.synthetic_set, out_dir).folder
         table, summary = add_synthetic(table, set_dir, classes, run.synthetic_amount, train.synthetic_amount_unit,
                                        run.seed)
     return RunData(classes=classes, split_column=column, table=table, synthetic=summary)
@@ -509,6 +496,7 @@ def run_classifier(frames: pd.DataFrame, run_params: Any, train_params: Any, out
                          **result.extra},
             "params": {"run": as_dict(run), "train": as_dict(train)},
             "code_version": code_version(),
+            "environment": environment(),
             "data_fingerprint": data_fingerprint(frames),
             "timing": {"train_seconds": result.seconds, "total_seconds": time.perf_counter() - started},
         }

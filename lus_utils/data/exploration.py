@@ -124,3 +124,90 @@ def folds_overview(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Patients per class and part for every fold, side by side."""
     per_fold = {name: table["patients"] for name, table in tables.items() if name.startswith("fold")}
     return pd.concat(per_fold, axis=1)
+
+
+# --- the probe and frame-size confound (issue 12) ------------------------------------------------------
+# frames.csv's width/height are each frame's native size as decoded, before any model resizes it.
+SIZE_FEATURES = {"native width": "width", "native height": "height"}
+
+
+def probe_table(frames: pd.DataFrame) -> pd.DataFrame:
+    """Class x probe: frames, videos and patients, and each class's share of linear-probe frames."""
+    counts = (frames.groupby(["label", "probe"])
+              .agg(frames=("path", "size"), videos=("video_id", "nunique"), patients=("patient_id", "nunique"))
+              .unstack("probe", fill_value=0))
+    counts.columns = [f"{what} {probe}" for what, probe in counts.columns]
+    linear = frames["probe"].eq("linear").groupby(frames["label"]).mean()
+    return counts.assign(**{"share of frames linear": linear}).astype({c: int for c in counts.columns})
+
+
+def native_size_table(frames: pd.DataFrame) -> pd.DataFrame:
+    """Native frame width and height per class: median and range over frames, distinct sizes over videos."""
+    rows = {}
+    for label, group in frames.groupby("label"):
+        row = {}
+        for name, column in SIZE_FEATURES.items():
+            values = group[column]
+            row[f"{name} median"] = float(values.median())
+            row[f"{name} min"] = int(values.min())
+            row[f"{name} max"] = int(values.max())
+        row["pixels median"] = float((group["width"] * group["height"]).median())
+        row["distinct sizes (videos)"] = int(group.drop_duplicates("video_id")[["width", "height"]]
+                                             .drop_duplicates().shape[0])
+        rows[label] = row
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("label")
+
+
+def plot_native_sizes(frames: pd.DataFrame) -> plt.Figure:
+    """Distribution of native width and height per class (one point per frame), log scale."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+    order = sorted(frames["label"].unique())
+    for ax, (name, column) in zip(axes, SIZE_FEATURES.items()):
+        sns.boxplot(data=frames, x="label", y=column, order=order, ax=ax, color="0.85", showfliers=False)
+        sns.stripplot(data=frames, x="label", y=column, hue="probe", order=order, ax=ax, size=2.5, alpha=0.5,
+                      dodge=True)
+        ax.set(yscale="log", xlabel="", ylabel=f"{name} (px, log scale)", title=f"{name} per frame")
+    fig.tight_layout()
+    return fig
+
+
+def shortcut_scores(frames: pd.DataFrame) -> dict[str, tuple[np.ndarray, str]]:
+    """Each metadata-only score, and in which direction of it the minority class lies.
+
+    Directions are fixed from the confound the issue names (viral: linear probe, small frames), not fitted.
+    """
+    pixels = (frames["width"] * frames["height"]).to_numpy(float)
+    return {
+        "probe alone (linear = 1)": (frames["probe"].eq("linear").to_numpy(float), "linear -> minority"),
+        "native width alone": (-frames["width"].to_numpy(float), "narrower -> minority"),
+        "native height alone": (-frames["height"].to_numpy(float), "lower -> minority"),
+        "native size alone (pixel count)": (-pixels, "fewer pixels -> minority"),
+        # Lexicographic: any linear frame above any convex one, then fewer pixels first.
+        "probe then size": (frames["probe"].eq("linear").to_numpy(float) * 1e12 - pixels,
+                            "linear, then fewer pixels -> minority"),
+    }
+
+
+def shortcut_separability(frames: pd.DataFrame, minority: str = MINORITY_CLASS) -> pd.DataFrame:
+    """How well each metadata-only score separates the minority class from all others (AUROC, AP).
+
+    Per frame (what a classifier is scored on) and per video (one row each). AP's chance level is the
+    minority share, given as `prevalence`. Scores are fixed in advance (see `shortcut_scores`), so these
+    are in-sample but not fitted: no threshold or direction is chosen on the data.
+    """
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    if minority not in set(frames["label"]):
+        raise ValueError(f"class '{minority}' has no frames here; the shortcut check needs it "
+                         f"(classes present: {sorted(frames['label'].unique())})")
+    if frames["label"].nunique() < 2:
+        raise ValueError("the shortcut check needs frames of the minority class and of at least one other")
+    rows = []
+    for unit, table in (("frames", frames), ("videos", frames.drop_duplicates("video_id"))):
+        positive = table["label"].eq(minority).to_numpy()
+        for name, (score, direction) in shortcut_scores(table).items():
+            rows.append({"unit": unit, "score": name, "direction": direction, "n": len(table),
+                         "n_minority": int(positive.sum()), "prevalence": float(positive.mean()),
+                         "auroc": float(roc_auc_score(positive, score)),
+                         "ap": float(average_precision_score(positive, score))})
+    return pd.DataFrame(rows).set_index(["unit", "score"])

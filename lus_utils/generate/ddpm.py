@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from lus_utils.data import splits
 from lus_utils.generate import realism, synthetic
 from lus_utils.data.splits import TooFewFramesError
-from lus_utils.images import load_image
+from lus_utils.images import load_image, resize
 from lus_utils.params import MINORITY_CLASS, AuditParams, DDPMParams
 from lus_utils.paths import OutLayout
 from lus_utils.provenance import (atomic_dir, atomic_path, fingerprint_files, provenance, read_json, stable_hash,
@@ -47,13 +47,13 @@ from lus_utils.reproducibility import resolve_device
 SAMPLERS = ("ddpm", "ddim", "dpmsolver", "dpmsolver_ode")
 N_MIXED = 3  # frames of the 3-frame variants (seed study)
 MIN_FRAMES = {"3_mixed": N_MIXED, "train_all": N_MIXED, "3_mixed_any_split": N_MIXED}
-LEAKAGE_VARIANT = "3_mixed_any_split"
+LEAKAGE_VARIANT = synthetic.DDPM_LEAKAGE_VARIANT
 NUM_TRAIN_TIMESTEPS = 1000
 GRID_IMAGES = 8  # images in each sample grid saved during training
 KEEP_CHECKPOINTS = 2  # older checkpoints are deleted while training; all are deleted once the pipeline is saved
-# Optimiser settings of diffusers' train_unconditional example, which the seed study followed.
-ADAM_BETAS = (0.95, 0.999)
-ADAM_WEIGHT_DECAY = 1e-6
+# The seed study's optimiser: torch's AdamW defaults (textual_inversion/basic_training_script.py there).
+ADAM_BETAS = (0.9, 0.999)
+ADAM_WEIGHT_DECAY = 0.01
 MAX_GRAD_NORM = 1.0
 EMA_POWER = 0.75  # EMA warm-up: decay = min(ema_decay, 1 - (1 + step) ** -EMA_POWER)
 # Keys of the per-step random streams (so that streams never coincide).
@@ -64,17 +64,12 @@ TRAINING_KEYS = ("variant", "fold", "seed", "image_size", "block_out_channels", 
 
 
 # --- names and folders -------------------------------------------------------------------------------------
-def generator_name(variant: str, fold: int) -> str:
-    """`ddpm_<variant>` for the hold-out split, `ddpm_<variant>_fold<f>` for fold f."""
-    return f"ddpm_{variant}" + ("" if fold < 0 else f"_fold{fold}")
-
-
 def generator_dir(layout: OutLayout, variant: str, fold: int) -> Path:
-    return layout.generators / generator_name(variant, fold)
+    return layout.generators / synthetic.ddpm_set_name(variant, fold)
 
 
 def synthetic_set_dir(layout: OutLayout, variant: str, fold: int) -> Path:
-    return layout.synthetic / generator_name(variant, fold)
+    return layout.synthetic / synthetic.ddpm_set_name(variant, fold)
 
 
 def _seed_for(seed: int, stream: int, index: int) -> int:
@@ -552,15 +547,6 @@ def _step(scheduler, eps: torch.Tensor, t: torch.Tensor, x: torch.Tensor,
 
 
 # --- gate and synthetic set --------------------------------------------------------------------------------
-def resize(image: np.ndarray, size: int) -> np.ndarray:
-    import cv2
-
-    if image.shape[0] == size and image.shape[1] == size:
-        return image
-    interpolation = cv2.INTER_AREA if size < image.shape[0] else cv2.INTER_CUBIC
-    return cv2.resize(image, (size, size), interpolation=interpolation)
-
-
 def write_synthetic_set(set_dir: Path, images: np.ndarray, seeds: list[int], p: DDPMParams, audit: AuditParams,
                         selected: pd.DataFrame, split_column: str, gen_dir: Path, sampling_seconds: float,
                         frames: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:

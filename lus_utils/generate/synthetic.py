@@ -8,9 +8,17 @@ A synthetic set is a folder with
 - `audit.json`: the memorization and realism audit (written by `synthetic_audit`).
 
 Only images with `passed_gate` true are ever added to a classifier's training split.
+
+`SyntheticSet` is the one handle on such a folder: its name (how runs, conditions and tables call it), where it
+lies, its provenance and leakage flag, and the images a classifier may read from it. The names the generators
+give their sets (`ddpm_set_name`, `ti_set_names`) live here too, torch-free, so the planner can name sets
+without importing a generator.
 """
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -18,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from lus_utils.images import intensity_stats
+from lus_utils.paths import OutLayout, resolve_out_dir
 from lus_utils.provenance import atomic_dir, read_json, write_csv_atomic, write_json_atomic
 
 MANIFEST_COLUMNS = ["path", "label", "generator", "variant", "sampler", "steps", "seed", "std", "entropy",
@@ -27,6 +36,70 @@ AMOUNT_UNITS = ("ratio", "fraction", "count")
 
 class SyntheticSetError(ValueError):
     """A synthetic set that cannot be used: missing files, unknown labels, or frames it must not have seen."""
+
+
+# --- names -------------------------------------------------------------------------------------------------
+DDPM_LEAKAGE_VARIANT = "3_mixed_any_split"  # the DDPM variant that is the explicitly marked leakage ablation
+
+
+def ddpm_set_name(variant: str, fold: int) -> str:
+    """`ddpm_<variant>` for the hold-out split, `ddpm_<variant>_fold<f>` for fold f (the generator's name too)."""
+    return f"ddpm_{variant}" + ("" if fold < 0 else f"_fold{fold}")
+
+
+def ti_set_names(set_tag: str = "") -> dict[str, str]:
+    """Textual-inversion set names by mode: ti_txt2img and ti_img2img, with `_<set_tag>` when one is given."""
+    suffix = f"_{set_tag}" if set_tag else ""
+    return {"txt2img": f"ti_txt2img{suffix}", "img2img": f"ti_img2img{suffix}"}
+
+
+def set_name(synthetic_set: str | Path) -> str:
+    """The name of a set given by name or path (its folder's name, made safe for run ids); "" for none."""
+    if not synthetic_set:
+        return ""
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", Path(str(synthetic_set).rstrip("/")).name).strip("-") or "set"
+
+
+@dataclass(frozen=True)
+class SyntheticSet:
+    """One synthetic set: its name, its folder, and what its provenance says."""
+
+    name: str
+    folder: Path
+
+    @classmethod
+    def resolve(cls, synthetic_set: str | Path, out_dir: str | Path) -> "SyntheticSet":
+        """A set given as a path (absolute, or with a folder in it), or by name under <out>/synthetic."""
+        value = Path(str(synthetic_set))
+        if not str(synthetic_set):
+            raise SyntheticSetError("no synthetic set given (an empty name means a run without one)")
+        folder = value if value.is_absolute() or len(value.parts) > 1 else \
+            OutLayout(resolve_out_dir(out_dir)).synthetic / value
+        return cls(set_name(value), folder)
+
+    @cached_property
+    def provenance(self) -> dict[str, Any]:
+        return read_provenance(self.folder)
+
+    @property
+    def leakage_ablation(self) -> bool:
+        """True when the provenance marks the set as the leakage ablation, or when there is no readable
+        provenance: then its training frames are unknown and it cannot be shown free of leakage."""
+        try:
+            return bool(self.provenance.get("leakage_ablation", False))
+        except (SyntheticSetError, OSError, ValueError):
+            return True
+
+    @property
+    def training_frames(self) -> list[str]:
+        return list(self.provenance.get("training_frames", []))
+
+    def manifest(self) -> pd.DataFrame:
+        return read_manifest(self.folder)
+
+    def for_training(self, classes: list[str], train_paths: Iterable[str]) -> pd.DataFrame:
+        """The gated images a classifier of this training split may read (see `load_for_training`)."""
+        return load_for_training(self.folder, classes, train_paths)
 
 
 def gate(image: np.ndarray, min_std: float = 30.0, min_entropy: float = 4.7) -> dict[str, Any]:
@@ -110,7 +183,11 @@ def load_for_training(set_dir: Path, classes: list[str], train_paths: Iterable[s
         raise SyntheticSetError(f"{set_dir}: {len(foreign)} rows have labels outside {classes}: "
                                 f"{foreign[['path', 'label']].head(5).to_dict(orient='records')}")
     record = read_provenance(set_dir)
-    seen = set(record.get("training_frames", []))
+    if not isinstance(record.get("training_frames"), list) or not record["training_frames"]:
+        raise SyntheticSetError(f"{set_dir / 'provenance.json'} lists no training_frames: which real frames its "
+                                "generator saw is unknown, so leakage into this run's validation or test part cannot be "
+                                "ruled out; regenerate the set with notebook 04 or 05, which record them")
+    seen = set(record["training_frames"])
     outside = sorted(seen - set(train_paths))
     if outside and not record.get("leakage_ablation", False):
         raise SyntheticSetError(f"{set_dir}: its generator saw {len(outside)} frames that are not in this run's "

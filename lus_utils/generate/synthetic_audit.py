@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from lus_utils.generate import realism, synthetic
-from lus_utils.images import load_image
+from lus_utils.images import load_image, load_images
 from lus_utils.params import MINORITY_CLASS, AuditParams
 from lus_utils.provenance import code_version, write_csv_atomic, write_json_atomic
 
@@ -46,16 +46,12 @@ DINOV2_MODEL = "facebook/dinov2-small"
 # --- loading -------------------------------------------------------------------------------------------------
 def load_grey(paths: list[str], size: int) -> np.ndarray:
     """Grey uint8 images (N, size, size)."""
-    if not len(paths):
-        return np.zeros((0, size, size), dtype=np.uint8)
-    return np.stack([load_image(p, size=size, grayscale=True) for p in paths])
+    return load_images(paths, size, grayscale=True)
 
 
 def load_rgb_nchw(paths: list[str], size: int) -> np.ndarray:
     """uint8 RGB images (N, 3, size, size): what the classifiers read."""
-    if not len(paths):
-        return np.zeros((0, 3, size, size), dtype=np.uint8)
-    return np.stack([load_image(p, size=size) for p in paths]).transpose(0, 3, 1, 2).copy()
+    return load_images(paths, size).transpose(0, 3, 1, 2).copy()
 
 
 # --- similarity ----------------------------------------------------------------------------------------------
@@ -284,7 +280,7 @@ def audit_set(set_dir: Path, frames: pd.DataFrame, split_column: str, audit_para
     minority_holdout = frames[(frames["label"] == label) & frames[split_column].isin(["val", "test"])]
     minority_test = frames[(frames["label"] == label) & (frames[split_column] == "test")].reset_index(drop=True)
     seen = frames[frames["path"].isin(set(record.get("training_frames", [])))].reset_index(drop=True)
-    ablation = bool(record.get("leakage_ablation", False))
+    ablation = synthetic.SyntheticSet(set_dir.name, Path(set_dir)).leakage_ablation
 
     size = p.audit_size
     synthetic_grey = load_grey(manifest["abspath"].tolist(), size)

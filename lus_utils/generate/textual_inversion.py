@@ -38,10 +38,10 @@ from tqdm.auto import tqdm
 from lus_utils.generate import domain_base_model, synthetic, tiny_sd
 from lus_utils.data import splits
 from lus_utils.data.splits import TooFewFramesError  # noqa: F401 - raised here and by splits; tests catch it from this module
-from lus_utils.images import load_image, to_grey
+from lus_utils.images import load_image, load_images, resize, to_grey
 from lus_utils.params import MINORITY_CLASS, AuditParams, TextualInversionParams
 from lus_utils.paths import OutLayout
-from lus_utils.provenance import atomic_dir, provenance, read_json, sha256_file, write_csv_atomic, write_json_atomic
+from lus_utils.provenance import atomic_dir, provenance, sha256_file, write_csv_atomic, write_json_atomic
 from lus_utils.reproducibility import resolve_device, seed_everything
 
 # Prompt templates of diffusers' textual_inversion example (from the original paper's code).
@@ -72,6 +72,7 @@ TEMPLATES = {"object": IMAGENET_TEMPLATES, "style": IMAGENET_STYLE_TEMPLATES, "u
 MIN_FRAMES = {"3_mixed": 3, "6_mixed": 6, "all": 1}
 ADAM_WEIGHT_DECAY = 1e-2  # diffusers example default
 GENERATOR = "textual_inversion"
+BASE_MODEL_DIR = "base_model"  # tiny and domain base models are saved here in the output folder (save_pretrained)
 BASE_MEANINGS = {
     "tiny": ("a tiny Stable-Diffusion pipeline with RANDOM weights built offline from configs: it tests the code "
              "path only; its images are noise and say nothing about textual inversion on ultrasound"),
@@ -91,12 +92,6 @@ class TokenError(ValueError):
 
 
 # --- names and folders ---------------------------------------------------------------------------------------
-def set_names(set_tag: str = "") -> dict[str, str]:
-    """Synthetic set folder names: ti_txt2img and ti_img2img, with `_<set_tag>` when one is given."""
-    suffix = f"_{set_tag}" if set_tag else ""
-    return {"txt2img": f"ti_txt2img{suffix}", "img2img": f"ti_img2img{suffix}"}
-
-
 def generator_dir(layout: OutLayout, set_tag: str = "") -> Path:
     return layout.generators / ("textual_inversion" + (f"_{set_tag}" if set_tag else ""))
 
@@ -126,12 +121,6 @@ def select_training_frames(frames: pd.DataFrame, split_column: str, mode: str, s
     return frames.loc[picks]
 
 
-def load_pixels(paths: list[str], resolution: int) -> torch.Tensor:
-    """Frames as (N, 3, r, r) in [-1, 1] (Stable Diffusion's VAE input), squashed to a square."""
-    images = np.stack([load_image(p, size=resolution) for p in paths])
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-
 # --- base model ----------------------------------------------------------------------------------------------
 def base_model_meaning(name: str) -> str:
     return BASE_MEANINGS.get(name, f"'{name}', a pretrained Stable-Diffusion-style model: it knows natural images "
@@ -144,7 +133,7 @@ def _from_pretrained(name: str, dtype: torch.dtype):
 
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
     try:
-        return StableDiffusionPipeline.from_pretrained(name, torch_dtype=dtype, safety_checker=None,
+        return StableDiffusionPipeline.from_pretrained(name, dtype=dtype, safety_checker=None,
                                                        requires_safety_checker=False, local_files_only=offline)
     except (OSError, ValueError, EnvironmentError) as err:
         where = "a local folder" if Path(name).exists() else "a hub id"
@@ -281,6 +270,74 @@ def sample_grid(pipe: Any, prompt: str, n: int, params: TextualInversionParams, 
     return np.concatenate(list(images), axis=1)
 
 
+def freeze_all_but_token(pipe: Any, params: TextualInversionParams) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    """Add the placeholder token(s) and leave only the input-embedding table trainable (models in eval mode:
+    no dropout, so the run is deterministic). Returns the token ids, the table as it was, and the rows to keep."""
+    token_ids = add_placeholder_tokens(pipe.tokenizer, pipe.text_encoder, params.placeholder_token,
+                                       params.initializer_token, params.num_vectors)
+    for model in (pipe.vae, pipe.unet, pipe.text_encoder):
+        model.requires_grad_(False)
+        model.eval()
+    embeddings = pipe.text_encoder.get_input_embeddings()
+    pipe.text_encoder.to(dtype=torch.float32)
+    embeddings.weight.requires_grad_(True)
+    original = embeddings.weight.detach().clone()
+    keep = torch.ones(len(pipe.tokenizer), dtype=torch.bool, device=original.device)
+    keep[min(token_ids):max(token_ids) + 1] = False
+    return token_ids, original, keep
+
+
+def encode_frames(pipe: Any, paths: list[str], size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Latent mean and std of each frame and its mirror image (the VAE is frozen: encoded once, sampled each step)."""
+    pixels = domain_base_model.load_frames_tensor(paths, size).to(device, dtype=pipe.vae.dtype)
+    with torch.no_grad():
+        both = torch.cat([pixels, pixels.flip(-1)])
+        dists = [pipe.vae.encode(both[i:i + 8]).latent_dist for i in range(0, len(both), 8)]
+        return torch.cat([d.mean for d in dists]).float(), torch.cat([d.std for d in dists]).float()
+
+
+def denoising_loss(pipe: Any, noise_scheduler: Any, latents: tuple[torch.Tensor, torch.Tensor],
+                   template_ids: torch.Tensor, params: TextualInversionParams, rngs: tuple[torch.Generator, random.Random],
+                   device: torch.device) -> torch.Tensor:
+    """The diffusion loss of one micro-batch: random frames (or mirrors), noise, timesteps and prompt templates."""
+    latent_mean, latent_std = latents
+    generator, picker = rngs
+    weight_dtype = pipe.unet.dtype
+    index = torch.randint(0, len(latent_mean), (params.batch_size,), generator=generator)
+    clean = latent_mean[index] + latent_std[index] * torch.randn(latent_mean[index].shape, generator=generator).to(device)
+    clean = clean * pipe.vae.config.scaling_factor
+    noise = torch.randn(clean.shape, generator=generator).to(device)
+    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (params.batch_size,),
+                              generator=generator).to(device)
+    noisy = noise_scheduler.add_noise(clean, noise, timesteps)
+    ids = template_ids[[picker.randrange(len(template_ids)) for _ in range(params.batch_size)]]
+    hidden = pipe.text_encoder(ids)[0].to(dtype=weight_dtype)
+    with _autocast(device, weight_dtype):
+        prediction = pipe.unet(noisy.to(weight_dtype), timesteps, hidden).sample
+    kind = noise_scheduler.config.prediction_type
+    if kind == "epsilon":
+        target = noise
+    elif kind == "v_prediction":
+        target = noise_scheduler.get_velocity(clean, noise, timesteps)
+    else:
+        raise ValueError(f"unknown prediction type {kind}")
+    return F.mse_loss(prediction.float(), target.float()) / params.gradient_accumulation
+
+
+def save_checkpoint(pipe: Any, token_ids: list[int], params: TextualInversionParams, folder: Path, step: int,
+                    device: torch.device) -> dict[str, Any]:
+    """A sample grid and the embedding at `step`, in `folder/checkpoints`; returns their names."""
+    import cv2
+
+    grid = sample_grid(pipe, params.prompt.format(params.placeholder_token), params.n_checkpoint_images, params,
+                       params.seed, device, pipe.unet.dtype)
+    names = {"step": step, "grid": f"checkpoints/samples-step-{step:05d}.png",
+             "embeds": f"checkpoints/learned_embeds-steps-{step}.safetensors"}
+    cv2.imwrite(str(folder / names["grid"]), grid)
+    save_learned_embeds(pipe.text_encoder, token_ids, params.placeholder_token, folder / names["embeds"])
+    return names
+
+
 def train_token(pipe: Any, train_frames: pd.DataFrame, params: TextualInversionParams, folder: Path,
                 device: torch.device, resolution: int = 0) -> TrainResult:
     """Learn the placeholder token on `train_frames`; write embeddings, checkpoint grids and losses to `folder`.
@@ -291,82 +348,25 @@ def train_token(pipe: Any, train_frames: pd.DataFrame, params: TextualInversionP
     from diffusers import DDPMScheduler
 
     seed_everything(params.seed, params.num_threads)
-    tokenizer, text_encoder, unet, vae = pipe.tokenizer, pipe.text_encoder, pipe.unet, pipe.vae
-    token_ids = add_placeholder_tokens(tokenizer, text_encoder, params.placeholder_token, params.initializer_token,
-                                       params.num_vectors)
-    tokens = placeholder_tokens(params.placeholder_token, params.num_vectors)
-    token_string = " ".join(tokens)
-    vae.requires_grad_(False)
-    unet.requires_grad_(False)
-    text_encoder.requires_grad_(False)
-    embeddings = text_encoder.get_input_embeddings()
-    text_encoder.to(dtype=torch.float32)
-    embeddings.weight.requires_grad_(True)
-    for model in (vae, unet, text_encoder):
-        model.eval()  # no dropout: CLIP's is 0 anyway, and eval keeps the run deterministic
-    original = embeddings.weight.detach().clone()
-    keep = torch.ones(len(tokenizer), dtype=torch.bool, device=original.device)
-    keep[min(token_ids):max(token_ids) + 1] = False
+    token_ids, original, keep = freeze_all_but_token(pipe, params)
+    embeddings = pipe.text_encoder.get_input_embeddings()
     optimizer = torch.optim.AdamW(embeddings.parameters(), lr=params.lr, weight_decay=ADAM_WEIGHT_DECAY)
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     set_sampler(pipe, params.sampler)  # for the checkpoint grids
-    weight_dtype = unet.dtype
-
     size = resolution or params.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
-    pixels = load_pixels(list(train_frames["abspath"]), size).to(device, dtype=vae.dtype)
-    with torch.no_grad():
-        # The VAE is frozen: encode each frame and its mirror image once, sample latents from them each step.
-        both = torch.cat([pixels, pixels.flip(-1)])
-        dists = [vae.encode(both[i:i + 8]).latent_dist for i in range(0, len(both), 8)]
-        latent_mean = torch.cat([d.mean for d in dists]).float()
-        latent_std = torch.cat([d.std for d in dists]).float()
-    n = len(pixels)
-    template_ids = _templates_ids(tokenizer, TEMPLATES[params.learnable_property], token_string).to(device)
-    generator = torch.Generator().manual_seed(params.seed)
-    picker = random.Random(params.seed)
-    grid_prompt = params.prompt.format(params.placeholder_token)
-
+    latents = encode_frames(pipe, list(train_frames["abspath"]), size, device)
+    tokens = placeholder_tokens(params.placeholder_token, params.num_vectors)
+    template_ids = _templates_ids(pipe.tokenizer, TEMPLATES[params.learnable_property], " ".join(tokens)).to(device)
+    rngs = (torch.Generator().manual_seed(params.seed), random.Random(params.seed))
     folder = Path(folder)
     (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
-    checkpoints: list[dict[str, Any]] = []
-
-    def checkpoint(step: int) -> None:
-        import cv2
-
-        grid = sample_grid(pipe, grid_prompt, params.n_checkpoint_images, params, params.seed, device, weight_dtype)
-        names = {"step": step, "grid": f"checkpoints/samples-step-{step:05d}.png",
-                 "embeds": f"checkpoints/learned_embeds-steps-{step}.safetensors"}
-        cv2.imwrite(str(folder / names["grid"]), grid)
-        save_learned_embeds(text_encoder, token_ids, params.placeholder_token, folder / names["embeds"])
-        checkpoints.append(names)
-
-    checkpoint(0)
-    losses = []
-    start = time.perf_counter()
-    grid_seconds = 0.0
+    checkpoints = [save_checkpoint(pipe, token_ids, params, folder, 0, device)]
+    losses, grid_seconds, start = [], 0.0, time.perf_counter()
     progress = tqdm(range(1, params.steps + 1), desc="textual inversion", unit="step")
     for step in progress:
         step_loss = 0.0
         for _ in range(params.gradient_accumulation):
-            index = torch.randint(0, 2 * n, (params.batch_size,), generator=generator)  # frame or its mirror
-            latents = latent_mean[index] + latent_std[index] * torch.randn(
-                latent_mean[index].shape, generator=generator).to(device)
-            latents = latents * vae.config.scaling_factor
-            noise = torch.randn(latents.shape, generator=generator).to(device)
-            timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (params.batch_size,),
-                                      generator=generator).to(device)
-            noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-            ids = template_ids[[picker.randrange(len(template_ids)) for _ in range(params.batch_size)]]
-            hidden = text_encoder(ids)[0].to(dtype=weight_dtype)
-            with _autocast(device, weight_dtype):
-                prediction = unet(noisy.to(weight_dtype), timesteps, hidden).sample
-            if noise_scheduler.config.prediction_type == "epsilon":
-                target = noise
-            elif noise_scheduler.config.prediction_type == "v_prediction":
-                target = noise_scheduler.get_velocity(latents, noise, timesteps)
-            else:
-                raise ValueError(f"unknown prediction type {noise_scheduler.config.prediction_type}")
-            loss = F.mse_loss(prediction.float(), target.float()) / params.gradient_accumulation
+            loss = denoising_loss(pipe, noise_scheduler, latents, template_ids, params, rngs, device)
             loss.backward()
             step_loss += float(loss.detach())
         optimizer.step()
@@ -377,11 +377,11 @@ def train_token(pipe: Any, train_frames: pd.DataFrame, params: TextualInversionP
         progress.set_postfix(loss=f"{step_loss:.4f}")
         if step % params.checkpoint_every == 0 or step == params.steps:
             tick = time.perf_counter()
-            checkpoint(step)
+            checkpoints.append(save_checkpoint(pipe, token_ids, params, folder, step, device))
             grid_seconds += time.perf_counter() - tick
     seconds = time.perf_counter() - start
     embeddings.weight.requires_grad_(False)
-    save_learned_embeds(text_encoder, token_ids, params.placeholder_token, folder / "learned_embeds.safetensors")
+    save_learned_embeds(pipe.text_encoder, token_ids, params.placeholder_token, folder / "learned_embeds.safetensors")
     table = pd.DataFrame(losses)
     write_csv_atomic(folder / "losses.csv", table)
     write_json_atomic(folder / "checkpoints.json", checkpoints)
@@ -395,17 +395,8 @@ def _to_uint8(images: np.ndarray, output_size: int) -> list[np.ndarray]:
     Ultrasound frames are grey: the RGB output is turned to luma like any coloured frame would be, so
     colour noise of a small model's three channels never reaches the classifier or the gate.
     """
-    import cv2
-
-    out = []
-    for image in images:
-        array = to_grey(np.clip(np.rint(image * 255), 0, 255).astype(np.uint8))
-        if array.shape[0] != output_size:
-            shrink = output_size < array.shape[0]
-            array = cv2.resize(array, (output_size, output_size),
-                               interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
-        out.append(array)
-    return out
+    return [resize(to_grey(np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)), output_size)
+            for image in images]
 
 
 def _generators(seed: int, indices: range) -> list[torch.Generator]:
@@ -440,7 +431,7 @@ def img2img(pipe: Any, prompt: str, sources: pd.DataFrame, n: int, params: Textu
     images: list[np.ndarray] = []
     for start in range(0, n, params.sample_batch_size):
         batch = range(start, min(n, start + params.sample_batch_size))
-        init = torch.from_numpy(np.stack([load_image(paths[i], size=size) for i in batch])).permute(0, 3, 1, 2)
+        init = torch.from_numpy(load_images([paths[i] for i in batch], size)).permute(0, 3, 1, 2)
         with torch.no_grad(), _autocast(device, dtype):
             out = editor([prompt] * len(batch), image=init.float() / 255.0, strength=params.strength,
                          num_inference_steps=params.sampling_steps, guidance_scale=params.guidance_scale,
@@ -454,23 +445,6 @@ def gate_rows(images: list[np.ndarray], audit_params: AuditParams) -> list[dict[
 
 
 # --- the whole stage -----------------------------------------------------------------------------------------
-@dataclass
-class Generated:
-    """One synthetic set written by this stage."""
-
-    name: str
-    set_dir: Path
-    images: list[np.ndarray]
-    manifest: pd.DataFrame
-    sources: list[str] = field(default_factory=list)  # img2img: frames.csv path of each image's source
-    seconds: float = 0.0
-
-    @property
-    def rejection_rate(self) -> float:
-        kept = synthetic.passed_gate(self.manifest)
-        return float(1 - kept.mean()) if len(kept) else float("nan")
-
-
 def write_synthetic_set(set_dir: Path, mode: str, images: list[np.ndarray], sources: list[str],
                         params: TextualInversionParams, audit_params: AuditParams, base_info: dict[str, Any],
                         train_frames: pd.DataFrame, split_column: str, trained: TrainResult,
@@ -498,15 +472,30 @@ def write_synthetic_set(set_dir: Path, mode: str, images: list[np.ndarray], sour
     return synthetic.write_set(set_dir, images, rows, record)
 
 
+def loadable_base_model(params: TextualInversionParams, base_info: dict[str, Any], folder: Path, pipe: Any) -> str:
+    """What `StableDiffusionPipeline.from_pretrained` loads the base model from: the hub id or folder it came
+    from, or (tiny and domain, which exist nowhere else) `BASE_MODEL_DIR`, saved here into `folder` now."""
+    if base_info["kind"] in ("hub", "local"):
+        return params.base_model
+    pipe.save_pretrained(Path(folder) / BASE_MODEL_DIR, safe_serialization=True)
+    return BASE_MODEL_DIR
+
+
 def train_and_save(pipe: Any, train_frames: pd.DataFrame, params: TextualInversionParams, folder: Path,
                    base_info: dict[str, Any], split_column: str, device: torch.device) -> TrainResult:
-    """`train_token` into a temporary folder renamed into place, with the run's provenance beside it."""
+    """`train_token` into a temporary folder renamed into place, with the run's provenance beside it.
+
+    The folder stands on its own: `base_model_path` (relative to it, or a hub id) loads with
+    `StableDiffusionPipeline.from_pretrained`, and `learned_embeds.safetensors` then with `load_textual_inversion`.
+    """
     with atomic_dir(folder) as tmp:
+        base_path = loadable_base_model(params, base_info, tmp, pipe)  # before the token changes the pipeline
         result = train_token(pipe, train_frames, params, tmp, device)
         write_csv_atomic(tmp / "training_frames.csv", train_frames.drop(columns=["abspath"], errors="ignore"))
         write_json_atomic(tmp / "provenance.json", provenance(
-            asdict(params), base_model=params.base_model, base_model_info={k: v for k, v in base_info.items()
-                                                                           if k != "training_frames"},
+            asdict(params), base_model=params.base_model, base_model_path=base_path,
+            learned_embeds=result.embeds_path.name, placeholder_token=params.placeholder_token,
+            base_model_info={k: v for k, v in base_info.items() if k != "training_frames"},
             split_column=split_column, training_frames=list(train_frames["path"]),
             base_model_training_frames=base_info["training_frames"], seconds=round(result.seconds, 2),
             seconds_per_step=round(result.seconds_per_step, 4)))
@@ -530,10 +519,6 @@ def generate(pipe: Any, mode: str, train_frames: pd.DataFrame, params: TextualIn
         images, sources = img2img(pipe, prompt, train_frames, params.n_img2img, params, params.seed + 100_000,
                                   device, dtype, params.output_size)
     return images, sources, time.perf_counter() - start
-
-
-def read_training_provenance(folder: Path) -> dict[str, Any]:
-    return read_json(Path(folder) / "provenance.json")
 
 
 # --- what the notebook shows ---------------------------------------------------------------------------------

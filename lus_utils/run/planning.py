@@ -1,8 +1,8 @@
 """From a profile to the study's runs: which notebook runs with which parameters, in which order.
 
-One planner per stage, in dependency order (01, then 05 and 04, then the 02/03 grid including the
-augmented runs, then 06). Every planned run's parameters are validated against its notebook's
-parameter classes before anything executes.
+Each stage's planner is named in `lus_utils.stages`; `PLAN_ORDER` runs them in dependency order (01, the
+feature baseline, then 05 and 04, then the 02/03 grid including the augmented runs, then 06). Every planned
+run's parameters are validated against its notebook's parameter classes before anything executes.
 """
 from __future__ import annotations
 
@@ -11,18 +11,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lus_utils import params as P
-from lus_utils.generate.ddpm import generator_name
+from lus_utils.generate.synthetic import ddpm_set_name, ti_set_names
 from lus_utils.paths import NOTEBOOKS_DIR
-from lus_utils.generate.textual_inversion import set_names
+from lus_utils.stages import STAGES, TABLE
 
-NOTEBOOKS = {
-    "01": "01_data_exploration",
-    "02": "02_baseline",
-    "03": "03_weighted_loss",
-    "04": "04_textual_inversion",
-    "05": "05_ddpm",
-    "06": "06_final_comparison",
-}
+NOTEBOOKS = {stage.id: stage.notebook for stage in TABLE}
 
 
 @dataclass
@@ -34,14 +27,11 @@ class Run:
     run_id: str  # unique in the study; the executed notebook is <out>/notebooks/<run_id>.ipynb
     params: dict[str, Any]
     after: list[str] = field(default_factory=list)  # run_ids that must finish first
+    runs_after_failures: bool = False  # runs on what finished when some of `after` failed (the comparison)
 
     @property
     def source(self) -> Path:
         return NOTEBOOKS_DIR / f"{self.notebook}.ipynb"
-
-
-class RunFailed(RuntimeError):
-    pass
 
 
 def section_values(*sections: Any) -> dict[str, Any]:
@@ -83,9 +73,10 @@ def plan_ddpm(profile: P.Profile, common: dict[str, Any], planned: list[Run]) ->
     for fold in profile.ddpm_runs.folds:
         for variant in profile.ddpm_runs.variants:
             values = {**P.as_dict(profile.ddpm), "variant": variant, "fold": fold,
-                      **P.as_dict(profile.audit), "feature_run_dir": feature_dir}
-            runs.append(Run("05", NOTEBOOKS["05"], f"05_{generator_name(variant, fold)}",
-                            {**common, **values}, _ids(planned, "01", "02")))
+                      "output_size": profile.train.image_size, **P.as_dict(profile.audit),
+                      "feature_run_dir": feature_dir}
+            runs.append(Run("05", NOTEBOOKS["05"], f"05_{ddpm_set_name(variant, fold)}",
+                            {**common, **values}, _ids(planned, *STAGES["05"].after)))
     return runs
 
 
@@ -98,17 +89,18 @@ def plan_textual_inversion(profile: P.Profile, common: dict[str, Any], planned: 
         for base_model in ti_runs.base_models:
             tag = ti_set_tag(profile, base_model, fold)
             values = {**P.as_dict(profile.textual_inversion), "base_model": base_model, "fold": fold,
-                      "set_tag": tag, **P.as_dict(profile.audit), "feature_run_dir": feature_dir}
-            runs.append(Run("04", NOTEBOOKS["04"], "04_" + "_".join(set_names(tag).values()),
-                            {**common, **values}, _ids(planned, "01", "02")))
+                      "set_tag": tag, "output_size": profile.train.image_size, **P.as_dict(profile.audit),
+                      "feature_run_dir": feature_dir}
+            runs.append(Run("04", NOTEBOOKS["04"], "04_" + "_".join(ti_set_names(tag).values()),
+                            {**common, **values}, _ids(planned, *STAGES["04"].after)))
     return runs
 
 
 def ti_set_tag(profile: P.Profile, base_model: str, fold: int) -> str:
-    """The profile's set_tag for a single hold-out run; otherwise one named for the base model and fold."""
+    """No tag for a single hold-out run; otherwise one named for the base model and fold."""
     ti_runs = profile.textual_inversion_runs
     if len(ti_runs.base_models) == 1 and fold == -1:
-        return profile.textual_inversion.set_tag
+        return ""
     slug = "".join(c if c.isalnum() else "-" for c in base_model.rstrip("/").split("/")[-1]).strip("-")
     return slug + (f"_fold{fold}" if fold >= 0 else "")
 
@@ -118,9 +110,9 @@ def synthetic_sets(planned: list[Run]) -> list[tuple[str, int, str]]:
     sets = []
     for run in planned:
         if run.stage == "05":
-            sets.append((generator_name(run.params["variant"], run.params["fold"]), run.params["fold"], run.run_id))
+            sets.append((ddpm_set_name(run.params["variant"], run.params["fold"]), run.params["fold"], run.run_id))
         elif run.stage == "04":
-            sets += [(name, run.params["fold"], run.run_id) for name in set_names(run.params["set_tag"]).values()]
+            sets += [(name, run.params["fold"], run.run_id) for name in ti_set_names(run.params["set_tag"]).values()]
     return sets
 
 
@@ -130,7 +122,7 @@ def plan_classifiers(profile: P.Profile, common: dict[str, Any], planned: list[R
     stages = profile.study.stages
     first = feature_run(profile)
     runs = []
-    data_runs = _ids(planned, "01")
+    data_runs = _ids(planned, *STAGES["02"].after)
     for arch in grid.archs:
         for fold in grid.folds:
             for seed in grid.seeds:
@@ -156,7 +148,7 @@ def plan_classifiers(profile: P.Profile, common: dict[str, Any], planned: list[R
 
 def plan_compare(profile: P.Profile, common: dict[str, Any], planned: list[Run]) -> list[Run]:
     return [Run("06", NOTEBOOKS["06"], "06_final_comparison", {**common, **P.as_dict(profile.compare)},
-                [r.run_id for r in planned])]
+                [r.run_id for r in planned], runs_after_failures=True)]
 
 
 def _notebook_stage(strategy: str) -> str:
@@ -178,15 +170,15 @@ def _feature_run_dir(profile: P.Profile, common: dict[str, Any], planned: list[R
     return str(run_dir) if planned_here or (run_dir / "metrics.json").is_file() else ""
 
 
-# Stage order: data, the feature baseline, generators (05 before 04: 04 reuses its audit), the grid, comparison.
-PLANNERS: list[tuple[str, Callable[[P.Profile, dict[str, Any], list[Run]], list[Run]]]] = [
-    ("01", plan_explore),
-    ("02", plan_feature_baseline),
-    ("05", plan_ddpm),
-    ("04", plan_textual_inversion),
-    ("02", plan_classifiers),
-    ("06", plan_compare),
-]
+Planner = Callable[[P.Profile, dict[str, Any], list[Run]], list[Run]]
+# Order: data, the feature baseline, generators (05 before 04: 04 reuses its audit), the grid, comparison.
+PLAN_ORDER: tuple[Planner, ...] = (plan_explore, plan_feature_baseline, plan_ddpm, plan_textual_inversion,
+                                   plan_classifiers, plan_compare)
+
+
+def planned_stages(planner: Planner) -> set[str]:
+    """The stages a planner plans runs for (from the stage table)."""
+    return {s.id for s in TABLE if planner.__name__ in s.planners}
 
 
 def plan(profile: P.Profile, out_dir: Path, data_root: Path, only: list[str] | None = None) -> list[Run]:
@@ -196,18 +188,32 @@ def plan(profile: P.Profile, out_dir: Path, data_root: Path, only: list[str] | N
     unknown = sorted(set(only or []) - set(NOTEBOOKS))
     if unknown:
         raise P.ParamError(f"--only {unknown}: unknown stage(s); known: {sorted(NOTEBOOKS)}")
-    missing = [s for s in stages if s not in {stage for stage, _ in PLANNERS} | {"03"}]
+    missing = [s for s in stages if not any(s in planned_stages(p) for p in PLAN_ORDER)]
     if missing:
         raise P.ParamError(f"{profile.path}: stage(s) {missing} have no planner in this version of the runner")
     runs: list[Run] = []
-    for stage, planner in PLANNERS:
-        if stage in stages or (planner is plan_classifiers and "03" in stages):
+    for planner in PLAN_ORDER:
+        if planned_stages(planner) & set(stages):
             runs.extend(planner(profile, common, runs))
     ids = [r.run_id for r in runs]
     if len(ids) != len(set(ids)):
         raise P.ParamError("two planned runs share a run_id; the planners must name runs uniquely")
+    check_sets_for_grid(profile, runs)
     validate_runs(runs, profile)
     return runs
+
+
+def check_sets_for_grid(profile: P.Profile, runs: list[Run]) -> None:
+    """Each grid fold asks for synthetic-set runs once generators are planned: one must write a set for it."""
+    made = {fold for _, fold, _ in synthetic_sets(runs)}
+    if not made or not profile.grid.synthetic_strategies:
+        return
+    lacking = [f for f in profile.grid.folds if f not in made]
+    if lacking:
+        raise P.ParamError(f"{profile.path}: grid.folds {lacking} ask for synthetic-set runs (grid.synthetic_strategies "
+                           f"{profile.grid.synthetic_strategies}) but no generator writes a set for them (sets are made "
+                           f"for folds {sorted(made)}); add those folds to ddpm_runs.folds or textual_inversion_runs.folds, "
+                           "or drop them from grid.folds")
 
 
 def validate_runs(runs: list[Run], profile: P.Profile) -> None:

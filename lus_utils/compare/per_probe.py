@@ -1,0 +1,148 @@
+"""Minority-class metrics within each probe: does a classifier still find viral frames among frames of one probe?
+
+Why: most viral frames are linear-probe frames and nearly all others convex, so a pooled minority AUROC
+can be earned by recognising the probe. Within convex frames alone (and within linear frames alone) the
+probe tells nothing; what is left there is the pathology (or another shortcut, such as the frame size).
+
+Only probes where both the minority class and some other class exist are scored; the others get a row
+with NaN metrics and a `status` saying what is missing, never a number. Confidence intervals resample
+patients (a patient's frames move together), seeded.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from lus_utils.params import MINORITY_CLASS
+
+METRICS = ("minority_auroc", "minority_ap", "minority_recall", "minority_sens_at_threshold",
+           "minority_spec_at_threshold")
+
+
+def attach_probe(predictions: pd.DataFrame, frames: pd.DataFrame) -> pd.DataFrame:
+    """predictions with each frame's probe from frames.csv (for prediction files written without it)."""
+    if "probe" in predictions.columns:
+        return predictions
+    probes = frames[["path", "probe"]].drop_duplicates("path")
+    out = predictions.merge(probes, on="path", how="left")
+    missing = out["probe"].isna()
+    if missing.any():
+        raise ValueError(f"{int(missing.sum())} predicted frames (e.g. {out.loc[missing, 'path'].iloc[0]}) are "
+                         "not in the frames table given: pass the run's own frames.csv")
+    return out
+
+
+def _check(predictions: pd.DataFrame, minority: str) -> str:
+    score = f"prob_{minority}"
+    missing = [c for c in ("label", "probe", "patient_id", score) if c not in predictions.columns]
+    if missing:
+        raise ValueError(f"predictions lack column(s) {missing}; a run's predictions.csv has them (add `probe` "
+                         "with attach_probe(predictions, frames) if it was written without)")
+    return score
+
+
+def _ranking(positive: np.ndarray, score: np.ndarray) -> tuple[float, float]:
+    return float(roc_auc_score(positive, score)), float(average_precision_score(positive, score))
+
+
+def minority_metrics(table: pd.DataFrame, minority: str = MINORITY_CLASS, n_boot: int = 0,
+                     seed: int = 0) -> dict[str, Any]:
+    """Minority-vs-rest metrics of one set of predictions (NaN, with a status, where a side is missing).
+
+    AUROC and AP rank frames by `prob_<minority>`; recall counts frames predicted as the minority class
+    (`pred`); sensitivity and specificity at the fold's own validation threshold (`threshold`) where the
+    predictions carry one.
+    """
+    score_column = _check(table, minority)
+    positive = table["label"].eq(minority).to_numpy()
+    row: dict[str, Any] = {"n": len(table), "n_minority": int(positive.sum()),
+                           "n_minority_patients": int(table.loc[positive, "patient_id"].nunique()),
+                           "n_minority_videos": (int(table.loc[positive, "video_id"].nunique())
+                                                 if "video_id" in table.columns else math.nan),
+                           "prevalence": float(positive.mean()) if len(table) else math.nan}
+    row.update({m: math.nan for m in METRICS})
+    row.update({f"{m}_ci_low": math.nan for m in ("minority_auroc", "minority_ap")})
+    row.update({f"{m}_ci_high": math.nan for m in ("minority_auroc", "minority_ap")})
+    if not positive.any() or positive.all():
+        row["status"] = f"no {minority} frames" if not positive.any() else f"only {minority} frames"
+        return row
+    score = table[score_column].to_numpy(float)
+    row["status"] = "ok"
+    row["minority_auroc"], row["minority_ap"] = _ranking(positive, score)
+    if "pred" in table.columns:
+        row["minority_recall"] = float(table.loc[positive, "pred"].eq(minority).mean())
+    if "threshold" in table.columns:
+        called = score >= table["threshold"].to_numpy(float)
+        row["minority_sens_at_threshold"] = float(called[positive].mean())
+        row["minority_spec_at_threshold"] = float((~called[~positive]).mean())
+    if n_boot:
+        low, high = _patient_bootstrap(table, positive, score, n_boot, seed)
+        row.update({"minority_auroc_ci_low": low[0], "minority_ap_ci_low": low[1],
+                    "minority_auroc_ci_high": high[0], "minority_ap_ci_high": high[1]})
+    return row
+
+
+def _patient_bootstrap(table: pd.DataFrame, positive: np.ndarray, score: np.ndarray, n_boot: int,
+                       seed: int, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval of (AUROC, AP) over patients drawn with replacement; draws lacking a side skip."""
+    codes, patients = pd.factorize(table["patient_id"])
+    members = [np.flatnonzero(codes == i) for i in range(len(patients))]
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot):
+        rows = np.concatenate([members[i] for i in rng.integers(0, len(members), len(members))])
+        if positive[rows].any() and not positive[rows].all():
+            draws.append(_ranking(positive[rows], score[rows]))
+    if not draws:
+        return np.full(2, math.nan), np.full(2, math.nan)
+    alpha = (1 - level) / 2
+    return np.quantile(draws, alpha, axis=0), np.quantile(draws, 1 - alpha, axis=0)
+
+
+def per_probe_metrics(predictions: pd.DataFrame, minority: str = MINORITY_CLASS, n_boot: int = 0,
+                      seed: int = 0) -> pd.DataFrame:
+    """One row for all frames and one per probe present: minority metrics within those frames."""
+    _check(predictions, minority)
+    groups = [("all", predictions)] + [(probe, group) for probe, group in predictions.groupby("probe", sort=True)]
+    rows = [{"probe": name, **minority_metrics(group, minority, n_boot, seed)} for name, group in groups]
+    return pd.DataFrame(rows).set_index("probe")
+
+
+def per_probe_runs(run_dirs: Iterable[str | Path], frames: pd.DataFrame | None = None,
+                   minority: str = MINORITY_CLASS, n_boot: int = 0, seed: int = 0) -> pd.DataFrame:
+    """per_probe_metrics of several run folders, stacked, with each run's id and condition (from metrics.json).
+
+    `frames` (the study's frames.csv) supplies the probe of prediction files written without a probe column.
+    """
+    from lus_utils.provenance import read_json
+
+    tables = []
+    for run_dir in map(Path, run_dirs):
+        path = run_dir / "predictions.csv"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist: the run {run_dir.name} has not finished")
+        predictions = pd.read_csv(path, dtype={"video_id": str, "patient_id": str}, keep_default_na=False)
+        if frames is not None:
+            predictions = attach_probe(predictions, frames)
+        metrics_file = run_dir / "metrics.json"
+        condition = read_json(metrics_file).get("condition", "") if metrics_file.is_file() else ""
+        table = per_probe_metrics(predictions, minority, n_boot, seed).reset_index()
+        tables.append(table.assign(run_id=run_dir.name, condition=condition))
+    if not tables:
+        raise ValueError("per_probe_runs needs at least one run folder")
+    out = pd.concat(tables, ignore_index=True)
+    return out[["run_id", "condition", "probe", *[c for c in out.columns if c not in ("run_id", "condition", "probe")]]]
+
+
+def summarise_by_condition(table: pd.DataFrame, metrics: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Mean of each metric over a condition's runs (seeds, repeats) per probe, scored probes only."""
+    metrics = dict(metrics or {"minority_auroc": "mean", "minority_ap": "mean"})
+    scored = table[table["status"] == "ok"]
+    summary = scored.groupby(["condition", "probe"]).agg(n_runs=("run_id", "nunique"), **{
+        m: (m, how) for m, how in metrics.items()})
+    return summary.unstack("probe")

@@ -1,0 +1,261 @@
+"""Cache keys: when a run is done, and why it must run again.
+
+Each run has a cache key, the hash of
+- its parameters (without data_root/out_dir: what they point to is fingerprinted instead),
+- its notebook's source without outputs, execution counts or metadata (only cell types, sources, tags),
+- the lus_utils code it runs: the modules its notebook imports and, transitively, theirs (all modules
+  when that cannot be told; never the `run` subpackage, which decides what runs, not what a run computes),
+  so editing comparison.py re-runs notebook 06 but no training,
+- fingerprints of the inputs it reads: 01 the data root's files (path, size, mtime); 02-05 frames.csv,
+  the synthetic set it trains on (manifest.csv + provenance.json) and the classifier folder its audit
+  uses; 06 every runs/*/metrics.json and synthetic/*/audit.json plus the stamps of all other runs (its
+  report renders their notebooks), so 06 re-runs whenever anything it shows has changed,
+- the keys of the runs it comes after, except notebook 01's: runs after 01 are keyed on the frames.csv it
+  wrote, so changing a parameter that leaves frames.csv as it was re-runs notebook 01 alone.
+A run that succeeded leaves `<out>/.stamps/<run_id>.json` holding its key; `why_run` compares a stamp with
+the key a run would have now and names what changed.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lus_utils.generate.synthetic import SyntheticSet
+from lus_utils.paths import OutLayout
+from lus_utils.provenance import PACKAGE_DIR, read_json, sha256_file, stable_hash
+from lus_utils.run.planning import Run
+from lus_utils.stages import STAGES, TABLE
+
+PATH_PARAMS = ("data_root", "out_dir")
+KEYED_BY_OUTPUTS = tuple(s.id for s in TABLE if s.keyed_by_outputs)
+NOT_CODE = ("run",)  # the subpackage that decides what runs, not what a run computes
+STAMPS = ".stamps"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    out: Path
+    run_id: str
+
+    @property
+    def stamp(self) -> Path:
+        return self.out / STAMPS / f"{self.run_id}.json"
+
+    @property
+    def executed(self) -> Path:
+        return OutLayout(self.out).notebooks / f"{self.run_id}.ipynb"
+
+    @property
+    def failed(self) -> Path:
+        return OutLayout(self.out).notebooks / f"{self.run_id}.failed.ipynb"
+
+    @property
+    def running(self) -> Path:
+        return OutLayout(self.out).notebooks / f".{self.run_id}.running.ipynb"
+
+    @property
+    def logs(self) -> Path:
+        return self.out / "logs" / self.run_id
+
+
+def read_stamp(out: Path, run_id: str) -> dict[str, Any] | None:
+    path = RunPaths(out, run_id).stamp
+    try:
+        stamp = read_json(path)
+    except (OSError, ValueError):
+        return None
+    return stamp if isinstance(stamp, dict) and "key" in stamp else None
+
+
+def notebook_hash(path: Path) -> str:
+    """Hash of what a notebook does: cell types, sources and tags, without outputs or metadata."""
+    nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    cells = [(c.get("cell_type"), "".join(c.get("source", "")), sorted(c.get("metadata", {}).get("tags", [])))
+             for c in nb.get("cells", [])]
+    return stable_hash(cells, 32)
+
+
+def _module_file(dotted: str) -> Path | None:
+    """The source file of a lus_utils module (`lus_utils.data.splits` -> lus_utils/data/splits.py)."""
+    parts = dotted.split(".")[1:]
+    for candidate in (PACKAGE_DIR.joinpath(*parts).with_suffix(".py"), PACKAGE_DIR.joinpath(*parts, "__init__.py")):
+        if parts and candidate.is_file():
+            return candidate
+    return None
+
+
+def _lus_imports(tree: ast.AST, package: str | None) -> set[str]:
+    """Dotted lus_utils modules an AST imports (`from lus_utils.x import y`, `import lus_utils.x`, and relative
+    imports when `package`, the importing module's package, is given)."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                if package is None:
+                    continue
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1])
+                module = f"{base}.{node.module}" if node.module else base
+            else:
+                module = node.module or ""
+            if module.split(".")[0] != PACKAGE_DIR.name:
+                continue
+            for alias in node.names:  # `from lus_utils.data import splits` names a module; `import x` a symbol
+                sub = f"{module}.{alias.name}"
+                found.add(sub if _module_file(sub) else module)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == PACKAGE_DIR.name}
+    return found
+
+
+def notebook_modules(path: Path) -> set[str]:
+    """The lus_utils modules (dotted) a notebook uses, with everything they import in turn (lazy imports too)."""
+    nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    todo: set[str] = set()
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") == "code":
+            try:
+                todo |= _lus_imports(ast.parse("".join(cell.get("source", ""))), package=None)
+            except SyntaxError:
+                return set()  # cell magics and the like: fall back to the whole package
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        source = _module_file(name)
+        if name in seen or source is None:
+            continue
+        seen.add(name)
+        package = name if source.name == "__init__.py" else name.rsplit(".", 1)[0]
+        todo |= _lus_imports(ast.parse(source.read_text(encoding="utf-8")), package=package) - seen
+    return seen
+
+
+def code_hashes(notebook: Path) -> dict[str, str]:
+    """Hash of each lus_utils module the notebook runs (all modules if that cannot be told; never the runner)."""
+    modules = notebook_modules(notebook)
+    paths = ([_module_file(m) for m in sorted(modules)] if modules else sorted(PACKAGE_DIR.rglob("*.py")))
+    paths = [PACKAGE_DIR / "__init__.py", *(p for p in paths if p != PACKAGE_DIR / "__init__.py")]
+    return {p.relative_to(PACKAGE_DIR).as_posix(): sha256_file(p)[:16] for p in paths
+            if p.is_file() and p.relative_to(PACKAGE_DIR).parts[0] not in NOT_CODE}
+
+
+class Fingerprints:
+    """File fingerprints for one invocation, memoized by (path, size, mtime) so each file is read once."""
+
+    def __init__(self) -> None:
+        self._files: dict[tuple, str] = {}
+        self._code: dict[str, dict[str, str]] = {}
+
+    def code(self, notebook: Path) -> dict[str, str]:
+        """code_hashes of a notebook, computed once per invocation (parsing the package takes a moment)."""
+        if str(notebook) not in self._code:
+            self._code[str(notebook)] = code_hashes(notebook)
+        return self._code[str(notebook)]
+
+    def file(self, path: Path) -> str:
+        path = Path(path)
+        try:
+            st = path.stat()
+        except OSError:
+            return "missing"
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        if key not in self._files:
+            self._files[key] = sha256_file(path)[:32]
+        return self._files[key]
+
+    def files(self, paths: list[Path], root: Path) -> str:
+        return stable_hash({Path(p).relative_to(root).as_posix(): self.file(p) for p in paths}, 32)
+
+    @staticmethod
+    def tree(root: Path) -> str:
+        """A folder's file listing (relative path, size, mtime): cheap, and changes when any file does."""
+        root = Path(root)
+        if not root.is_dir():
+            return "missing"
+        entries = []
+        for dirpath, _, names in os.walk(root):
+            for name in names:
+                path = Path(dirpath) / name
+                st = path.stat()
+                entries.append((path.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns))
+        return stable_hash(sorted(entries), 32)
+
+
+def input_fingerprints(run: Run, layout: OutLayout, prints: Fingerprints) -> dict[str, str]:
+    """What a run reads, fingerprinted (see the module doc for each stage)."""
+    p = run.params
+    if STAGES[run.stage].reads == "data_root":
+        return {"data_root": prints.tree(Path(p["data_root"]))} if p.get("data_root") else {}
+    if STAGES[run.stage].reads == "runs":
+        runs = sorted(layout.runs.glob("*/metrics.json"))
+        audits = sorted(layout.synthetic.glob("*/audit.json"))
+        stamps = {s.stem: (read_stamp(layout.root, s.stem) or {}).get("key", "unreadable")
+                  for s in sorted((layout.root / STAMPS).glob("*.json")) if s.stem != run.run_id}
+        return {"metrics.json": prints.files(runs, layout.root), "audit.json": prints.files(audits, layout.root),
+                "other runs": stable_hash(stamps, 32)}
+    inputs = {"frames.csv": prints.file(Path(p["frames_csv"]) if p.get("frames_csv") else layout.frames_csv)}
+    if p.get("synthetic_set"):
+        folder = SyntheticSet.resolve(str(p["synthetic_set"]), layout.root).folder
+        inputs[f"synthetic set {folder.name}"] = stable_hash(
+            [prints.file(folder / "manifest.csv"), prints.file(folder / "provenance.json")], 32)
+    if p.get("feature_run_dir"):
+        folder = Path(p["feature_run_dir"])
+        files = sorted(f for f in folder.glob("*") if f.is_file()) if folder.is_dir() else []
+        inputs["feature_run_dir"] = prints.files(files, folder) if files else "missing"
+    return inputs
+
+
+def cache_components(run: Run, layout: OutLayout, notebooks_dir: Path, after: dict[str, str],
+                     prints: Fingerprints) -> dict[str, Any]:
+    return {"params": {k: v for k, v in run.params.items() if k not in PATH_PARAMS},
+            "notebook": notebook_hash(notebooks_dir / f"{run.notebook}.ipynb"),
+            "code": prints.code(notebooks_dir / f"{run.notebook}.ipynb"),
+            "inputs": input_fingerprints(run, layout, prints),
+            "after": dict(sorted(after.items()))}
+
+
+def cache_key(components: dict[str, Any]) -> str:
+    return stable_hash(components, 32)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def why_run(components: dict[str, Any], stamp: dict[str, Any] | None, paths: RunPaths) -> list[str]:
+    """Why a run must run ([] when its stamp says it is done with exactly these components)."""
+    if stamp is None:
+        if paths.running.exists():
+            return ["interrupted last time (no stamp)"]
+        if paths.failed.exists():
+            return [f"failed last time (see {paths.failed.name})"]
+        return ["new"]
+    old = stamp.get("components", {})
+    reasons = []
+    new_params, old_params = components["params"], old.get("params", {})
+    changed = sorted(k for k in set(new_params) | set(old_params) if new_params.get(k) != old_params.get(k))
+    if changed:
+        reasons.append("params changed: " + ", ".join(
+            f"{k} {_short(old_params.get(k))} -> {_short(new_params.get(k))}" for k in changed[:4])
+            + (f" (+{len(changed) - 4} more)" if len(changed) > 4 else ""))
+    if components["notebook"] != old.get("notebook"):
+        reasons.append("notebook changed")
+    old_code = old.get("code") if isinstance(old.get("code"), dict) else {}
+    code = sorted(k for k in set(components["code"]) | set(old_code) if components["code"].get(k) != old_code.get(k))
+    if code:
+        reasons.append("code changed: " + ", ".join(code[:5]) + (f" (+{len(code) - 5} more)" if len(code) > 5 else ""))
+    inputs = [k for k in components["inputs"] if components["inputs"][k] != old.get("inputs", {}).get(k)]
+    if inputs:
+        reasons.append("input changed: " + ", ".join(inputs))
+    deps = [k for k in components["after"] if components["after"][k] != old.get("after", {}).get(k)]
+    if deps:
+        reasons.append("dependency changed: " + ", ".join(deps))
+    if not reasons and stamp.get("key") != cache_key(components):
+        reasons.append("cache key changed")
+    if not reasons and not paths.executed.exists():
+        reasons.append(f"executed notebook {paths.executed.name} missing")
+    return reasons
