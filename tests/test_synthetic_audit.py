@@ -231,8 +231,11 @@ def test_pixel_feature_space_gives_numbers(frames, tmp_path):
     assert audit["reached_realism"] is info["reached_realism"] and "KID" in audit["reached_realism_criterion"]
     table = synthetic_audit.realism_table(audit)
     assert list(table.comparison) == ["synthetic vs held-out real", "real training vs held-out real (reference)"]
-    gate = audit["gate_on_real"]
-    assert gate["noise_gaussian"]["pass_rate"] == 0.0 and gate["minority_train"]["n"] == 7
+    gate = audit["gate_on_real"]  # the test set has no quality_gate record: it was gated by the seed's gate
+    assert gate["noise_uniform"]["pass_rate"] == 1.0 and gate["minority_train"]["n"] == 7
+    real_range = synthetic_audit.gate_on_real({"minority_train": frames[frames.label == "viral"]}, frames, "split",
+                                              audit_params())
+    assert real_range["noise_gaussian"]["pass_rate"] == 0.0 and real_range["noise_uniform"]["pass_rate"] == 0.0
     assert "reach" in synthetic_audit.interpretation(audit)
 
 

@@ -23,7 +23,7 @@ rates can be read. Plus grey-level histograms.
 """
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -348,7 +348,7 @@ def audit_set(set_dir: Path, frames: pd.DataFrame, split_column: str, audit_para
         "rejection_rate": float(1 - kept.mean()) if len(manifest) else None,
         "population": "kept" if kept.any() else "all (no image passed the gate)",
         "gate_on_real": gate_on_real({"minority_train": minority_train, "minority_holdout": minority_holdout,
-                                      "all_train": train}, frames, split_column, p),
+                                      "all_train": train}, frames, split_column, set_gate(record, p)),
         "generator_training_frames": record.get("training_frames", []),
         "generator_training_frame_parts": seen[split_column].value_counts().to_dict(),
         "thresholds": {"correlation": p.memorization_threshold, "ssim": p.ssim_threshold},
@@ -367,6 +367,13 @@ def audit_set(set_dir: Path, frames: pd.DataFrame, split_column: str, audit_para
     write_csv_atomic(set_dir / "manifest.csv", manifest.drop(columns=["abspath"]))
     write_json_atomic(set_dir / "audit.json", audit)
     return audit
+
+
+def set_gate(record: dict[str, Any], p: AuditParams) -> AuditParams:
+    """The audit parameters with the gate the set was written with (its provenance's `quality_gate`; a set
+    without that record was gated by the seed's gate)."""
+    gate = record.get("quality_gate", {}).get("gate", realism.SEED_GATE)
+    return replace(p, gate=gate if gate in realism.GATES else realism.SEED_GATE)
 
 
 def gate_on_real(tables: dict[str, pd.DataFrame], frames: pd.DataFrame, split_column: str,
