@@ -168,7 +168,7 @@ def test_real_reference_uses_the_same_sizes():
     result = realism.compare_sets(synthetic_f + 2.0, train_f, holdout_f, 50, 20, seed=0)
     assert result["n_per_side"] == 30
     for key in ("synthetic_vs_holdout", "real_train_vs_holdout"):
-        assert result[key]["c2st"]["n_per_side"] == 30 and result[key]["kid"]["subset_size"] == 30
+        assert result[key]["c2st"]["n_per_side"] == 30 and result[key]["kid"]["subset_size"] == 15
     assert not realism.REALISM_CRITERION(result)
     close = realism.compare_sets(rng.normal(size=(90, 6)), train_f, holdout_f, 50, 20, seed=0)
     assert realism.REALISM_CRITERION(close)
@@ -226,7 +226,7 @@ def test_pixel_feature_space_gives_numbers(frames, tmp_path):
     audit = synthetic_audit.audit_set(set_dir, frames, "split", audit_params(feature_extractor="pixels"))
     info = audit["realism"]
     assert info["feature_space"].startswith("pixels") and info["feature_dim"] == 256
-    assert info["n_per_side"] == 4 and info["synthetic_vs_holdout"]["kid"]["subset_size"] == 4
+    assert info["n_per_side"] == 4 and info["synthetic_vs_holdout"]["kid"]["subset_size"] == 2
     assert np.isfinite(info["real_train_vs_holdout"]["c2st"]["auroc"])
     assert audit["reached_realism"] is info["reached_realism"] and "KID" in audit["reached_realism_criterion"]
     table = synthetic_audit.realism_table(audit)

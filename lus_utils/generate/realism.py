@@ -149,7 +149,8 @@ def c2st(a: np.ndarray, b: np.ndarray, seed: int, n_splits: int = 5, n_boot: int
 def compare_sets(synthetic_features: np.ndarray, train_features: np.ndarray, holdout_features: np.ndarray,
                  kid_subset: int, kid_subsets: int, seed: int, c2st_folds: int = 5) -> dict[str, Any]:
     """KID and C2ST of the synthetic set against held-out real frames, and the real reference (training
-    frames against the same held-out frames) at the same sizes: n = min of the three sets on every side."""
+    frames against the same held-out frames) at the same sizes: n = min of the three sets on every side;
+    KID subsets of min(kid_subset, n // 2) images."""
     n = min(len(synthetic_features), len(train_features), len(holdout_features))
     rng = np.random.default_rng([seed, 11])
 
@@ -157,7 +158,7 @@ def compare_sets(synthetic_features: np.ndarray, train_features: np.ndarray, hol
         return features[np.sort(rng.choice(len(features), n, replace=False))]
 
     synthetic, train, holdout = cut(synthetic_features), cut(train_features), cut(holdout_features)
-    subset = min(kid_subset, n)
+    subset = min(kid_subset, max(2, n // 2))  # subsets smaller than the sets, so that they vary
     result = {"n_per_side": int(n)}
     for name, x in (("synthetic_vs_holdout", synthetic), ("real_train_vs_holdout", train)):
         result[name] = {"kid": kid(x, holdout, subset, kid_subsets, seed), "c2st": c2st(x, holdout, seed, c2st_folds)}
