@@ -94,3 +94,24 @@ def test_per_probe_runs_reads_run_folders(tmp_path):
     assert np.isfinite(summary.loc["ddpm_3_mixed@1ratio", ("minority_auroc", "convex")])
     with pytest.raises(FileNotFoundError, match="has not finished"):
         per_probe.per_probe_runs([tmp_path / "absent"])
+
+
+def test_probe_filter_that_empties_a_class_is_a_clear_error(tiny_root, tmp_path, cache):
+    from lus_utils.data import dataset
+    from lus_utils.params import DataParams
+
+    # The tiny data set records covid with the convex probe only.
+    with pytest.raises(ValueError, match=r"\['covid'\] have no usable frames with probe 'linear'.*data.probe"):
+        dataset.build_frames(tiny_root, tmp_path / "out", DataParams(n_workers=1, probe="linear"), cache_root=cache)
+
+
+def test_convex_only_frames_keep_the_minority_class(tiny_root, tmp_path, cache):
+    from lus_utils.data import dataset
+    from lus_utils.params import DataParams
+
+    frames = dataset.build_frames(tiny_root, tmp_path / "out", DataParams(n_workers=1, probe="convex", few_patients=3,
+                                                                         classes=["covid", "pneumonia", "viral"]),
+                                  cache_root=cache)
+    assert set(frames.probe) == {"convex"} and (frames.label == "viral").any()
+    table = per_probe.per_probe_metrics(frames.assign(prob_viral=frames.label.eq("viral").astype(float)), "viral")
+    assert list(table.index) == ["all", "convex"] and table.loc["convex", "minority_auroc"] == 1.0

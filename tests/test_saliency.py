@@ -137,10 +137,9 @@ def make_run(tmp_path, folds: list[int], size: int = 32) -> tuple:
     for fold in sorted(set(folds)):
         torch.manual_seed(fold + 1)
         model = models.build_model("resnet18", len(classes), size)
-        folder = run_dir if fold < 0 else run_dir / f"fold{fold}"
-        folder.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
         torch.save({"state_dict": model.state_dict(), "arch": "resnet18", "classes": classes, "image_size": size},
-                   folder / "best.pt")
+                   run_dir / ("best.pt" if fold < 0 else f"best_fold{fold}.pt"))
     table.drop(columns="abspath").to_csv(run_dir / "predictions.csv", index=False)
     return run_dir, table
 
@@ -155,8 +154,8 @@ def test_run_saliency_writes_cam_files_and_uses_each_folds_model(tmp_path):
     # Each frame's map comes from its own fold's model: with fold 1's weights swapped the fold-1 maps change.
     torch.manual_seed(99)
     swapped = models.build_model("resnet18", 2, 32)
-    checkpoint = torch.load(run_dir / "fold1" / "best.pt", weights_only=True)
-    torch.save({**checkpoint, "state_dict": swapped.state_dict()}, run_dir / "fold1" / "best.pt")
+    checkpoint = torch.load(run_dir / "best_fold1.pt", weights_only=True)
+    torch.save({**checkpoint, "state_dict": swapped.state_dict()}, run_dir / "best_fold1.pt")
     changed = saliency.run_saliency(run_dir, frames, per_class=2, seed=0).table
     moved = ~np.isclose(changed.share_inside, result.table.share_inside)
     assert (changed.fold[moved] == 1).all() and moved.any()
@@ -170,7 +169,7 @@ def test_run_saliency_writes_cam_files_and_uses_each_folds_model(tmp_path):
 
 def test_missing_fold_checkpoint_and_unknown_frames_are_clear(tmp_path):
     run_dir, frames = make_run(tmp_path, folds=[0, 1])
-    (run_dir / "fold1" / "best.pt").unlink()
+    (run_dir / "best_fold1.pt").unlink()
     with pytest.raises(FileNotFoundError, match="no checkpoint for fold 1"):
         saliency.run_saliency(run_dir, frames, per_class=2)
     with pytest.raises(ValueError, match="not in the frames table"):
@@ -188,3 +187,23 @@ def test_condition_panel_needs_the_same_frames(tmp_path):
     more = saliency.run_saliency(run_dir, frames, per_class=2, seed=0)
     with pytest.raises(ValueError, match="other frames"):
         saliency.condition_panel({"none": a, "two per class": more})
+
+
+def test_pick_runs_takes_the_first_seed_per_condition_and_skips_metadata(tmp_path):
+    results = pd.DataFrame({"run_id": ["b1", "b0", "s0", "m0", "v0"], "arch": ["resnet18"] * 4 + ["vit_tiny_patch16_224"],
+                            "condition": ["none", "none", "ddpm_3_mixed@1ratio", "metadata_reference", "none"],
+                            "seed": [1, 0, 0, 0, 0]})
+    runs = saliency.pick_runs(results, tmp_path, "resnet18")
+    assert runs == {"none": tmp_path / "b0", "ddpm_3_mixed@1ratio": tmp_path / "s0"}
+    with pytest.raises(ValueError, match="no classifier run of resnet50"):
+        saliency.pick_runs(results, tmp_path, "resnet50")
+
+
+def test_explain_run_writes_files_and_skips_a_run_without_network(tmp_path, capsys):
+    run_dir, frames = make_run(tmp_path, folds=[-1])
+    result = saliency.explain_run(run_dir, frames)
+    assert result is not None and (run_dir / "cam" / "cam_panel.png").is_file()
+    bare = tmp_path / "runs" / "metadata"
+    bare.mkdir()
+    assert saliency.explain_run(bare, frames) is None
+    assert "trained no network" in capsys.readouterr().out

@@ -25,13 +25,13 @@ import torch
 from matplotlib import pyplot as plt
 
 from lus_utils.classify import models
-from lus_utils.classify.training import load_run_model
 from lus_utils.images import load_image, to_grey
 from lus_utils.provenance import atomic_path, write_csv_atomic
 
 SECTOR_THRESHOLD = 12  # grey level above which a pixel belongs to the image (JPEG noise in the black stays below)
 SECTOR_CLOSING = 0.03  # closing radius, as a share of the frame's shorter side (bridges dark speckle)
 MIN_CAM_CELLS = 3  # a ResNet stage is used for Grad-CAM only if its map is at least this many cells a side
+CAM_PER_CLASS, CAM_SEED = 4, 0  # the sample: frames per class, and its seed (fixed, so every condition shows the same)
 CAM_DIR = "cam"  # a run folder's subfolder holding its Grad-CAM overlays and table
 
 
@@ -157,15 +157,27 @@ def sample_frames(predictions: pd.DataFrame, classes: Sequence[str], per_class: 
     return pd.concat(picks).reset_index(drop=True)
 
 
-def fold_model_dir(run_dir: Path, fold: int) -> Path:
-    """The folder holding best.pt of the model that predicted fold `fold`'s test frames (-1: hold-out)."""
-    folder = run_dir if fold < 0 else run_dir / f"fold{fold}"
-    if not (folder / "best.pt").is_file():
-        found = sorted(p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*.pt"))
-        raise FileNotFoundError(f"run {run_dir} has no checkpoint for fold {fold} (looked for "
-                                f"{(folder / 'best.pt').relative_to(run_dir).as_posix()}; found {found}): run the "
-                                "classifier first (notebook 02/03)")
-    return folder
+def checkpoint_path(run_dir: Path, fold: int) -> Path:
+    """The checkpoint of the model that predicted fold `fold`'s test frames: best_fold<f>.pt (best.pt: hold-out)."""
+    path = run_dir / ("best.pt" if fold < 0 else f"best_fold{fold}.pt")
+    if not path.is_file():
+        found = sorted(p.name for p in run_dir.glob("*.pt"))
+        raise FileNotFoundError(f"run {run_dir} has no checkpoint for fold {fold} ({path.name}; found {found}): run "
+                                "the classifier first (notebook 02/03)")
+    return path
+
+
+def has_network(run_dir: str | Path) -> bool:
+    """Whether a run trained a network (the metadata reference trains none: it has no checkpoint, no map)."""
+    return any(Path(run_dir).glob("best*.pt"))
+
+
+def load_checkpoint(path: Path) -> tuple[torch.nn.Module, list[str], int]:
+    """Model (eval mode, CPU), classes and input size of one classifier checkpoint."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    model = models.build_model(checkpoint["arch"], len(checkpoint["classes"]), int(checkpoint["image_size"]))
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval(), list(checkpoint["classes"]), int(checkpoint["image_size"])
 
 
 @dataclass
@@ -178,7 +190,7 @@ class RunSaliency:
     overlays: list[np.ndarray]
 
 
-def run_saliency(run_dir: str | Path, frames: pd.DataFrame, per_class: int = 4, seed: int = 0,
+def run_saliency(run_dir: str | Path, frames: pd.DataFrame, per_class: int = CAM_PER_CLASS, seed: int = CAM_SEED,
                  target: str = "label", threads: int = 1) -> RunSaliency:
     """Grad-CAM maps of a seeded sample of a run's test frames, each from the model that did not train on it.
 
@@ -202,7 +214,7 @@ def run_saliency(run_dir: str | Path, frames: pd.DataFrame, per_class: int = 4, 
     torch.set_num_threads(threads)
     rows, pictures, arch = [], {}, ""
     for fold, chosen in sample.groupby("fold", sort=True):
-        model, model_classes, image_size = load_run_model(fold_model_dir(run_dir, int(fold)))
+        model, model_classes, image_size = load_checkpoint(checkpoint_path(run_dir, int(fold)))
         arch = model.pretrained_cfg.get("architecture", type(model).__name__)
         if model_classes != classes:
             raise ValueError(f"the checkpoint of fold {fold} has classes {model_classes}, predictions.csv {classes}")
@@ -295,6 +307,19 @@ def save_run(result: RunSaliency, run_dir: str | Path) -> Path:
     return folder
 
 
+def explain_run(run_dir: str | Path, frames: pd.DataFrame, threads: int = 1) -> RunSaliency | None:
+    """Notebook 02's Grad-CAM step: the run's maps of the fixed sample, written to <run_dir>/cam/.
+
+    None (with a note) for a run that trained no network, such as the metadata-only reference.
+    """
+    if not has_network(run_dir):
+        print(f"run {Path(run_dir).name} trained no network (metadata reference): no Grad-CAM map")
+        return None
+    result = run_saliency(run_dir, frames, threads=threads)
+    print(f"Grad-CAM overlays, table and panel written to {save_run(result, run_dir)}")
+    return result
+
+
 def condition_panel(results: Mapping[str, RunSaliency], cell_inches: float = 1.6) -> plt.Figure:
     """One row per condition (the same sampled frames in each), for notebook 06."""
     from lus_utils.plots import image_grid
@@ -318,3 +343,22 @@ def condition_summary(results: Mapping[str, RunSaliency]) -> pd.DataFrame:
     """Mean share of saliency inside the sector per condition and class."""
     return pd.concat({name: class_summary(r.table)["share_inside"] for name, r in results.items()},
                      axis=1).T.rename_axis("condition")
+
+
+def pick_runs(results: pd.DataFrame, runs_dir: str | Path, arch: str) -> dict[str, Path]:
+    """One run folder per condition of `arch` for the panel: its first repeat and seed.
+
+    Conditions without a network (the metadata-only reference) have no map and are left out.
+    """
+    table = results[(results["arch"] == arch) & ~results["condition"].str.contains("metadata")]
+    if table.empty:
+        raise ValueError(f"no classifier run of {arch} in the results (architectures: {sorted(results['arch'].unique())})")
+    order = [c for c in ("repeat", "seed", "run_id") if c in table.columns]
+    first = table.sort_values(order).drop_duplicates("condition")
+    return {row.condition: Path(runs_dir) / row.run_id for row in first.itertuples()}
+
+
+def runs_saliency(runs: Mapping[str, str | Path], frames: pd.DataFrame, per_class: int = CAM_PER_CLASS,
+                  seed: int = CAM_SEED, threads: int = 1) -> dict[str, RunSaliency]:
+    """run_saliency of several runs (name -> run folder), the same frames in each: the input of condition_panel."""
+    return {name: run_saliency(run_dir, frames, per_class, seed, threads=threads) for name, run_dir in runs.items()}

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from lus_utils.data import splits
 from lus_utils.generate import synthetic
 from lus_utils.data.splits import TooFewFramesError
-from lus_utils.images import load_image
+from lus_utils.images import load_image, resize
 from lus_utils.params import MINORITY_CLASS, AuditParams, DDPMParams
 from lus_utils.paths import OutLayout
 from lus_utils.provenance import (atomic_dir, atomic_path, fingerprint_files, provenance, read_json, stable_hash,
@@ -466,15 +466,6 @@ def sample_images(pipeline, sampler: str, steps: int, n: int, batch_size: int, s
 
 
 # --- gate and synthetic set --------------------------------------------------------------------------------
-def resize(image: np.ndarray, size: int) -> np.ndarray:
-    import cv2
-
-    if image.shape[0] == size and image.shape[1] == size:
-        return image
-    interpolation = cv2.INTER_AREA if size < image.shape[0] else cv2.INTER_CUBIC
-    return cv2.resize(image, (size, size), interpolation=interpolation)
-
-
 def write_synthetic_set(set_dir: Path, images: np.ndarray, seeds: list[int], p: DDPMParams, audit: AuditParams,
                         selected: pd.DataFrame, split_column: str, gen_dir: Path,
                         sampling_seconds: float) -> tuple[pd.DataFrame, dict[str, Any]]:
