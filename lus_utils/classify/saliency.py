@@ -28,7 +28,7 @@ from lus_utils.classify import models
 from lus_utils.images import load_image, to_grey
 from lus_utils.provenance import atomic_path, write_csv_atomic
 
-SECTOR_THRESHOLD = 12  # grey level above which a pixel belongs to the image (JPEG noise in the black stays below)
+SECTOR_THRESHOLD = 5  # grey level above which a pixel belongs to the image (compression noise in the black stays below)
 SECTOR_CLOSING = 0.03  # closing radius, as a share of the frame's shorter side (bridges dark speckle)
 MIN_CAM_CELLS = 3  # a ResNet stage is used for Grad-CAM only if its map is at least this many cells a side
 CAM_PER_CLASS, CAM_SEED = 4, 0  # the sample: frames per class, and its seed (fixed, so every condition shows the same)
