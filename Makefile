@@ -1,24 +1,37 @@
 # Two entry points, both idempotent: `make study` (quick profile) and `make test`.
-# The environment is .venv, (re)installed only when pyproject.toml changes.
+# The environment is .venv, installed from requirements.lock (exact versions of the whole dependency tree)
+# and reinstalled only when the lock or pyproject.toml changes. `make lock` regenerates the lock.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
 PROFILE ?= quick
 JOBS ?= 2  # notebooks run at once (the CPU profiles use one thread each; use 1 on a single GPU)
 
-.PHONY: study smoke test env clean-outputs
+.PHONY: study smoke test env lock clean-outputs
 
 env: $(STAMP)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(PY)
+$(STAMP): $(LOCK) pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps -e .
 	-$(VENV)/bin/nbstripout --install --attributes .gitattributes
 	touch $(STAMP)
+
+# pip's resolver on pyproject.toml's ranges in a throwaway venv; nothing is installed, only resolved.
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet --dry-run --ignore-installed --report .lock-venv/report.json -e ".[test]"
+	.lock-venv/bin/python tools/lock.py .lock-venv/report.json > $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)
+	rm -rf .lock-venv
 
 study: $(STAMP)
 	$(PY) run_all.py --profile $(PROFILE) --jobs $(JOBS)

@@ -1,9 +1,21 @@
-"""Reading frames and the intensity statistics used to describe real frames and gate synthetic ones."""
+"""Reading frames (one loader, one resize rule) and the intensity statistics that describe real frames and
+gate synthetic ones."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
+
+
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+    """`image` squashed to a `size` x `size` square: area averaging to shrink, bicubic to enlarge."""
+    import cv2
+
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    interpolation = cv2.INTER_AREA if size < max(image.shape[:2]) else cv2.INTER_CUBIC
+    return cv2.resize(image, (size, size), interpolation=interpolation)
 
 
 def load_image(path: str | Path, size: int | None = None, grayscale: bool = False) -> np.ndarray:
@@ -15,9 +27,15 @@ def load_image(path: str | Path, size: int | None = None, grayscale: bool = Fals
         raise OSError(f"cannot read image {path}")
     if not grayscale:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    if size:
-        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-    return image
+    return resize(image, size) if size else image
+
+
+def load_images(paths: Iterable[str | Path], size: int, grayscale: bool = False) -> np.ndarray:
+    """Frames as one uint8 array, (N, size, size, 3) RGB or (N, size, size) grey; N may be 0."""
+    images = [load_image(p, size, grayscale) for p in paths]
+    if not images:
+        return np.zeros((0, size, size) if grayscale else (0, size, size, 3), dtype=np.uint8)
+    return np.stack(images)
 
 
 def to_grey(image: np.ndarray) -> np.ndarray:

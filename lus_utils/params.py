@@ -1,19 +1,20 @@
 """Typed study parameters, validated in one place.
 
-A profile (`params/<name>.yaml`) has one section per stage; each section is one dataclass below. The
+A profile (`params/<name>.yaml`) is made of sections, each one dataclass below (`SECTIONS`). The
 defaults here ARE the `quick` profile (`params/quick.yaml` states nothing else), and every profile states
 only the keys it changes, so the diff between two profiles is what they mean. The comment after each field
 is its documentation (profiles need none). Unknown keys, wrong types and values outside their choices are
 refused with the key and the file named, and so are `planned` fields: those the runner sets for each run
 (which variant, fold, base model, ...), named in the profile through their `*_runs` section instead.
 
-Each notebook's `parameters` cell holds exactly the fields of the dataclasses listed for it in
-`NOTEBOOK_PARAMS`, plus `data_root` and `out_dir`, with the same defaults (a test checks this), so
+Each notebook's `parameters` cell holds exactly the fields of the dataclasses the stage table
+(`lus_utils.stages`) lists for it (`NOTEBOOK_PARAMS`), plus `data_root` and `out_dir`, with the same defaults (a test checks this), so
 papermill, JupyterLab and the runner all see one definition.
 """
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -70,7 +71,7 @@ class DataParams:
     val_fraction: float = 0.15  # share of each class's patients in validation
     test_fraction: float = 0.2  # share of each class's patients in test
     n_folds: int = 5  # patient-grouped folds for cross-validation
-    few_patients: int = 5  # a class with fewer patients: 1 to train, 1 to val, rest to test (seed rule)
+    few_patients: int = 5  # a class with fewer patients: 1 to train, 1 to val, rest to test (seed: 3 videos or fewer)
     n_workers: int = 2  # processes decoding videos
 
     def check(self) -> None:
@@ -101,7 +102,23 @@ class ExploreParams:
 # --- sections owned by later stages are added below, one dataclass each ---------------------------------
 
 # --- train / grid: the classifier experiments (notebooks 02 and 03) ---------------------------------------
-ARCHS = ("resnet18", "resnet50", "vit_tiny_patch16_224", "vit_base_patch16_224")
+class ArchNames(tuple):
+    """timm architectures the study builds; a name may carry timm's pretrained tag (`resnet50.tv_in1k`).
+
+    `name in ARCHS` checks the base name (before the dot) and that a tag is a plain word; whether timm has
+    weights under that tag is checked where timm is loaded (`classify.models.check_arch`).
+    """
+
+    hint = " (each may carry a timm pretrained tag, e.g. resnet50.tv_in1k)"
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        base, dot, tag = name.partition(".")
+        return tuple.__contains__(self, base) and (not dot or re.fullmatch(r"[a-z0-9_]+", tag) is not None)
+
+
+ARCHS = ArchNames(("resnet18", "resnet50", "vit_tiny_patch16_224", "vit_base_patch16_224"))
 STRATEGIES = ("none", "weighted_loss", "balanced_sampler")
 SYNTHETIC_AMOUNT_UNITS = ("ratio", "fraction", "count")
 
@@ -213,7 +230,7 @@ class DDPMParams:
     batch_size: int = 16  # training images per optimizer step (seed 16)
     lr: float = 0.002  # AdamW peak learning rate (seed 1e-4)
     warmup_steps: int = 50  # linear warm-up steps of the cosine schedule (seed 500)
-    ema_decay: float = 0.999  # largest decay of the EMA weights the pipeline is saved with (seed 0.9999)
+    ema_decay: float = 0.999  # largest decay of the EMA weights the pipeline is saved with (the seed used no EMA)
     mixed_precision: str = choice("fp16", ("no", "fp16"))  # fp16 autocast on GPU; CPU always runs fp32
     checkpoint_every: int = 200  # optimizer steps between checkpoints (resume starts from the last)
     sample_grids: int = 4  # sample grids saved during training, evenly spaced over the epochs (0: none)
@@ -255,8 +272,8 @@ class DDPMParams:
 # --- audit: quality gate, memorization and realism audit of synthetic sets (notebooks 04 and 05) ---------
 @dataclass
 class AuditParams:
-    min_std: float = 20.0  # quality gate: grey-level std (0-255) must exceed this (seed 30)
-    min_entropy: float = 4.0  # quality gate: 256-bin histogram entropy in nats must exceed this (seed 4.7)
+    min_std: float = 20.0  # quality gate: grey-level std (0-255) must exceed this (seed 30, on RGB)
+    min_entropy: float = 4.0  # quality gate: 256-bin histogram entropy in nats must exceed this (seed 4.7, on RGB)
     memorization_threshold: float = 0.95  # pixel correlation with a training frame above which an image counts as memorized
     ssim_threshold: float = 0.9  # SSIM with a training frame above which an image counts as memorized
     audit_size: int = 64  # side in px of the grey images compared
@@ -374,20 +391,58 @@ class TextualInversionParams:
 
 
 # --- compare: the final comparison (notebook 06) -------------------------------------------------------
-COMPARE_METRICS = ("macro_f1", "balanced_accuracy", "accuracy", "weighted_f1", "minority_recall",
-                   "minority_precision", "minority_f1", "minority_specificity", "minority_auroc", "minority_ap",
-                   "video_accuracy", "video_balanced_accuracy", "video_macro_f1", "video_minority_recall")
+COMPARE_METRICS = ("minority_auroc", "minority_ap", "minority_sens_at_spec", "balanced_accuracy", "accuracy",
+                   "weighted_precision", "weighted_recall", "weighted_f1", "macro_f1", "minority_recall",
+                   "minority_precision", "minority_f1", "minority_specificity", "video_accuracy",
+                   "video_balanced_accuracy", "video_macro_f1", "video_weighted_f1", "video_minority_recall",
+                   "video_minority_auroc", "video_minority_ap")
+MAX_PRIMARY = 4
+PRIMARY_FORM = "'<condition> vs <baseline>: <metric>', e.g. 'ddpm_3_mixed@1ratio vs none: minority_ap'"
+
+
+@dataclass(frozen=True)
+class PrimaryComparison:
+    """One declared primary comparison: `condition` against `baseline` on `metric`."""
+
+    condition: str
+    baseline: str
+    metric: str
+
+    def __str__(self) -> str:
+        return f"{self.condition} vs {self.baseline}: {self.metric}"
+
+
+def parse_primary(entries: list[str]) -> list[PrimaryComparison]:
+    """`compare.primary` entries as comparisons; a clear error for a malformed, unknown or leaky entry."""
+    out = []
+    for entry in entries:
+        head, sep, metric = str(entry).rpartition(":")
+        condition, vs, baseline = head.partition(" vs ")
+        condition, baseline, metric = condition.strip(), baseline.strip(), metric.strip()
+        _require(bool(sep and vs and condition and baseline and metric), "compare.primary",
+                 f"entry '{entry}' is not of the form {PRIMARY_FORM}")
+        _require(metric in COMPARE_METRICS, "compare.primary",
+                 f"entry '{entry}': metric '{metric}' unknown; use one of {list(COMPARE_METRICS)}")
+        _require(condition != baseline, "compare.primary", f"entry '{entry}' compares a condition with itself")
+        _require("any_split" not in condition + baseline, "compare.primary",
+                 f"entry '{entry}': the leakage ablation is never a primary comparison (its generator saw "
+                 "validation/test frames)")
+        out.append(PrimaryComparison(condition, baseline, metric))
+    _require(len(set(out)) == len(out), "compare.primary", "lists a comparison twice")
+    _require(len(out) <= MAX_PRIMARY, "compare.primary",
+             f"declares {len(out)} comparisons; at most {MAX_PRIMARY} (Holm over more leaves too little power)")
+    return out
 
 
 @dataclass
 class CompareParams:
-    minority_class: str = choice(MINORITY_CLASS, CLASSES)  # class whose recall, F1, AUROC and AP are compared
-    metrics: list[str] = choice(["macro_f1", "balanced_accuracy", "minority_recall", "minority_f1", "minority_auroc", "minority_ap", "video_accuracy"], COMPARE_METRICS)  # table columns and effect metrics (minority_: of minority_class)
+    minority_class: str = choice(MINORITY_CLASS, CLASSES)  # class whose AUROC, AP, sensitivity, recall and F1 are compared
+    metrics: list[str] = choice(["minority_auroc", "minority_ap", "minority_sens_at_spec", "balanced_accuracy", "accuracy", "weighted_f1", "video_balanced_accuracy"], COMPARE_METRICS)  # table columns and exploratory effect metrics (minority_: of minority_class)
+    primary: list[str] = field(default_factory=lambda: ["ddpm_3_mixed@1ratio vs none: minority_ap", "ddpm_3_mixed@1ratio vs oversampling@1ratio: minority_ap"])  # declared primary comparisons '<condition> vs <baseline>: <metric>' (at most 4; Holm over these alone)
+    fixed_specificity: float = 0.95  # specificity on each fold's validation negatives that sets the minority threshold
     ci_level: float = 0.95  # confidence level of every interval (the tests use 1 - ci_level as alpha)
-    ci_method: str = choice("t", ("t", "bootstrap"))  # interval over seeds and folds: Student t or percentile bootstrap
-    paired_test: str = choice("wilcoxon", ("wilcoxon", "bootstrap"))  # test of paired differences to the baseline runs
-    n_boot: int = 2000  # bootstrap resamples (bootstrap intervals and the paired bootstrap test)
-    multiple_comparisons: str = choice("holm", ("holm", "bonferroni", "none"))  # correction over all condition x metric tests shown
+    n_boot: int = 1000  # patient-bootstrap resamples (stratified by class) of every interval
+    mde_power: float = 0.8  # power at which the minimum detectable effect of a primary comparison is stated
     n_example_pairs: int = 4  # synthetic images per set shown beside their nearest training frame
     compare_seed: int = 0  # seed of every bootstrap resampling
     build_report: bool = True  # write report.html with every executed notebook rendered to HTML
@@ -398,6 +453,12 @@ class CompareParams:
                  "must list distinct metrics")
         _require(self.n_boot >= 100, "n_boot", "must be >= 100 (fewer resamples give unstable intervals)")
         _require(self.n_example_pairs >= 0, "n_example_pairs", "must be >= 0")
+        _require(0.5 <= self.fixed_specificity < 1, "fixed_specificity", "must lie in [0.5, 1)")
+        _require(0.5 <= self.mde_power < 1, "mde_power", "must lie in [0.5, 1)")
+        parse_primary(self.primary)
+
+    def primary_comparisons(self) -> list[PrimaryComparison]:
+        return parse_primary(self.primary)
 
 
 # --- slurm: resources of the runner's Slurm jobs (python run_all.py --executor slurm) ---------------------
@@ -499,7 +560,8 @@ def build(cls: type, values: Mapping[str, Any], source: str, profile: bool = Fal
             items = value if isinstance(value, (list, tuple)) else [value]
             bad = [v for v in items if v not in choices]
             if bad:
-                raise ParamError(f"{source}: parameter '{key}' has {bad}; allowed: {list(choices)}")
+                raise ParamError(f"{source}: parameter '{key}' has {bad}; allowed: {list(choices)}"
+                                 f"{getattr(choices, 'hint', '')}")
     coerced = {k: (float(v) if hints[k] is float else list(v) if isinstance(v, tuple) else v)
                for k, v in values.items()}
     obj = cls(**coerced)

@@ -13,7 +13,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 PARAMS_DIR = PROJECT_ROOT / "params"
 OUTPUTS_DIR = PROJECT_ROOT / "outputs"
-# Where `python -m lus_utils.data.dataset fetch` puts the dataset; the clone's `data/` folder is the data root.
+# Where `python -m lus_utils.data fetch` puts the dataset; the clone's `data/` folder is the data root.
 DEFAULT_DATA_CLONE = PROJECT_ROOT / "data" / "covid19_ultrasound"
 DEFAULT_DATA_ROOT = DEFAULT_DATA_CLONE / "data"
 DATA_ROOT_ENV = "LUS_DATA_ROOT"
@@ -34,10 +34,16 @@ class OutLayout:
     """Where each artefact of one study output folder lives (the contract later stages read)."""
 
     root: Path
+    FRAMES = "frames"  # frames.csv `path` values start with it: frames/<decode cache key>/<file>
 
     @property
     def data(self) -> Path:
         return self.root / "data"
+
+    @property
+    def frames(self) -> Path:
+        """The decoded frames frames.csv names (linked from the decode cache), inside the output folder."""
+        return self.data / self.FRAMES
 
     @property
     def frames_csv(self) -> Path:

@@ -1,7 +1,8 @@
-"""What made an artefact: code version, data fingerprints, and atomic writes.
+"""What made an artefact: code version, software versions and device, data fingerprints, and atomic writes.
 
-Every artefact is written to a temporary name in the same folder and renamed into place, so a crash
-never leaves a half-written file that a later run could take for done.
+Every artefact is written to a temporary name in the same folder and renamed into place, so a crash (or a
+full disk) never leaves a half-written file that a later run could take for done. Files and folders get the
+modes the umask allows (as `open` and `mkdir` would give them), so a group can read a study's outputs.
 """
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ import functools
 import hashlib
 import json
 import os
+import platform
 import shutil
 import subprocess
+import sys
 import tempfile
+from importlib import metadata
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,11 +47,7 @@ def stable_hash(obj: Any, length: int = 16) -> str:
 
 def package_hash() -> str:
     """Hash of the `lus_utils` sources: changes whenever the study's logic changes."""
-    digest = hashlib.sha256()
-    for path in sorted(PACKAGE_DIR.rglob("*.py")):
-        digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    return fingerprint_files(PACKAGE_DIR.rglob("*.py"), PACKAGE_DIR)
 
 
 @functools.lru_cache(maxsize=1)
@@ -71,6 +71,33 @@ def code_version() -> dict[str, str]:
     return {"git_commit": git_commit(), "lus_utils_sha256": package_hash()}
 
 
+# The packages whose versions decide a study's numbers, as their distributions are named.
+RECORDED_PACKAGES = ("torch", "torchvision", "diffusers", "transformers", "timm", "numpy", "scikit-learn")
+
+
+def device_used() -> str:
+    """The accelerator this process computed on: the CUDA device once CUDA was initialised, else the CPU."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        index = torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return f"cpu ({platform.processor() or platform.machine()})"
+
+
+def environment(device: str | None = None) -> dict[str, Any]:
+    """Python, the recorded packages' versions and the device (`device` when the caller knows it better)."""
+    packages = {}
+    for name in RECORDED_PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = "not installed"
+    torch = sys.modules.get("torch")
+    return {"python": platform.python_version(), "packages": packages,
+            "cuda": (torch.version.cuda or "none") if torch is not None else "torch not imported",
+            "device": device or device_used(), "platform": platform.platform()}
+
+
 def fingerprint_files(paths: Iterable[Path], root: Path | None = None) -> str:
     """One hash over the names and contents of many files (order-independent)."""
     digest = hashlib.sha256()
@@ -89,6 +116,7 @@ def provenance(params: Any, **inputs: Any) -> dict[str, Any]:
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "code_version": code_version(),
+        "environment": environment(),
         "params": params,
         **inputs,
     }
@@ -109,13 +137,29 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot write {type(obj).__name__} to JSON")
 
 
+def current_umask() -> int:
+    """The process's umask (read from /proc where it can be, so no other thread sees a changed one)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; it replaces `target` only if the block succeeds."""
+    """Yield a temporary path beside `target`; it replaces `target` only if the block succeeds.
+
+    The temporary file (mkstemp makes it 0600) gets the mode a plain `open` would give (0666 less the umask)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(handle)
+    os.chmod(tmp, 0o666 & ~current_umask())
     try:
         yield Path(tmp)
         os.replace(tmp, target)
@@ -151,6 +195,7 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    os.chmod(tmp, 0o777 & ~current_umask())
     try:
         yield tmp
         if target.exists():
@@ -159,3 +204,20 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def file_lock(path: Path, blocking: bool = True) -> Iterator[None]:
+    """An exclusive lock on `path` (created if absent) held for the block, across processes (flock).
+
+    With blocking=False, raises BlockingIOError at once when another process holds it."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

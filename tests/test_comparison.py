@@ -1,6 +1,8 @@
-"""The final comparison's statistics: intervals and tests against scipy, matching, Holm, conclusions."""
+"""The final comparison: exact test, Holm and MDE by hand; pairing, primary family, leakage apart, the
+per-patient view and the written outputs on a tiny cv study following CONTRACT.md."""
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -8,253 +10,295 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
+from scipy.stats import rankdata
 
 from lus_utils.compare import comparison as C
-from lus_utils.params import CompareParams
+from lus_utils.compare import statistics as S
+from lus_utils.params import CompareParams, ParamError, parse_primary
 
 CLASSES = ["covid", "pneumonia", "regular", "viral"]
+PRIMARY = ["ddpm_3_mixed@1ratio vs none: minority_ap", "ddpm_3_mixed@1ratio vs oversampling@1ratio: minority_ap"]
 
 
-# --- fake study output folders ------------------------------------------------------------------------------
-def fake_record(run_id: str, arch: str = "resnet18", strategy: str = "none", seed: int = 0, fold: int = -1,
-                synthetic_set: str = "", amount: float = 1.0, augment: bool = False, image_size: int = 64,
-                score: float = 0.5, viral_auroc: float | None = 0.8, condition: str | None = None) -> dict:
-    """A metrics.json shaped like training.run_classifier writes it (params nested as run/train)."""
-    per_class = {c: {"precision": score, "recall": score, "f1": score, "specificity": 0.9, "auroc": 0.7,
-                     "ap": 0.6, "support": 10} for c in CLASSES}
-    per_class["viral"].update(recall=score, f1=score - 0.1, auroc=viral_auroc, ap=None if viral_auroc is None else score)
-    if condition is None:
-        condition = (f"{synthetic_set}@{amount:g}ratio" + (f"+{strategy}" if strategy != "none" else "")
-                     if synthetic_set else strategy) + ("+augment" if augment else "")
-    return {
-        "run_id": run_id, "condition": condition, "classes": CLASSES,
-        "accuracy": score + 0.1, "balanced_accuracy": score, "macro_f1": score, "weighted_f1": score + 0.05,
-        "per_class": per_class,
-        "video": {"accuracy": score + 0.2, "balanced_accuracy": score, "macro_f1": score,
-                  "per_class": {"viral": {"recall": None}}},
-        "n_train": {"covid": 100, "pneumonia": 80, "regular": 90, "viral": 19}, "n_val": {"viral": 5},
-        "n_test": {"viral": 10}, "n_synthetic": 19 if synthetic_set else 0,
-        "params": {"run": {"arch": arch, "strategy": strategy, "seed": seed, "fold": fold,
-                           "synthetic_set": synthetic_set, "synthetic_amount": amount, "frames_csv": ""},
-                   "train": {"image_size": image_size, "epochs": 2, "augment": augment, "num_threads": 2,
-                             "synthetic_amount_unit": "ratio", "n_boot": 0, "device": "auto"}},
-    }
+# --- the exact signed-rank test, by hand -------------------------------------------------------------------
+def test_wilcoxon_all_positive_reaches_its_floor():
+    result = S.wilcoxon_exact([0.1, 0.2, 0.3, 0.4, 0.5])  # T+ = 15 of 15: P = 1/32 each tail
+    assert result.p == pytest.approx(2 / 32) and result.statistic == 15 and result.n_used == 5
+    assert "cannot go below" in result.note
+    assert S.wilcoxon_exact(np.arange(1, 9) / 10).p == pytest.approx(2 / 256)  # 8 pairs: 0.0078
 
 
-def write_run(out: Path, record: dict) -> None:
-    folder = out / "runs" / record["run_id"]
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "metrics.json").write_text(json.dumps(record))
+def test_wilcoxon_drops_zeros_and_uses_midranks():
+    zeros = S.wilcoxon_exact([0.0, 1.0, 2.0, 3.0])  # zero dropped -> n = 3, T+ = 6: p = 2/8
+    assert zeros.p == pytest.approx(0.25) and zeros.n_zero == 1 and "dropped" in zeros.note
+    # |d| = 1, 1, 2, 3 -> mid-ranks 1.5, 1.5, 3, 4; T+ = 1.5 + 1.5 + 4 = 7. Doubled ranks {3, 3, 6, 8}: of the
+    # 16 subset sums, 5 are >= 14 (14, 14, 17, 17, 20) -> p = 2 x 5/16
+    ties = S.wilcoxon_exact([1.0, 1.0, -2.0, 3.0])
+    assert ties.statistic == pytest.approx(7.0) and ties.p == pytest.approx(10 / 16)
+    everything_zero = S.wilcoxon_exact([0.0, 0.0, 0.0])
+    assert everything_zero.p == 1.0 and everything_zero.n_used == 0 and "zero" in everything_zero.note
 
 
-def write_set(out: Path, name: str, leakage: bool = False, audit: dict | None = None, n: int = 3) -> None:
-    """A synthetic set folder with tiny images, nearest training frames, provenance and an audit."""
-    import cv2
+def brute_force_p(d: np.ndarray) -> float:
+    d = d[d != 0]
+    ranks = rankdata(np.abs(d))
+    observed = ranks[d > 0].sum()
+    sums = [sum(r for r, s in zip(ranks, signs) if s) for signs in itertools.product([0, 1], repeat=len(d))]
+    sums = np.asarray(sums)
+    return min(1.0, 2 * min(np.mean(sums <= observed + 1e-9), np.mean(sums >= observed - 1e-9)))
 
-    folder = out / "synthetic" / name
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    frames = out / "data" / "frames" / "viral"
-    frames.mkdir(parents=True, exist_ok=True)
+
+@pytest.mark.parametrize("seed", range(4))
+def test_wilcoxon_equals_enumeration_of_every_sign(seed):
+    d = np.round(np.random.default_rng(seed).normal(0.1, 0.2, 9), 1)  # rounded: ties and zeros
+    assert S.wilcoxon_exact(d).p == pytest.approx(brute_force_p(d))
+
+
+def test_holm_by_hand():
+    assert S.holm([0.01, 0.04, 0.03]).tolist() == pytest.approx([0.03, 0.06, 0.06])
+    adjusted = S.holm([0.02, math.nan, 0.5])
+    assert adjusted[0] == pytest.approx(0.04) and math.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.5)
+
+
+def test_smallest_p_and_minimum_detectable_effect_by_hand():
+    assert S.smallest_p(8) == pytest.approx(0.0078125) and S.pairs_needed(0.05) == 6
+    diffs = [0.01, 0.03, 0.02, 0.05, 0.04, 0.00, 0.02, 0.03]
+    sd = np.std(diffs, ddof=1)
+    # t tables: t(0.975, 7) = 2.364624, t(0.80, 7) = 0.896029
+    assert S.minimum_detectable_effect(diffs, 0.05, 0.8) == pytest.approx((2.364624 + 0.896029) * sd / math.sqrt(8),
+                                                                          rel=1e-5)
+    assert S.minimum_detectable_effect(diffs[:4], 0.05, 0.8) == math.inf  # 4 pairs: p >= 0.125 always
+    assert math.isnan(S.minimum_detectable_effect([0.1], 0.05, 0.8))
+
+
+def test_a_point_interval_never_excludes_zero():
+    assert not S.excludes_zero(0.02, 0.02) and S.degenerate(0.02, 0.02)
+    assert S.excludes_zero(0.01, 0.03) and not S.excludes_zero(-0.01, 0.03)
+    assert S.percentile_interval([0.9, 1.0, 1.0], 0.95, bounds=(0.0, 1.0))[1] <= 1.0
+
+
+# --- the profile's primary comparisons ---------------------------------------------------------------------
+def test_primary_parsing_and_clear_errors():
+    parsed = parse_primary(PRIMARY)
+    assert parsed[0].condition == "ddpm_3_mixed@1ratio" and parsed[0].baseline == "none"
+    assert parsed[1].metric == "minority_ap" and str(parsed[1]) == PRIMARY[1]
+    for bad, why in ((["ddpm vs none minority_ap"], "not of the form"), (["ddpm vs none: viral_ap"], "unknown"),
+                     (["ddpm_3_mixed_any_split@1ratio vs none: minority_ap"], "leakage"),
+                     ([f"c{i} vs none: minority_ap" for i in range(5)], "at most 4"),
+                     (["none vs none: minority_ap"], "itself")):
+        with pytest.raises(ParamError, match=why):
+            parse_primary(bad)
+    with pytest.raises(ParamError, match="compare.primary"):
+        CompareParams(primary=["oops"]).check()
+
+
+# --- a tiny cv study ---------------------------------------------------------------------------------------
+def frames() -> pd.DataFrame:
+    """4 viral patients (one per fold) and 8 others, 2 videos x 4 frames each."""
     rows = []
-    rng = np.random.default_rng(len(name))
-    for i in range(n):
-        cv2.imwrite(str(folder / "images" / f"{i:05d}.png"), rng.integers(0, 255, (16, 16), dtype=np.uint8))
-        cv2.imwrite(str(frames / f"{name}_{i}.png"), rng.integers(0, 255, (16, 16), dtype=np.uint8))
-        rows.append({"path": f"images/{i:05d}.png", "label": "viral", "passed_gate": i != 0,
-                     "nearest_train_path": f"frames/viral/{name}_{i}.png", "nearest_train_similarity": 0.5 + i / 10})
-    pd.DataFrame(rows).to_csv(folder / "manifest.csv", index=False)
-    (folder / "provenance.json").write_text(json.dumps({"leakage_ablation": leakage, "training_frames": []}))
-    if audit is not None:
-        (folder / "audit.json").write_text(json.dumps(audit))
+    for patient in range(12):
+        label = "viral" if patient < 4 else CLASSES[patient % 3]
+        for video in range(2):
+            for frame in range(4):
+                rows.append({"path": f"{label}/p{patient}_v{video}/{frame}.png", "video_id": f"p{patient}v{video}",
+                             "patient_id": f"p{patient}", "label": label,
+                             "probe": "linear" if label == "viral" else "convex", "fold": patient % 4})
+    return pd.DataFrame(rows)
 
 
-# Shaped like synthetic_audit.audit_set's audit.json (the parts the comparison reads, and some it must skip).
-AUDIT = {"n_images": 3, "n_kept": 2, "rejection_rate": 1 / 3, "leakage_ablation": False,
-         "memorization": {"all_train": {"n": 2, "share_memorized": 0.25, "values": {"correlation": [0.5, 0.6]},
-                                        "correlation": {"median": 0.55, "share_above": 0.0}},
-                          "generator_training_frames": {"n": 2, "share_memorized": 0.5}},
-         "real_reference": {"holdout_minority_vs_minority_train": {"share_memorized": 0.9}},
-         "realism": {"feature_space": "pixels", "fd": {"synthetic_vs_minority_holdout": 12.5},
-                     "kid": {"synthetic_vs_minority_holdout": {"mean": 0.01, "std": 0.002, "n_subsets": 10,
-                                                               "subset_size": 3}}},
-         "params": {"audit_size": 64}, "note": "text is ignored"}
+def predictions(repeat: int, seed: int, boost: float) -> pd.DataFrame:
+    """Pooled out-of-fold predictions of one run; `boost` raises the viral probability of viral frames."""
+    table = frames()
+    rng = np.random.default_rng([repeat, seed])
+    logits = rng.normal(size=(len(table), 4)) + 1.0 * np.eye(4)[table["label"].map(CLASSES.index)]
+    logits[:, 3] += boost * (table["label"] == "viral").to_numpy()
+    prob = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    table["repeat"], table["seed"] = repeat, seed
+    table["pred"] = [CLASSES[i] for i in prob.argmax(axis=1)]
+    for i, c in enumerate(CLASSES):
+        table[f"prob_{c}"] = prob[:, i]
+    table["threshold"] = 0.3 + 0.02 * table["fold"]
+    return table
 
 
-def study(tmp_path: Path, n_seeds: int = 6, effect: float = 0.1, noise: float = 0.01) -> Path:
-    """Baselines and a DDPM condition (plus the leakage ablation) over n_seeds seeds."""
+def write_run(out: Path, run_id: str, condition: str, repeat: int, seed: int, boost: float = 0.0,
+              synthetic_set: str = "", arch: str = "resnet18", with_predictions: bool = True) -> None:
+    folder = out / "runs" / run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"run_id": run_id, "condition": condition, "classes": CLASSES, "protocol": "cv", "repeat": repeat,
+              "seed": seed, "folds": [0, 1, 2, 3],
+              "params": {"run": {"arch": arch, "strategy": "weighted_loss" if condition == "weighted_loss" else "none",
+                                 "seed": seed, "repeat": repeat, "synthetic_set": synthetic_set,
+                                 "synthetic_amount": 1.0,
+                                 "oversample_amount": 1.0 if "oversampl" in condition else 0},
+                         "train": {"image_size": 64, "epochs": 2, "augment": False, "synthetic_amount_unit": "ratio"}}}
+    (folder / "metrics.json").write_text(json.dumps(record))
+    if with_predictions:
+        predictions(repeat, seed, boost).to_csv(folder / "predictions.csv", index=False)
+
+
+def study(tmp_path: Path, repeats: int = 2, seeds: int = 4) -> Path:
     out = tmp_path / "out"
-    rng = np.random.default_rng(0)
-    for seed in range(n_seeds):
-        base = 0.5 + 0.02 * seed
-        write_run(out, fake_record(f"none-s{seed}", seed=seed, score=base))
-        write_run(out, fake_record(f"ddpm-s{seed}", seed=seed, synthetic_set="ddpm_3_mixed",
-                                   score=base + effect + noise * rng.standard_normal()))
-        write_run(out, fake_record(f"leak-s{seed}", seed=seed, synthetic_set="ddpm_3_mixed_any_split",
-                                   score=base + 0.2))
-    write_set(out, "ddpm_3_mixed", audit=AUDIT)
-    write_set(out, "ddpm_3_mixed_any_split", leakage=True, audit={"memorization": {"all_train": {"share_memorized": 0.5}}})
+    for r, s in itertools.product(range(repeats), range(seeds)):
+        unit = f"r{r}-s{s}"
+        write_run(out, f"none-{unit}", "none", r, s)
+        write_run(out, f"wl-{unit}", "weighted_loss", r, s)  # same predictions as the baseline: zero differences
+        write_run(out, f"over-{unit}", "oversampling@1ratio", r, s)
+        write_run(out, f"ddpm-{unit}", "ddpm_3_mixed@1ratio", r, s, boost=1.5, synthetic_set="ddpm_3_mixed")
+        write_run(out, f"leak-{unit}", "ddpm_3_mixed_any_split@1ratio", r, s, boost=3.0,
+                  synthetic_set="ddpm_3_mixed_any_split")
+        write_run(out, f"meta-{unit}", "metadata_reference", r, s, boost=0.5, arch="metadata")
+    for name, leak in (("ddpm_3_mixed", False), ("ddpm_3_mixed_any_split", True)):
+        (out / "synthetic" / name).mkdir(parents=True)
+        (out / "synthetic" / name / "provenance.json").write_text(json.dumps({"leakage_ablation": leak}))
     return out
 
 
 def params(**kw) -> CompareParams:
-    return CompareParams(**{"n_boot": 500, "n_example_pairs": 2, **kw})
+    return CompareParams(**{"n_boot": 200, "n_example_pairs": 0, "primary": PRIMARY,
+                            "metrics": ["minority_auroc", "minority_ap", "minority_sens_at_spec", "balanced_accuracy"],
+                            **kw})
 
 
-# --- intervals and tests ------------------------------------------------------------------------------------
-def test_t_interval_matches_scipy():
-    x = [0.51, 0.62, 0.7, 0.66, 0.58]
-    mean, lo, hi, n = C.mean_ci(x, 0.95, "t")
-    expected = stats.t.interval(0.95, len(x) - 1, loc=np.mean(x), scale=stats.sem(x))
-    assert n == 5 and mean == pytest.approx(np.mean(x))
-    assert (lo, hi) == pytest.approx(expected)
-    assert C.mean_ci(x, 0.9, "t")[2] < hi  # a lower level gives a narrower interval
+@pytest.fixture(scope="module")
+def comp(tmp_path_factory) -> C.Comparison:
+    return C.compare(study(tmp_path_factory.mktemp("cv")), params())
 
 
-def test_interval_drops_nulls_and_needs_two_values():
-    mean, lo, hi, n = C.mean_ci([0.4, None, float("nan"), 0.6], 0.95, "t")
-    assert n == 2 and mean == pytest.approx(0.5) and lo < 0.5 < hi
-    assert C.mean_ci([0.4], 0.95, "t")[1:] == (pytest.approx(math.nan, nan_ok=True),) * 2 + (1,)
-    assert C.mean_ci([], 0.95, "t")[3] == 0
+def test_results_csv_one_row_per_run_with_identity(comp):
+    results = pd.read_csv(comp.out_dir / "results.csv")
+    assert len(results) == 6 * 8 and results["run_id"].is_unique
+    wanted = {"repeat", "fold", "seed", "protocol", "viral_auroc", "viral_ap", "viral_sens_at_spec"}
+    assert wanted <= set(results.columns)
+    assert set(results["fold"]) == {"cv"} and set(results["protocol"]) == {"cv"}
+    assert results.loc[results["condition"] == "metadata_reference", "reference"].all()
+    assert results.loc[results["condition"] == "oversampling@1ratio", "control"].all()
 
 
-def test_bootstrap_interval_is_seeded_and_brackets_the_mean():
-    x = [0.1, 0.3, 0.2, 0.5, 0.4, 0.35]
-    a = C.mean_ci(x, 0.95, "bootstrap", n_boot=2000, seed=1)
-    assert a == C.mean_ci(x, 0.95, "bootstrap", n_boot=2000, seed=1)
-    assert a[1] < np.mean(x) < a[2] and min(x) <= a[1] and a[2] <= max(x)
+def test_primary_family_exact_p_and_holm(comp):
+    effects = pd.read_csv(comp.folder / "effects.csv")
+    assert {"condition", "baseline", "metric", "n_pairs", "mean_diff", "ci_low", "ci_high", "p", "p_adj", "primary",
+            "leakage"} <= set(effects.columns)
+    primary = effects[effects["primary"]]
+    assert len(primary) == 2 and (primary["n_pairs"] == 8).all()
+    # the boost raises every pair's AP: 8 positive differences -> exact p = 2/2^8; Holm over the 2 primary
+    assert primary["p"].tolist() == pytest.approx([2 / 256] * 2)
+    assert primary["p_adj"].tolist() == pytest.approx([4 / 256] * 2)
+    assert (primary["mean_diff"] > 0).all() and (primary["ci_low"] > 0).all() and (primary["ci_high"] <= 1).all()
+    exploratory = effects[~effects["primary"]]
+    assert exploratory["p"].isna().all() and exploratory["p_adj"].isna().all()  # no p-values outside the family
 
 
-def test_wilcoxon_matches_scipy_and_states_its_floor():
-    d = [0.05, -0.02, 0.08, 0.11, 0.03, 0.07, -0.01, 0.09]
-    p, note = C.paired_test(d, "wilcoxon")
-    assert p == pytest.approx(stats.wilcoxon(d).pvalue) and note == ""
-    p5, note5 = C.paired_test([0.1, 0.2, 0.3, 0.4, 0.5], "wilcoxon")
-    assert p5 == pytest.approx(0.0625) and "cannot reach p < 0.05" in note5
-    assert C.min_wilcoxon_p(6) == pytest.approx(0.03125)
-    assert C.paired_test([0.0, 0.0, 0.0], "wilcoxon") == (1.0, "all differences are zero")
-    assert math.isnan(C.paired_test([0.1], "wilcoxon")[0])
+def test_leakage_is_never_in_the_family(comp):
+    leak = comp.effects[comp.effects["leakage"]]
+    assert len(leak) and not leak["primary"].any() and leak["p_adj"].isna().all()
+    assert "Leakage ablation" in comp.conclusions
 
 
-def test_paired_bootstrap_test():
-    clear = [0.1, 0.12, 0.09, 0.11, 0.1, 0.13, 0.1, 0.12]
-    p, _ = C.paired_test(clear, "bootstrap", n_boot=999, seed=0)
-    assert p == pytest.approx(1 / 1000)
-    p_null, _ = C.paired_test([0.1, -0.1, 0.05, -0.05, 0.02, -0.02], "bootstrap", n_boot=999, seed=0)
-    assert p_null > 0.5
-    assert "unreliable" in C.paired_test([0.1, 0.2, 0.3], "bootstrap", n_boot=200)[1]
+def test_zero_differences_give_a_point_not_an_effect(comp):
+    wl = comp.effects[(comp.effects["condition"] == "weighted_loss")]
+    assert len(wl) and (wl["mean_diff"] == 0).all() and wl["degenerate"].all() and not wl["ci_excludes_zero"].any()
 
 
-def test_holm_by_hand():
-    p = [0.01, 0.04, 0.03, 0.005, float("nan")]
-    adjusted = C.holm(p)
-    # m = 4 valid tests: 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, max(0.04*1, 0.06) = 0.06
-    assert adjusted[:4] == pytest.approx([0.03, 0.06, 0.06, 0.02])
-    assert math.isnan(adjusted[4])
-    assert C.adjust([0.3, 0.6], "holm") == pytest.approx([0.6, 0.6])
-    assert C.adjust([0.3, 0.6], "bonferroni") == pytest.approx([0.6, 1.0])
+def test_pairs_name_their_units(comp):
+    pairs = pd.read_csv(comp.folder / "pairs.csv")
+    assert {"condition", "baseline", "repeat", "seed", "run_id", "baseline_run_id"} <= set(pairs.columns)
+    ddpm = pairs[(pairs["condition"] == "ddpm_3_mixed@1ratio") & (pairs["baseline"] == "none")]
+    assert len(ddpm) == 8
+    for _, r in ddpm.iterrows():
+        unit = f"r{r['repeat']}-s{r['seed']}"
+        assert r["run_id"] == f"ddpm-{unit}" and r["baseline_run_id"] == f"none-{unit}"
+    baselines = set(pairs[pairs["condition"] == "ddpm_3_mixed@1ratio"]["baseline"])
+    assert {"none", "oversampling@1ratio", "none+augment"} <= baselines
+    assert "metadata_reference" not in set(pairs["condition"])  # a reference point, paired with nothing
 
 
-# --- runs, matching ---------------------------------------------------------------------------------------
-def test_run_rows_keep_nulls_as_nan(tmp_path):
-    out = tmp_path / "out"
-    write_run(out, fake_record("r0", viral_auroc=None))
-    runs, problems = C.load_runs(out, "viral")
-    row = runs.iloc[0]
-    assert math.isnan(row["viral_auroc"]) and math.isnan(row["viral_ap"]) and math.isnan(row["video_viral_recall"])
-    assert row["viral_recall"] == 0.5 and row["n_train"] == 289 and row["n_train_viral"] == 19
-    (out / "runs" / "broken").mkdir()
-    (out / "runs" / "broken" / "metrics.json").write_text("{not json")
-    assert "unreadable" in C.load_runs(out, "viral")[1][0]
+def test_condition_intervals_stay_in_range_and_reference_points(comp):
+    s = comp.summary
+    finite = s[np.isfinite(s["lo"])]
+    assert len(finite) and (finite["lo"] >= 0).all() and (finite["hi"] <= 1).all()
+    assert (finite["lo"] <= finite["hi"]).all()
+    refs = comp.references.reset_index()
+    row = refs[(refs["condition"] == "ddpm_3_mixed@1ratio") & refs["metric"].str.contains("AP")].iloc[0]
+    assert row["metadata reference"] != "n/a" and "oversampling@1ratio" in row["oversampling control"]
+    assert row["baseline (none)"].count("[") == 1
+    assert comp.n_minority_patients == 4 and "4 viral patients" in comp.conclusions
 
 
-def test_matching_of_strategies_augmentation_and_synthetic_runs(tmp_path):
-    out = tmp_path / "out"
-    for seed in (0, 1):
-        write_run(out, fake_record(f"none-{seed}", seed=seed))
-        write_run(out, fake_record(f"wl-{seed}", strategy="weighted_loss", seed=seed))
-        write_run(out, fake_record(f"ddpm-{seed}", synthetic_set="ddpm_3_mixed", seed=seed))
-        write_run(out, fake_record(f"ddpm-wl-{seed}", strategy="weighted_loss", synthetic_set="ddpm_3_mixed", seed=seed))
-    write_run(out, fake_record("aug-0", augment=True))
-    write_run(out, fake_record("ddpm-aug-0", augment=True, synthetic_set="ddpm_3_mixed"))
-    write_run(out, fake_record("ddpm-small-0", synthetic_set="ddpm_3_mixed", image_size=32))
-    write_run(out, fake_record("wl-fold2", strategy="weighted_loss", fold=2))
-    runs, _ = C.load_runs(out, "viral")
-    pairs = C.match_baselines(runs).set_index("run_id")["baseline_run_id"].to_dict()
-    assert pairs["wl-0"] == "none-0" and pairs["wl-1"] == "none-1"
-    assert pairs["ddpm-1"] == "none-1"
-    assert pairs["ddpm-wl-0"] == "wl-0"  # same strategy without the synthetic set
-    assert pairs["aug-0"] == "none-0"  # augmentation against no augmentation
-    assert pairs["ddpm-aug-0"] == "aug-0"  # synthetic images on top of the same augmentation
-    assert pd.isna(pairs["ddpm-small-0"])  # a different setup (image size) is never paired
-    assert pd.isna(pairs["wl-fold2"])
-    assert "none-0" not in pairs  # baselines are not compared with themselves
+def test_per_patient_view(comp):
+    patients = pd.read_csv(comp.folder / "patients.csv")
+    ddpm = patients[patients["condition"] == "ddpm_3_mixed@1ratio"]
+    assert sorted(ddpm["patient_id"]) == ["p0", "p1", "p2", "p3"] and (ddpm["probe"] == "linear").all()
+    assert ((ddpm["median_rank_pct"] >= 0) & (ddpm["median_rank_pct"] <= 100)).all()
+    signs = comp.patient_signs
+    up = signs[(signs["condition"] == "ddpm_3_mixed@1ratio") & (signs["baseline"] == "none")
+               & signs["measure"].str.startswith("mean")]
+    assert up["same_sign_all_patients"].all() and (up["up"] == 4).all()  # the boost lifts every patient
+    assert "the same sign for every patient" in comp.conclusions
 
 
-# --- the whole comparison ---------------------------------------------------------------------------------
-def test_clear_effect_is_reported_with_excluding_ci(tmp_path):
-    out = study(tmp_path, n_seeds=6, effect=0.1)
-    comp = C.compare(out, params(metrics=["macro_f1"]))
-    valid = comp.effects[~comp.effects["leakage_ablation"]].iloc[0]
-    assert valid["n_pairs"] == 6 and valid["mean_diff"] == pytest.approx(0.1, abs=0.02)
-    assert valid["ci_excludes_zero"] and valid["lo"] > 0
-    assert valid["p"] == pytest.approx(0.03125)  # exact Wilcoxon, all 6 differences positive
-    assert valid["p_adj"] == pytest.approx(0.0625)  # Holm over the 2 tests shown (with the ablation)
+def test_conclusions_read_primary_first_then_exploratory(comp):
     text = comp.conclusions
-    assert "CI excludes zero**: 1 of 1 condition × metric comparisons (1 better" in text
-    assert "`ddpm_3_mixed@1ratio` (6 pairs): macro F1 +0.1" in text
-    assert "none of the 2 tests" in text  # after Holm nothing is significant, and the text says so
-    assert "smallest Holm-adjusted p over 2 tests is 0.0625: no result can be significant" in text
-    assert "Leakage ablation" in text and "all_train.share_memorized = 0.25" in text
-    assert "fd.synthetic_vs_minority_holdout = 12.5" in text and "0.9" not in text  # real reference skipped
+    assert text.index("Primary comparisons") < text.index("Exploratory effects") < text.index("Leakage ablation")
+    assert "ddpm_3_mixed@1ratio vs none" in text and "Holm-adjusted p = 0.0156" in text
+    assert "no p-values" in text and "minimum detectable effect" in text
+    assert "fd." not in text and "(real reference) =" not in text  # no raw audit keys
 
 
-def test_null_effect_is_reported_as_undistinguishable(tmp_path):
+def test_missing_primary_and_failed_runs_are_listed(tmp_path):
+    out = study(tmp_path, repeats=1, seeds=2)
+    (out / "logs").mkdir()
+    (out / "logs" / "runner_summary.json").write_text(json.dumps({"runs": [
+        {"run_id": "resnet18-none-x", "stage": "02", "status": "failed", "message": "CUDA out of memory"},
+        {"run_id": "resnet18-ti-x", "stage": "03", "status": "blocked", "message": "needs 04"}]}))
+    comp = C.compare(out, params(primary=[*PRIMARY, "ti_txt2img@1ratio vs none: minority_auroc"]))
+    assert len(comp.missing) == 2 and "CUDA out of memory" in comp.conclusions
+    assert any("ti_txt2img@1ratio" in m and "no finished run" in m for m in comp.missing_primary)
+    assert (comp.effects[comp.effects["primary"]]["n_pairs"] == 2).all()
+    assert "p cannot go below" in comp.conclusions or "no result could reach" in comp.conclusions
+
+
+def test_runs_without_predictions_fall_back_to_metrics_json(tmp_path):
     out = tmp_path / "out"
-    for seed, delta in enumerate([0.05, -0.04, 0.03, -0.05, 0.02, -0.01]):
-        write_run(out, fake_record(f"none-{seed}", seed=seed, score=0.5))
-        write_run(out, fake_record(f"wl-{seed}", seed=seed, strategy="weighted_loss", score=0.5 + delta))
-    comp = C.compare(out, params(metrics=["macro_f1", "minority_recall"]))
-    assert not comp.effects["ci_excludes_zero"].any()
-    assert "No effect's 95% CI excludes zero" in comp.conclusions
-    assert comp.effects["p"].between(0.3, 1).all()
+    write_run(out, "none-a", "none", 0, 0, with_predictions=False)
+    record = json.loads((out / "runs" / "none-a" / "metrics.json").read_text())
+    record.update(minority_ap=0.4, per_class={"viral": {"auroc": 0.7}})
+    (out / "runs" / "none-a" / "metrics.json").write_text(json.dumps(record))
+    comp = C.compare(out, params(primary=[]))
+    row = comp.runs.iloc[0]
+    assert row["minority_ap"] == 0.4 and row["minority_auroc"] == 0.7 and not row["has_predictions"]
+    assert math.isnan(comp.summary[comp.summary["metric"] == "minority_ap"]["lo"].iloc[0])
 
 
-def test_few_pairs_are_flagged(tmp_path):
-    out = study(tmp_path, n_seeds=3)
-    comp = C.compare(out, params(metrics=["macro_f1"]))
-    assert comp.effects["note"].str.contains("cannot reach p < 0.05").all()
-    assert "fewer than 6 pairs" in comp.conclusions
+def test_no_finished_run_still_writes_conclusions(tmp_path):
+    comp = C.compare(tmp_path / "empty", params())
+    assert "No classifier run finished" in (comp.folder / "conclusions.md").read_text()
 
 
-def test_outputs_tables_and_figures(tmp_path):
-    out = study(tmp_path, n_seeds=2)
-    comp = C.compare(out, params())
-    results = pd.read_csv(out / "results.csv")
-    assert len(results) == 6 and {"run_id", "condition", "arch", "seed", "fold", "synthetic_set", "synthetic_amount",
-                                  "macro_f1", "balanced_accuracy", "viral_recall", "viral_f1", "viral_auroc",
-                                  "viral_ap", "video_accuracy"} <= set(results.columns)
-    assert set(comp.tables) == {"resnet18", "resnet18 · leakage ablation"}
-    main = comp.tables["resnet18"]
-    assert list(main.index) == ["none", "ddpm_3_mixed@1ratio"]
-    assert main.loc["none", "n runs"] == 2 and "[" in main.loc["none", "macro F1"]
-    assert "ddpm_3_mixed_any_split@1ratio" in comp.tables["resnet18 · leakage ablation"].index
-    row = comp.synthetic.set_index("condition").loc["ddpm_3_mixed@1ratio"]
-    assert row["memorization.all_train.share_memorized"] == 0.25 and row["feature space"] == "pixels"
-    assert C.memorization_columns(comp.audits) == ["memorization.all_train.share_memorized",
-                                                   "memorization.generator_training_frames.share_memorized"]
-    assert C.realism_columns(comp.audits) == ["realism.fd.synthetic_vs_minority_holdout",
-                                              "realism.kid.synthetic_vs_minority_holdout.mean"]
-    pairs = C.example_pairs(out, "ddpm_3_mixed", 2)
-    assert [round(s, 2) for _, _, s in pairs] == [0.7, 0.6]  # closest first, the gate-rejected image left out
-    C.forest_plot(comp)
-    C.plot_example_pairs(comp)
-    assert (comp.figures / "forest.png").stat().st_size > 1000
-    assert (comp.figures / "example_pairs.png").stat().st_size > 1000
-    for name in ("conclusions.md", "tables.html", "effects.html", "synthetic.html", "provenance.json", "effects.csv"):
-        assert (comp.folder / name).is_file(), name
+def test_figures_are_written(comp):
+    from lus_utils.compare import figures
+
+    figures.forest_plot(comp.effects, "viral", 0.95, comp.figures)
+    figures.patient_plot(comp.patients, "viral", comp.figures)
+    assert (comp.figures / "forest.png").stat().st_size > 5000 and (comp.figures / "patients.png").is_file()
 
 
-def test_no_runs_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="run notebooks 02 and 03 first"):
-        C.compare(tmp_path, params())
+def test_holdout_runs_still_compare(tmp_path):
+    """Today's hold-out runs: no protocol/repeat keys, fold -1, predictions without a threshold column."""
+    out = tmp_path / "out"
+    for seed in range(3):
+        for run_id, condition, boost in ((f"none-{seed}", "none", 0.0), (f"wl-{seed}", "weighted_loss", 1.0)):
+            write_run(out, run_id, condition, 0, seed, boost=boost)
+            record = json.loads((out / "runs" / run_id / "metrics.json").read_text())
+            for key in ("protocol", "repeat", "folds"):
+                record.pop(key)
+            record["params"]["run"].update(fold=-1)
+            (out / "runs" / run_id / "metrics.json").write_text(json.dumps(record))
+            table = pd.read_csv(out / "runs" / run_id / "predictions.csv").drop(columns=["threshold"])
+            table.to_csv(out / "runs" / run_id / "predictions.csv", index=False)
+    comp = C.compare(out, params(primary=["weighted_loss vs none: minority_auroc"]))
+    assert set(comp.runs["protocol"]) == {"holdout"} and set(comp.runs["fold"]) == {-1}
+    assert comp.runs["minority_sens_at_spec"].isna().all()  # no validation threshold: NaN, never 0
+    primary = comp.effects[comp.effects["primary"]].iloc[0]
+    assert primary["n_pairs"] == 3 and primary["p"] == pytest.approx(0.25)  # 3 positive pairs: 2/2^3
+    assert primary["mde"] == math.inf and "no result could reach" in comp.conclusions

@@ -163,3 +163,82 @@ def test_fetch_failure_is_clear(tmp_path):
 def test_fetch_command_line(tmp_path, capsys):
     assert dataset.main(["fetch", "--dest", str(tmp_path / "c"), "--repo-url", (tmp_path / "none.git").as_uri()]) == 1
     assert "error" in capsys.readouterr().err
+
+
+def test_an_output_folder_stands_on_its_own(tiny_root, tiny_params, tmp_path, cache):
+    """frames.csv names frames inside the output folder: moved away from the decode cache, it still reads."""
+    import shutil
+
+    import numpy as np
+
+    from lus_utils.images import load_image
+
+    built = build(tiny_root, tmp_path / "out", tiny_params, cache)
+    assert all(p.startswith("frames/") and ".." not in Path(p).parts for p in built["path"])
+    before = [load_image(p, 16) for p in built["abspath"][:5]]
+    shutil.move(tmp_path / "out", tmp_path / "elsewhere")
+    shutil.rmtree(cache)
+    moved = dataset.read_frames(tmp_path / "elsewhere" / "data" / "frames.csv")
+    assert moved["path"].tolist() == built["path"].tolist()
+    assert all(Path(p).is_file() and str(tmp_path / "elsewhere") in p for p in moved["abspath"])
+    assert all(np.array_equal(a, load_image(p, 16)) for a, p in zip(before, moved["abspath"][:5]))
+
+
+def test_rebuilt_frames_folder_holds_only_what_frames_csv_names(tiny_root, tmp_path, cache):
+    build(tiny_root, tmp_path / "out", DataParams(n_workers=1), cache)
+    fewer = build(tiny_root, tmp_path / "out", DataParams(n_workers=1, max_frames_per_video=1), cache)
+    on_disk = {p.relative_to(tmp_path / "out" / "data").as_posix()
+               for p in (tmp_path / "out" / "data" / "frames").rglob("*") if p.is_file()}
+    assert on_disk == set(fewer["path"])
+
+
+def test_renamed_metadata_column_is_named_with_the_fix(tiny_root, tiny_params, tmp_path, cache):
+    meta = tiny_root / "dataset_metadata.csv"
+    meta.write_text(meta.read_text().replace("Patient ID / Name", "Patient ID", 1).replace(",License", ",Licence", 1))
+    with pytest.raises(dataset.DataRootError) as err:
+        build(tiny_root, tmp_path / "out", tiny_params, cache)
+    message = str(err.value)
+    assert "['Patient ID / Name', 'License']" in message and str(meta) in message
+    assert "'Patient ID / Name' looks renamed to 'Patient ID'" in message and "restore those column names" in message
+
+
+def test_data_root_without_the_minority_class_is_refused(tiny_root, tiny_params, tmp_path, cache):
+    for path in list(tiny_root.rglob("Vir_*")):
+        path.unlink()
+    with pytest.raises(dataset.DataRootError, match="no usable frame of the minority class 'viral'.*Vir\\*"):
+        build(tiny_root, tmp_path / "out", tiny_params, cache)
+    without = DataParams(n_workers=1, classes=["covid", "pneumonia", "regular"])
+    assert "viral" not in set(build(tiny_root, tmp_path / "out", without, cache)["label"])  # not asked for: fine
+
+
+def test_two_studies_decoding_the_same_file_decode_it_once(tiny_root, tiny_params, tmp_path, monkeypatch):
+    """The decode cache is shared by output folders: a second decoder of the same file waits for the first."""
+    import threading
+
+    source = next(s for s in dataset.discover(tiny_root, tiny_params)[0] if s.kind == "video")
+    decode = dataset._decode_video
+    calls, seen = [], {}
+
+    def decode_while_another_tries(path, out, params):
+        calls.append(path)
+        if len(calls) == 1:
+            other = threading.Thread(target=lambda: seen.update(result=dataset.extract_one(source, tiny_params, cache)))
+            other.start()
+            other.join(2.0)
+            seen["waited"] = other.is_alive()  # it cannot finish while this decoder holds the lock
+            seen["thread"] = other
+        return decode(path, out, params)
+
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(dataset, "_decode_video", decode_while_another_tries)
+    first = dataset.extract_one(source, tiny_params, cache)
+    seen["thread"].join()
+    assert seen["waited"] and len(calls) == 1
+    assert seen["result"]["cached"] and seen["result"]["frames"] == first["frames"] and not first["cached"]
+
+
+def test_python_dash_m_lus_utils_data_runs_the_fetch_command():
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "lus_utils.data", "fetch", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "--repo-url" in proc.stdout

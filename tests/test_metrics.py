@@ -147,3 +147,92 @@ def test_unknown_label_is_refused() -> None:
     table = predictions_frame().assign(label="mystery")
     with pytest.raises(ValueError, match="mystery"):
         M.evaluate_table(table, CLASSES)
+
+
+# --- the study's endpoints on pooled out-of-fold predictions -----------------------------------------------
+@pytest.mark.parametrize("seed", [0, 3])
+def test_fast_auroc_and_ap_match_sklearn_with_ties(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    positive = rng.random(200) < 0.2
+    score = np.round(rng.random(200) + 0.3 * positive, 1)  # rounded: many ties
+    assert M.binary_auroc(positive, score) == pytest.approx(roc_auc_score(positive, score), abs=TOL)
+    assert M.average_precision(positive, score) == pytest.approx(average_precision_score(positive, score), abs=TOL)
+
+
+def test_auroc_and_ap_by_hand() -> None:
+    # scores 0.9 (pos), 0.8 (neg), 0.8 (pos), 0.1 (neg): pairs pos>neg: (0.9>0.8, 0.9>0.1, 0.8=0.8 half, 0.8>0.1)
+    positive, score = np.array([1, 0, 1, 0], bool), np.array([0.9, 0.8, 0.8, 0.1])
+    assert M.binary_auroc(positive, score) == pytest.approx(3.5 / 4)
+    # thresholds 0.9: P=1, R=1/2; 0.8: P=2/3, R=1 -> AP = 0.5*1 + 0.5*2/3
+    assert M.average_precision(positive, score) == pytest.approx(0.5 + 1 / 3)
+    assert math.isnan(M.binary_auroc(np.ones(3, bool), np.arange(3.0)))
+
+
+def test_threshold_at_specificity_by_hand() -> None:
+    negatives = [0.1, 0.2, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9] * 2  # 20 negatives
+    t = M.threshold_at_specificity(negatives, 0.95)  # k = 19 -> just above the 19th smallest (0.9)
+    assert t > 0.9 and t == pytest.approx(0.9)
+    assert np.mean(np.asarray(negatives) < t) >= 0.95
+    t80 = M.threshold_at_specificity(negatives, 0.8)  # k = 16 -> just above 0.7 (the 16th smallest)
+    assert 0.7 < t80 < 0.7 + 1e-12 and np.mean(np.asarray(negatives) < t80) == pytest.approx(0.8)
+    assert M.threshold_at_specificity(negatives, 0.0) == 0.1
+    with pytest.raises(ValueError, match="validation negative"):
+        M.threshold_at_specificity([], 0.95)
+
+
+def pooled_table(seed: int = 0) -> pd.DataFrame:
+    """Out-of-fold predictions shaped as CONTRACT.md says: 4 viral patients, 8 others, 2 folds."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for patient in range(12):
+        label = "viral" if patient < 4 else CLASSES[patient % 3]
+        for video in range(2):
+            for frame in range(5):
+                logits = rng.normal(size=4) + 1.5 * np.eye(4)[CLASSES.index(label)]
+                prob = np.exp(logits) / np.exp(logits).sum()
+                rows.append({"path": f"p{patient}/v{video}/{frame}.png", "video_id": f"p{patient}v{video}",
+                             "patient_id": f"p{patient}", "label": label,
+                             "probe": "linear" if label == "viral" else "convex",
+                             "fold": patient % 2, "repeat": 0, "seed": 0, "pred": CLASSES[int(prob.argmax())],
+                             **{f"prob_{c}": prob[i] for i, c in enumerate(CLASSES)},
+                             "threshold": 0.4 if patient % 2 else 0.3})
+    return pd.DataFrame(rows)
+
+
+def test_pooled_endpoints_match_sklearn_and_hand() -> None:
+    table = pooled_table()
+    got = M.evaluate(table, CLASSES, minority="viral", fixed_specificity=0.95)
+    y, pred = table["label"], table["pred"]
+    positive, score = (y == "viral").to_numpy(), table["prob_viral"].to_numpy()
+    assert got["minority_auroc"] == pytest.approx(roc_auc_score(positive, score), abs=TOL)
+    assert got["minority_ap"] == pytest.approx(average_precision_score(positive, score), abs=TOL)
+    assert got["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, pred), abs=TOL)
+    assert got["accuracy"] == pytest.approx(accuracy_score(y, pred), abs=TOL)
+    for key, average in (("weighted_precision", precision_score), ("weighted_recall", recall_score),
+                         ("weighted_f1", f1_score)):
+        assert got[key] == pytest.approx(average(y, pred, average="weighted", zero_division=0), abs=TOL)
+    assert got["minority_recall"] == pytest.approx(recall_score(positive, (pred == "viral").to_numpy()), abs=TOL)
+    hand = np.mean(score[positive] >= table["threshold"].to_numpy()[positive])  # each row's own fold threshold
+    assert got["minority_sens_at_spec"] == pytest.approx(hand)
+    assert got["n_minority_patients"] == 4 and got["n_other_patients"] == 8
+    videos = M.video_level(table, CLASSES)
+    assert got["video_balanced_accuracy"] == pytest.approx(balanced_accuracy_score(videos["label"], videos["pred"]))
+
+
+def test_holdout_call_without_threshold_still_works() -> None:
+    table = pooled_table().drop(columns=["threshold"])
+    got = M.evaluate(table, CLASSES, n_boot=0, seed=0)  # today's call in training.run_classifier
+    assert got["minority_class"] == "viral" and math.isnan(got["minority_sens_at_spec"])
+    assert "per_class" in got and "video" in got
+
+
+def test_stratified_bootstrap_keeps_minority_count_and_bounds() -> None:
+    patients = list("abcdefgh")
+    minority = [True, True, True, False, False, False, False, False]
+    draws = M.stratified_patient_draws(patients, minority, 300, seed=1)
+    assert ((draws[:, :3] < 3).all() and (draws[:, 3:] >= 3).all())  # each stratum resampled within itself
+    assert (draws == M.stratified_patient_draws(patients, minority, 300, seed=1)).all()
+    ci = M.evaluate(pooled_table(), CLASSES, minority="viral", n_boot=200, seed=0)["ci"]
+    for key in ("minority_auroc", "minority_ap", "minority_sens_at_spec", "balanced_accuracy"):
+        lo, hi = ci[key]
+        assert 0 <= lo <= hi <= 1, key

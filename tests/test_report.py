@@ -14,7 +14,8 @@ import nbformat
 import pytest
 
 from lus_utils.compare import comparison as C
-from lus_utils.compare import reporting
+from lus_utils.compare import figures, reporting
+from test_comparison import predictions
 from lus_utils.params import CompareParams
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -23,14 +24,14 @@ BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 TINY_PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
 
 
-def fake_run(out: Path, run_id: str, seed: int, strategy: str, score: float) -> None:
+def fake_run(out: Path, run_id: str, seed: int, strategy: str, boost: float) -> None:
+    """A cv run as CONTRACT.md writes it: metrics.json and pooled predictions.csv."""
     folder = out / "runs" / run_id
     folder.mkdir(parents=True)
-    viral = {"precision": score, "recall": score, "f1": score, "specificity": 0.9, "auroc": None, "ap": score}
     (folder / "metrics.json").write_text(json.dumps({
-        "run_id": run_id, "condition": strategy, "accuracy": score, "balanced_accuracy": score, "macro_f1": score,
-        "weighted_f1": score, "per_class": {"viral": viral}, "video": {"accuracy": score},
-        "params": {"arch": "resnet18", "strategy": strategy, "seed": seed, "fold": -1, "synthetic_set": ""}}))
+        "run_id": run_id, "condition": strategy, "protocol": "cv", "repeat": 0, "seed": seed,
+        "params": {"arch": "resnet18", "strategy": strategy, "seed": seed, "synthetic_set": ""}}))
+    predictions(0, seed, boost).to_csv(folder / "predictions.csv", index=False)
 
 
 def executed_notebook(out: Path, name: str, source_name: str) -> None:
@@ -49,15 +50,16 @@ def executed_notebook(out: Path, name: str, source_name: str) -> None:
 def report(tmp_path) -> Path:
     out = tmp_path / "out"
     for seed in range(3):
-        fake_run(out, f"none-{seed}", seed, "none", 0.5 + seed / 20)
-        fake_run(out, f"wl-{seed}", seed, "weighted_loss", 0.6 + seed / 20)
+        fake_run(out, f"none-{seed}", seed, "none", 0.0)
+        fake_run(out, f"wl-{seed}", seed, "weighted_loss", 0.5)
     executed_notebook(out, "01_data_exploration.ipynb", "01_data_exploration")
     executed_notebook(out, "resnet18-none-seed0.ipynb", "02_baseline")
     executed_notebook(out, "resnet18-bad.failed.ipynb", "02_baseline")
     (out / "notebooks" / ".resnet18-x.running.ipynb").write_text("{}")  # in progress: never listed
-    comp = C.compare(out, CompareParams(n_boot=200))
-    C.forest_plot(comp)
-    C.plot_example_pairs(comp)
+    comp = C.compare(out, CompareParams(n_boot=100, primary=["weighted_loss vs none: minority_ap"]))
+    figures.forest_plot(comp.effects, "viral", 0.95, comp.figures)
+    figures.patient_plot(comp.patients, "viral", comp.figures)
+    figures.example_pairs_plot(out, comp.audits, 2, comp.figures)
     return reporting.build_report(out)
 
 
@@ -86,6 +88,7 @@ def test_report_links_resolve_and_code_is_hidden(report):
     page = report.read_text()
     assert page.index("Conclusions") < page.index("Executed notebooks")  # comparison up front
     assert "weighted_loss" in page and "data:image/png;base64," in page and "FAILED (partly executed)" in page
+    assert page.index("Primary comparisons") < page.index("Per minority patient")
     rendered = (out / "notebooks_html" / "resnet18-none-seed0.html").read_text()
     assert "OUTPUT-MARKER resnet18-none-seed0.ipynb" in rendered and "CODE-MARKER')" not in rendered
     assert "cdnjs" not in rendered and not re.search(r'<script[^>]+src="https?://', rendered)

@@ -18,8 +18,18 @@ class PretrainedWeightsUnavailable(RuntimeError):
 
 
 def check_arch(arch: str, image_size: int) -> None:
+    """Refuse an architecture the study does not build, a pretrained tag timm does not know, or a ViT input
+    size that is not a multiple of its patch."""
     if arch not in ARCHS:
-        raise ValueError(f"architecture '{arch}' unknown; allowed: {list(ARCHS)}")
+        raise ValueError(f"architecture '{arch}' unknown; allowed: {list(ARCHS)}{ARCHS.hint}")
+    base, _, tag = arch.partition(".")
+    if tag:
+        import timm
+
+        tagged = timm.list_pretrained(f"{base}.*")
+        if arch not in tagged:
+            raise ValueError(f"timm has no pretrained tag '{tag}' for {base}; its tags: "
+                             f"{[name.partition('.')[2] for name in tagged]}")
     if arch.startswith("vit_"):
         patch = int(arch.split("patch")[1].split("_")[0])
         if image_size % patch:

@@ -44,7 +44,7 @@ from lus_utils.images import load_image
 from lus_utils.params import (CLASSES, ClassifierRunParams, DataParams, ParamError, STRATEGIES, TrainParams, as_dict,
                      build)
 from lus_utils.paths import OutLayout, cache_dir, resolve_out_dir
-from lus_utils.provenance import (atomic_dir, atomic_path, code_version, read_json, sha256_file, sha256_text, stable_hash,
+from lus_utils.provenance import (atomic_dir, atomic_path, code_version, environment, read_json, sha256_file, sha256_text, stable_hash,
                          write_csv_atomic, write_json_atomic)
 from lus_utils.reproducibility import resolve_device, seed_everything
 
@@ -496,6 +496,7 @@ def run_classifier(frames: pd.DataFrame, run_params: Any, train_params: Any, out
                          **result.extra},
             "params": {"run": as_dict(run), "train": as_dict(train)},
             "code_version": code_version(),
+            "environment": environment(),
             "data_fingerprint": data_fingerprint(frames),
             "timing": {"train_seconds": result.seconds, "total_seconds": time.perf_counter() - started},
         }

@@ -119,20 +119,28 @@ def comparison_section(out_dir: Path) -> str:
         record = read_json(folder / "provenance.json")
         params = record.get("params", {})
         parts.append(f"<p class='muted'>Computed {html.escape(str(record.get('created', '')))} from "
-                     f"{record.get('n_runs', '?')} runs; CI level {params.get('ci_level')}, interval "
-                     f"{html.escape(str(params.get('ci_method')))}, test {html.escape(str(params.get('paired_test')))}, "
-                     f"correction {html.escape(str(params.get('multiple_comparisons')))}; code "
+                     f"{record.get('n_runs', '?')} runs; intervals {params.get('ci_level')} from "
+                     f"{params.get('n_boot')} class-stratified patient-bootstrap resamples "
+                     f"({record.get('n_minority_patients', '?')} minority patients); exact Wilcoxon signed-rank "
+                     f"test with Holm over the declared primary comparisons "
+                     f"{html.escape(json.dumps(params.get('primary', [])))}; code "
                      f"{html.escape(json.dumps(record.get('code_version', {})))}.</p>")
     except (OSError, ValueError):
         pass
     links = [p for p in ("results.csv",) if (layout.root / p).is_file()]
     links += [f"comparison/{p.name}" for p in sorted(folder.glob("*.csv"))]
     parts.append("<p>Data: " + " · ".join(f'<a href="{html.escape(p)}">{html.escape(p)}</a>' for p in links) + "</p>")
-    parts += ["<h2 id='tables'>Results per architecture</h2>", _fragment(folder / "tables.html")]
-    parts.append("<h2 id='effects'>Effects against the matching baseline runs</h2>")
+    parts.append("<h2 id='effects'>Effects against the matching baseline runs (primary first)</h2>")
     if (figures / "forest.png").is_file():
         parts.append(_png(figures / "forest.png", "forest plot of paired differences"))
     parts.append(_fragment(folder / "effects.html"))
+    parts += ["<h2 id='references'>Reference points: baseline, metadata reference, oversampling control</h2>",
+              _fragment(folder / "references.html")]
+    parts.append("<h2 id='patients'>Per minority patient</h2>")
+    if (figures / "patients.png").is_file():
+        parts.append(_png(figures / "patients.png", "each minority patient under every condition"))
+    parts.append(_fragment(folder / "patients.html"))
+    parts += ["<h2 id='tables'>Results per architecture</h2>", _fragment(folder / "tables.html")]
     parts += ["<h2 id='synthetic'>Synthetic sets: audit beside each condition</h2>", _fragment(folder / "synthetic.html")]
     if (figures / "example_pairs.png").is_file():
         parts.append(_png(figures / "example_pairs.png", "synthetic images beside their nearest training frames"))
@@ -157,13 +165,11 @@ def notebooks_section(entries: list[dict[str, Any]]) -> str:
 
 
 def unfinished_section(out_dir: Path) -> str:
-    """The runs the runner's last summary (logs/runner_summary.json) lists as failed, blocked or not started."""
-    try:
-        runs = read_json(Path(out_dir) / "logs" / "runner_summary.json").get("runs", [])
-    except (OSError, ValueError, AttributeError):
-        return ""
-    rows = [f"<li><code>{html.escape(r['run_id'])}</code>: {html.escape(r['status'])}. {html.escape(r.get('message', ''))}</li>"
-            for r in runs if r.get("status") in ("failed", "blocked", "interrupted")]
+    """The runs the runner's last summary (logs/runner_summary.json) lists as failed, blocked or interrupted."""
+    from lus_utils.compare.runs import missing_runs
+
+    rows = [f"<li><code>{html.escape(r['run_id'])}</code>: {html.escape(r['status'])}. {html.escape(r['message'])}</li>"
+            for _, r in missing_runs(out_dir).iterrows()]
     if not rows:
         return ""
     return ("<h2 id='unfinished'>Runs that did not finish</h2><p class='failed'>The comparison above uses only "
@@ -180,8 +186,9 @@ def build_report(out_dir: Path, title: str = "Synthetic data for a tiny minority
 <body>
 <h1>{html.escape(title)}</h1>
 <p class="muted">Output folder <code>{html.escape(layout.root.name)}</code>; {len(entries)} executed notebook(s).</p>
-<nav><a href="#comparison">Conclusions</a><a href="#tables">Tables</a><a href="#effects">Effects</a>
-<a href="#synthetic">Synthetic sets</a><a href="#notebooks">Notebooks</a></nav>
+<nav><a href="#comparison">Conclusions</a><a href="#effects">Effects</a><a href="#references">Reference points</a>
+<a href="#patients">Patients</a><a href="#tables">Tables</a><a href="#synthetic">Synthetic sets</a>
+<a href="#notebooks">Notebooks</a></nav>
 {comparison_section(layout.root)}
 {unfinished_section(layout.root)}
 {notebooks_section(entries)}

@@ -5,11 +5,12 @@ Frame extraction follows the POCOVID protocol (Born et al. 2021): from each vide
 Decoded frames are cached by the content of their source file and the two extraction numbers, so a
 second run with the same inputs decodes nothing.
 
-Run `python -m lus_utils.data.dataset fetch` to download the dataset (a sparse, partial git clone).
+Run `python -m lus_utils.data fetch` to download the dataset (a sparse, partial git clone).
 """
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import os
 import shutil
@@ -25,9 +26,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from lus_utils.data import splits
-from lus_utils.params import DataParams
+from lus_utils.params import MINORITY_CLASS, DataParams
 from lus_utils.paths import DATA_ROOT_ENV, DEFAULT_DATA_CLONE, DEFAULT_DATA_ROOT, OutLayout, cache_dir
-from lus_utils.provenance import (atomic_dir, fingerprint_files, provenance, read_json, sha256_file, stable_hash,
+from lus_utils.provenance import (atomic_dir, file_lock, fingerprint_files, provenance, read_json, sha256_file,
+                                  stable_hash,
                          write_csv_atomic, write_json_atomic)
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,7 @@ class DataRootError(FileNotFoundError):
 
 
 def how_to_get_data() -> str:
-    return (f"Get the data with `python -m lus_utils.data.dataset fetch` (sparse clone into {DEFAULT_DATA_CLONE}), "
+    return (f"Get the data with `python -m lus_utils.data fetch` (sparse clone into {DEFAULT_DATA_CLONE}), "
             f"or point to a copy of the dataset's data/ folder with --data-root PATH or {DATA_ROOT_ENV}=PATH.")
 
 
@@ -182,10 +184,15 @@ def discover(root: Path, params: DataParams) -> tuple[list[SourceFile], list[dic
 
 def read_metadata(root: Path) -> pd.DataFrame:
     """dataset_metadata.csv indexed by file name without extension, with the columns we use renamed."""
-    meta = pd.read_csv(root / "dataset_metadata.csv", dtype=str, encoding_errors="replace")
+    path = root / "dataset_metadata.csv"
+    meta = pd.read_csv(path, dtype=str, encoding_errors="replace")
     missing = [c for c in ["Filename", *METADATA_COLUMNS] if c not in meta.columns]
     if missing:
-        raise ValueError(f"{root / 'dataset_metadata.csv'} lacks columns {missing}")
+        renamed = {c: difflib.get_close_matches(c, [str(m) for m in meta.columns], n=1, cutoff=0.6) for c in missing}
+        hints = "; ".join(f"'{c}' looks renamed to '{m[0]}'" for c, m in renamed.items() if m)
+        raise DataRootError(f"{path} lacks the column(s) {missing}{' (' + hints + ')' if hints else ''}: the study "
+                            f"reads {['Filename', *METADATA_COLUMNS]} from it. Use the dataset's own "
+                            f"dataset_metadata.csv (python -m lus_utils.data fetch) or restore those column names.")
     meta = meta[["Filename", *METADATA_COLUMNS]].rename(columns=METADATA_COLUMNS)
     meta["Filename"] = meta["Filename"].str.strip()
     meta = meta.dropna(subset=["Filename"]).drop_duplicates("Filename").set_index("Filename")
@@ -256,11 +263,15 @@ def extract_one(source: SourceFile, params: DataParams, cache_root: Path) -> dic
     index_file = folder / "index.json"
     if index_file.is_file():
         return {**read_json(index_file), "folder": str(folder), "cached": True}
-    with atomic_dir(folder) as tmp:
-        result = (_decode_video(source.path, tmp, params) if source.kind == "video"
-                  else _copy_image(source.path, tmp))
-        # Failures are cached too: a file that did not decode is not decoded again.
-        write_json_atomic(tmp / "index.json", result)
+    # Two studies may decode the same file at once: one decodes, the other waits and reads its frames.
+    with file_lock(folder.with_name(f".{folder.name}.lock")):
+        if index_file.is_file():
+            return {**read_json(index_file), "folder": str(folder), "cached": True}
+        with atomic_dir(folder) as tmp:
+            result = (_decode_video(source.path, tmp, params) if source.kind == "video"
+                      else _copy_image(source.path, tmp))
+            # Failures are cached too: a file that did not decode is not decoded again.
+            write_json_atomic(tmp / "index.json", result)
     return {**result, "folder": str(folder), "cached": False}
 
 
@@ -275,6 +286,19 @@ def extract_all(sources: list[SourceFile], params: DataParams, cache_root: Path)
     with ProcessPoolExecutor(max_workers=params.n_workers) as pool:
         return list(tqdm(pool.map(_extract_star, jobs, chunksize=1), total=len(jobs), desc="frames",
                          unit="file"))
+
+
+def check_minority_present(root: Path, rows: list[dict], skipped: list[dict], params: DataParams) -> None:
+    """The study is about the minority class: a data root without one usable frame of it is an error."""
+    if MINORITY_CLASS not in params.classes or any(r["label"] == MINORITY_CLASS for r in rows):
+        return
+    prefix = next(k for k, v in LABEL_PREFIXES.items() if v == MINORITY_CLASS)
+    unusable = [s for s in skipped if label_from_name(Path(s["file"]).name) == MINORITY_CLASS]
+    raise DataRootError(
+        f"data root {root} has no usable frame of the minority class '{MINORITY_CLASS}' (files named "
+        f"{prefix.capitalize()}* under pocus_videos/ or pocus_images/ with probe {params.probe})"
+        + (f"; skipped: {unusable[:5]}" if unusable else "") + ". Point --data-root at the full dataset, or "
+        f"keep the probe that has them (data.probe); without it the study has nothing to compare.")
 
 
 def build_frames(data_root: str | Path | None, out_dir: Path, params: DataParams,
@@ -295,9 +319,8 @@ def build_frames(data_root: str | Path | None, out_dir: Path, params: DataParams
         info = meta.loc[source.video_id].to_dict() if source.video_id in meta.index else {}
         patient = str(info.get("patient_id", "")).strip()
         for frame in result["frames"]:
-            absolute = Path(result["folder"]) / frame["file"]
             rows.append({
-                "path": os.path.relpath(absolute, layout.data),
+                "path": frame_path(Path(result["folder"]).name, frame["file"]),
                 "video_id": source.video_id,
                 # A file without a patient id is its own patient: its frames still never straddle splits.
                 "patient_id": f"p{patient}" if patient else f"v:{source.video_id}",
@@ -308,6 +331,7 @@ def build_frames(data_root: str | Path | None, out_dir: Path, params: DataParams
             })
     if not rows:
         raise ValueError(f"no frames could be extracted from {root}; see the skipped files: {skipped}")
+    check_minority_present(root, rows, skipped, params)
     frames = pd.DataFrame(rows)
     vanished = [c for c in params.classes if c not in set(frames["label"])]
     if vanished:
@@ -322,14 +346,38 @@ def build_frames(data_root: str | Path | None, out_dir: Path, params: DataParams
     report = {"data_root": str(root), "n_sources": len(sources), "n_frames": len(frames),
               "n_cached": int(sum(bool(r.get("cached")) for r in results)), "skipped": skipped,
               "excluded": excluded, "split_summary": splits.summary(frames, "split").to_dict(orient="records")}
+    link_frames(results, layout)
     write_csv_atomic(layout.frames_csv, frames)
     write_json_atomic(layout.data_report, report)
     write_json_atomic(layout.data_provenance, record)
     return read_frames(layout.frames_csv)
 
 
+def frame_path(cache_key: str, file: str) -> str:
+    """A frame's frames.csv `path`: relative to the csv's folder, inside the output folder, and stable (named
+    by the decode cache key: the source file's content and the extraction numbers)."""
+    return f"{OutLayout.FRAMES}/{cache_key}/{file}"
+
+
+def link_frames(results: list[dict], layout: OutLayout) -> Path:
+    """Put the decoded frames under <out>/data/frames/ (hard links into the cache, copies across filesystems),
+    so an output folder that is moved, copied or archived still holds every frame its frames.csv names."""
+    with atomic_dir(layout.frames) as tmp:
+        for result in results:
+            if "error" in result:
+                continue
+            folder = Path(result["folder"])
+            (tmp / folder.name).mkdir()
+            for frame in result["frames"]:
+                try:
+                    os.link(folder / frame["file"], tmp / folder.name / frame["file"])
+                except OSError:
+                    shutil.copyfile(folder / frame["file"], tmp / folder.name / frame["file"])
+    return layout.frames
+
+
 def read_frames(frames_csv: str | Path) -> pd.DataFrame:
-    """frames.csv with an `abspath` column resolved against the csv's folder."""
+    """frames.csv with an `abspath` column: each `path` resolved against the csv's folder (the one rule)."""
     frames_csv = Path(frames_csv)
     if not frames_csv.is_file():
         raise FileNotFoundError(f"{frames_csv} does not exist: run notebook 01 first "
@@ -340,7 +388,7 @@ def read_frames(frames_csv: str | Path) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lus_utils.data.dataset", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lus_utils.data", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     fetch_cmd = sub.add_parser("fetch", help="sparse-clone the dataset's data/ folder")
     fetch_cmd.add_argument("--dest", type=Path, default=DEFAULT_DATA_CLONE, help="clone folder")

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from lus_utils.data import splits
 from lus_utils.generate import synthetic
 from lus_utils.data.splits import TooFewFramesError
-from lus_utils.images import load_image
+from lus_utils.images import load_image, resize
 from lus_utils.params import MINORITY_CLASS, AuditParams, DDPMParams
 from lus_utils.paths import OutLayout
 from lus_utils.provenance import (atomic_dir, atomic_path, fingerprint_files, provenance, read_json, stable_hash,
@@ -51,9 +51,9 @@ NUM_TRAIN_TIMESTEPS = 1000
 GRID_IMAGES = 8  # images in each sample grid saved during training
 GRID_SAMPLER = ("dpmsolver", 20)  # grids use the fast sampler: they are a progress view, not the output
 KEEP_CHECKPOINTS = 2  # older checkpoints are deleted while training; all are deleted once the pipeline is saved
-# Optimiser settings of diffusers' train_unconditional example, which the seed study followed.
-ADAM_BETAS = (0.95, 0.999)
-ADAM_WEIGHT_DECAY = 1e-6
+# The seed study's optimiser: torch's AdamW defaults (textual_inversion/basic_training_script.py there).
+ADAM_BETAS = (0.9, 0.999)
+ADAM_WEIGHT_DECAY = 0.01
 MAX_GRAD_NORM = 1.0
 EMA_POWER = 0.75  # EMA warm-up: decay = min(ema_decay, 1 - (1 + step) ** -EMA_POWER)
 # Keys of the per-step random streams (so that streams never coincide).
@@ -466,15 +466,6 @@ def sample_images(pipeline, sampler: str, steps: int, n: int, batch_size: int, s
 
 
 # --- gate and synthetic set --------------------------------------------------------------------------------
-def resize(image: np.ndarray, size: int) -> np.ndarray:
-    import cv2
-
-    if image.shape[0] == size and image.shape[1] == size:
-        return image
-    interpolation = cv2.INTER_AREA if size < image.shape[0] else cv2.INTER_CUBIC
-    return cv2.resize(image, (size, size), interpolation=interpolation)
-
-
 def write_synthetic_set(set_dir: Path, images: np.ndarray, seeds: list[int], p: DDPMParams, audit: AuditParams,
                         selected: pd.DataFrame, split_column: str, gen_dir: Path,
                         sampling_seconds: float) -> tuple[pd.DataFrame, dict[str, Any]]:

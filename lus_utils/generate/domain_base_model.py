@@ -17,21 +17,20 @@ Trained models are cached by their inputs (settings, training frame paths, this 
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from lus_utils.generate import tiny_sd
-from lus_utils.images import load_image
+from lus_utils.images import load_images
 from lus_utils.params import MINORITY_CLASS
 from lus_utils.paths import OutLayout
-from lus_utils.provenance import atomic_dir, provenance, read_json, stable_hash, write_csv_atomic, write_json_atomic
+from lus_utils.provenance import (atomic_dir, fingerprint_files, provenance, stable_hash, write_csv_atomic,
+                                  write_json_atomic)
 from lus_utils.reproducibility import seed_everything
 
 LABEL_PHRASES = {"covid": "covid-19 pneumonia", "pneumonia": "bacterial pneumonia", "regular": "a healthy lung",
@@ -44,10 +43,7 @@ VAE_KL_WEIGHT = 1e-6  # small KL term: a near-deterministic autoencoder whose la
 
 def _code_version() -> str:
     """Hash of the code that decides what the model is (this file and the pipeline builder)."""
-    digest = hashlib.sha256()
-    for path in (Path(__file__), Path(tiny_sd.__file__)):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    return fingerprint_files([Path(__file__), Path(tiny_sd.__file__)])
 
 
 def caption(row: Any) -> str:
@@ -95,8 +91,7 @@ def architecture(width: int, resolution: int) -> dict[str, Any]:
 
 def load_frames_tensor(paths: list[str], resolution: int) -> torch.Tensor:
     """Frames as an (N, 3, r, r) float tensor in [-1, 1], the range Stable Diffusion's VAE expects."""
-    images = np.stack([load_image(p, size=resolution) for p in tqdm(paths, desc="load frames", unit="frame")])
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return torch.from_numpy(load_images(paths, resolution)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 def _batches(n: int, batch_size: int, steps: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -243,11 +238,3 @@ def load_or_train(frames: pd.DataFrame, split_column: str, params: Any, out_dir:
             architecture=architecture(knobs["width"], knobs["resolution"]),
             frames_per_class=info["frames_per_class"], excluded_class=MINORITY_CLASS))
     return pipe, {**info, "cached": False}
-
-
-def read_losses(folder: Path) -> pd.DataFrame:
-    return pd.read_csv(Path(folder) / "losses.csv")
-
-
-def read_provenance(folder: Path) -> dict[str, Any]:
-    return read_json(Path(folder) / "provenance.json")

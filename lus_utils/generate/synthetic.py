@@ -183,7 +183,11 @@ def load_for_training(set_dir: Path, classes: list[str], train_paths: Iterable[s
         raise SyntheticSetError(f"{set_dir}: {len(foreign)} rows have labels outside {classes}: "
                                 f"{foreign[['path', 'label']].head(5).to_dict(orient='records')}")
     record = read_provenance(set_dir)
-    seen = set(record.get("training_frames", []))
+    if not isinstance(record.get("training_frames"), list) or not record["training_frames"]:
+        raise SyntheticSetError(f"{set_dir / 'provenance.json'} lists no training_frames: which real frames its "
+                                "generator saw is unknown, so leakage into this run's validation or test part cannot be "
+                                "ruled out; regenerate the set with notebook 04 or 05, which record them")
+    seen = set(record["training_frames"])
     outside = sorted(seen - set(train_paths))
     if outside and not record.get("leakage_ablation", False):
         raise SyntheticSetError(f"{set_dir}: its generator saw {len(outside)} frames that are not in this run's "

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from lus_utils.generate import synthetic
-from lus_utils.images import load_image
+from lus_utils.images import load_image, load_images
 from lus_utils.params import MINORITY_CLASS, AuditParams
 from lus_utils.provenance import code_version, write_csv_atomic, write_json_atomic
 
@@ -41,16 +41,12 @@ DINOV2_MODEL = "facebook/dinov2-small"
 # --- loading -------------------------------------------------------------------------------------------------
 def load_grey(paths: list[str], size: int) -> np.ndarray:
     """Grey uint8 images (N, size, size)."""
-    if not len(paths):
-        return np.zeros((0, size, size), dtype=np.uint8)
-    return np.stack([load_image(p, size=size, grayscale=True) for p in paths])
+    return load_images(paths, size, grayscale=True)
 
 
 def load_rgb_nchw(paths: list[str], size: int) -> np.ndarray:
     """uint8 RGB images (N, 3, size, size): what the classifiers read."""
-    if not len(paths):
-        return np.zeros((0, 3, size, size), dtype=np.uint8)
-    return np.stack([load_image(p, size=size) for p in paths]).transpose(0, 3, 1, 2).copy()
+    return load_images(paths, size).transpose(0, 3, 1, 2).copy()
 
 
 # --- similarity ----------------------------------------------------------------------------------------------

@@ -38,10 +38,10 @@ from tqdm.auto import tqdm
 from lus_utils.generate import domain_base_model, synthetic, tiny_sd
 from lus_utils.data import splits
 from lus_utils.data.splits import TooFewFramesError  # noqa: F401 - raised here and by splits; tests catch it from this module
-from lus_utils.images import load_image, to_grey
+from lus_utils.images import load_image, load_images, resize, to_grey
 from lus_utils.params import MINORITY_CLASS, AuditParams, TextualInversionParams
 from lus_utils.paths import OutLayout
-from lus_utils.provenance import atomic_dir, provenance, read_json, sha256_file, write_csv_atomic, write_json_atomic
+from lus_utils.provenance import atomic_dir, provenance, sha256_file, write_csv_atomic, write_json_atomic
 from lus_utils.reproducibility import resolve_device, seed_everything
 
 # Prompt templates of diffusers' textual_inversion example (from the original paper's code).
@@ -119,12 +119,6 @@ def select_training_frames(frames: pd.DataFrame, split_column: str, mode: str, s
     rng = np.random.default_rng([seed, 4])
     picks = splits.spread_over_videos(pool, needed, rng)
     return frames.loc[picks]
-
-
-def load_pixels(paths: list[str], resolution: int) -> torch.Tensor:
-    """Frames as (N, 3, r, r) in [-1, 1] (Stable Diffusion's VAE input), squashed to a square."""
-    images = np.stack([load_image(p, size=resolution) for p in paths])
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 # --- base model ----------------------------------------------------------------------------------------------
@@ -295,7 +289,7 @@ def freeze_all_but_token(pipe: Any, params: TextualInversionParams) -> tuple[lis
 
 def encode_frames(pipe: Any, paths: list[str], size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Latent mean and std of each frame and its mirror image (the VAE is frozen: encoded once, sampled each step)."""
-    pixels = load_pixels(paths, size).to(device, dtype=pipe.vae.dtype)
+    pixels = domain_base_model.load_frames_tensor(paths, size).to(device, dtype=pipe.vae.dtype)
     with torch.no_grad():
         both = torch.cat([pixels, pixels.flip(-1)])
         dists = [pipe.vae.encode(both[i:i + 8]).latent_dist for i in range(0, len(both), 8)]
@@ -401,17 +395,8 @@ def _to_uint8(images: np.ndarray, output_size: int) -> list[np.ndarray]:
     Ultrasound frames are grey: the RGB output is turned to luma like any coloured frame would be, so
     colour noise of a small model's three channels never reaches the classifier or the gate.
     """
-    import cv2
-
-    out = []
-    for image in images:
-        array = to_grey(np.clip(np.rint(image * 255), 0, 255).astype(np.uint8))
-        if array.shape[0] != output_size:
-            shrink = output_size < array.shape[0]
-            array = cv2.resize(array, (output_size, output_size),
-                               interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
-        out.append(array)
-    return out
+    return [resize(to_grey(np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)), output_size)
+            for image in images]
 
 
 def _generators(seed: int, indices: range) -> list[torch.Generator]:
@@ -446,7 +431,7 @@ def img2img(pipe: Any, prompt: str, sources: pd.DataFrame, n: int, params: Textu
     images: list[np.ndarray] = []
     for start in range(0, n, params.sample_batch_size):
         batch = range(start, min(n, start + params.sample_batch_size))
-        init = torch.from_numpy(np.stack([load_image(paths[i], size=size) for i in batch])).permute(0, 3, 1, 2)
+        init = torch.from_numpy(load_images([paths[i] for i in batch], size)).permute(0, 3, 1, 2)
         with torch.no_grad(), _autocast(device, dtype):
             out = editor([prompt] * len(batch), image=init.float() / 255.0, strength=params.strength,
                          num_inference_steps=params.sampling_steps, guidance_scale=params.guidance_scale,

@@ -1,1 +1,2 @@
-"""The study runner: plan, cache keys, executors and the command line (run_all.py)."""
+"""The study runner (`run_all.py`): `planning` (profile to runs), `cache_keys` (when a run is done, why it runs),
+`executors` (one run with papermill; local, pool and submitit), `study` (the loop over levels), `cli`."""

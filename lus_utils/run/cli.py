@@ -1,7 +1,8 @@
 """The command line: `python run_all.py --profile smoke|quick|full|path.yaml [--data-root P] [--out DIR]
 [--only 01 02 ...] [--dry-run] [--force] [--executor local|slurm|submitit-local] [--jobs N]`.
 
-Every parameter of every run is validated before the first notebook starts (planning.plan).
+Every parameter of every run is validated, and every pretrained weight checked (preflight), before the first
+notebook starts.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from lus_utils import params as P
 from lus_utils.data.dataset import DataRootError, resolve_data_root
 from lus_utils.paths import default_out_dir
 from lus_utils.run.executors import LocalExecutor, SubmititExecutor
+from lus_utils.run import preflight
 from lus_utils.run.planning import plan
 from lus_utils.run.study import describe_dry_run, execute_study, refresh_report, study_lock
 
@@ -50,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"profile {profile.name} ({profile.path}): {profile.description}")
     print(f"data root {data_root.resolve()}; outputs {out_dir}; {len(runs)} run(s); executor {args.executor}")
+    missing = preflight.check(profile, args.only)
+    if missing:
+        print(f"{'warning' if args.dry_run else 'error'}: {preflight.message(profile, missing)}", file=sys.stderr)
+        if not args.dry_run:
+            return 2
     if args.dry_run:
         print(describe_dry_run(execute_study(runs, out_dir, force=args.force, dry_run=True, progress=False)))
         return 0

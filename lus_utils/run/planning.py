@@ -198,8 +198,22 @@ def plan(profile: P.Profile, out_dir: Path, data_root: Path, only: list[str] | N
     ids = [r.run_id for r in runs]
     if len(ids) != len(set(ids)):
         raise P.ParamError("two planned runs share a run_id; the planners must name runs uniquely")
+    check_sets_for_grid(profile, runs)
     validate_runs(runs, profile)
     return runs
+
+
+def check_sets_for_grid(profile: P.Profile, runs: list[Run]) -> None:
+    """Each grid fold asks for synthetic-set runs once generators are planned: one must write a set for it."""
+    made = {fold for _, fold, _ in synthetic_sets(runs)}
+    if not made or not profile.grid.synthetic_strategies:
+        return
+    lacking = [f for f in profile.grid.folds if f not in made]
+    if lacking:
+        raise P.ParamError(f"{profile.path}: grid.folds {lacking} ask for synthetic-set runs (grid.synthetic_strategies "
+                           f"{profile.grid.synthetic_strategies}) but no generator writes a set for them (sets are made "
+                           f"for folds {sorted(made)}); add those folds to ddpm_runs.folds or textual_inversion_runs.folds, "
+                           "or drop them from grid.folds")
 
 
 def validate_runs(runs: list[Run], profile: P.Profile) -> None:

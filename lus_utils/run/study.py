@@ -7,10 +7,9 @@ a dry run takes no lock.
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any, Callable, Iterator
 
 from lus_utils import params as P
 from lus_utils.paths import NOTEBOOKS_DIR, OutLayout
-from lus_utils.provenance import write_json_atomic
+from lus_utils.provenance import file_lock, write_json_atomic
 from lus_utils.run.cache_keys import (KEYED_BY_OUTPUTS, STAMPS, Fingerprints, RunPaths, cache_components, cache_key,
                                       read_stamp, why_run)
 from lus_utils.run.executors import LocalExecutor, RunResult, RunSpec
@@ -98,16 +97,13 @@ class StudyResult:
 @contextmanager
 def study_lock(out_dir: Path) -> Iterator[None]:
     """One runner per output folder at a time (two would execute the same runs into the same files)."""
-    import fcntl
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / ".runner.lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(f"another runner is already working in {out_dir}; wait for it or use another --out") from None
-        handle.write(str(os.getpid()))
-        handle.flush()
+    lock = ExitStack()
+    try:
+        lock.enter_context(file_lock(out_dir / ".runner.lock", blocking=False))
+    except BlockingIOError:
+        raise RuntimeError(f"another runner is already working in {out_dir}; wait for it to finish or use "
+                           "another --out") from None
+    with lock:
         yield
 
 

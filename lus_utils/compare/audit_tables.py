@@ -1,0 +1,129 @@
+"""The synthetic sets' audit figures as tables: what each audit.json holds (memorization, realism, the
+quality gate), beside the mean metrics of each condition that trained on the set, and the closest
+synthetic-training pairs for the figure.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lus_utils.compare.runs import metric_label, num
+from lus_utils.generate import synthetic
+from lus_utils.params import CompareParams
+from lus_utils.paths import OutLayout
+from lus_utils.provenance import read_json
+
+
+# Parts of audit.json that are not figures about the set itself (raw values, parameters, real-data scale).
+AUDIT_SKIP = ("params", "code_version", "values", "thresholds", "closest_pairs", "real_reference", "intensity")
+
+
+def _numeric_items(obj: dict[str, Any], prefix: str = "", depth: int = 4) -> dict[str, float]:
+    """Numeric leaves of audit.json as dotted keys (`memorization.all_train.share_memorized`); null is NaN."""
+    out: dict[str, float] = {}
+    for key, value in obj.items():
+        if key in AUDIT_SKIP or isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float)) or value is None:
+            out[f"{prefix}{key}"] = num(value)
+        elif isinstance(value, dict) and depth > 1:
+            out.update(_numeric_items(value, f"{prefix}{key}.", depth - 1))
+    return out
+
+
+def _audit_priority(key: str) -> tuple:
+    lowered = key.lower()
+    for rank, word in enumerate(("memoriz", "fd", "kid", "fid", "reject", "kept")):
+        if word in lowered:
+            return rank, key
+    return 9, key
+
+
+def load_audits(out_dir: Path) -> pd.DataFrame:
+    """One row per synthetic set: the numeric figures its audit.json holds (dotted keys), gate counts."""
+    layout = OutLayout(Path(out_dir))
+    rows = []
+    for set_dir in sorted(p for p in layout.synthetic.glob("*") if p.is_dir() and not p.name.startswith(".")):
+        row: dict[str, Any] = {"synthetic_set": set_dir.name}
+        audit_path = set_dir / "audit.json"
+        try:
+            audit = read_json(audit_path) if audit_path.is_file() else {}
+        except (OSError, ValueError):
+            audit = {}
+        row["audited"] = bool(audit)
+        row["leakage_ablation"] = synthetic.SyntheticSet(set_dir.name, set_dir).leakage_ablation
+        realism = audit.get("realism") if isinstance(audit.get("realism"), dict) else {}
+        row["feature space"] = realism.get("feature_space", "")
+        manifest = set_dir / "manifest.csv"
+        if manifest.is_file():
+            table = pd.read_csv(manifest, keep_default_na=False)
+            row["n_images"] = len(table)
+            if "passed_gate" in table:
+                row["n_passed_gate"] = int(synthetic.passed_gate(table).sum())
+        figures = {k: v for k, v in _numeric_items(audit).items() if k not in row}
+        row.update({k: figures[k] for k in sorted(figures, key=_audit_priority)})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def memorization_columns(audits: pd.DataFrame) -> list[str]:
+    """Shares of memorized images: keys whose last part names memorization (share_memorized, memorized_share)."""
+    return [c for c in audits.columns if "memori" in c.rsplit(".", 1)[-1].lower()]
+
+
+def realism_columns(audits: pd.DataFrame) -> list[str]:
+    """Fréchet distance and KID figures, whatever the audit calls them (fd, fid, kid.<pair>.mean, ...)."""
+    def realism(column: str) -> bool:
+        last = column.rsplit(".", 1)[-1].lower()
+        counts = last in ("std", "n", "subset_size", "feature_dim") or last.startswith(("n_", "subset"))
+        return not counts and any(t.startswith(("fd", "fid", "kid")) for t in re.split(r"[^a-z0-9]+", column.lower()))
+
+    return [c for c in audits.columns if realism(c)]
+
+
+def synthetic_table(runs: pd.DataFrame, summary: pd.DataFrame, audits: pd.DataFrame,
+                    params: CompareParams) -> pd.DataFrame:
+    """Every synthetic set's audit figures beside the mean metrics of each condition that trained on it
+    (a set no classifier run used still gets its row, with the condition '(no classifier run)')."""
+    synthetic = runs[runs["has_synthetic"]][["arch", "condition", "synthetic_set"]].drop_duplicates()
+    if not summary.empty and not synthetic.empty:
+        means = summary.pivot_table(index=["arch", "condition"], columns="metric", values="mean", aggfunc="first")
+        means = means[[m for m in params.metrics if m in means.columns]]
+        means.columns = [metric_label(c, params.minority_class) for c in means.columns]
+        synthetic = synthetic.merge(means.reset_index(), on=["arch", "condition"], how="left")
+    if audits.empty:
+        return synthetic.reset_index(drop=True)
+    keep = ["synthetic_set", "leakage_ablation", "n_images", "n_passed_gate",
+            *memorization_columns(audits), "feature space", *realism_columns(audits)]
+    figures = audits[[c for c in dict.fromkeys(keep) if c in audits.columns]]
+    table = figures.merge(synthetic, on="synthetic_set", how="outer")
+    table["condition"] = table["condition"].fillna("(no classifier run)")
+    first = ["synthetic_set", "arch", "condition"]
+    return table[first + [c for c in table.columns if c not in first]].reset_index(drop=True)
+
+
+def example_pairs(out_dir: Path, synthetic_set: str, n: int) -> list[tuple[Path, Path, float]]:
+    """The n gated synthetic images closest to a training frame, with that frame: (synthetic, train, sim)."""
+    layout = OutLayout(Path(out_dir))
+    set_dir = layout.synthetic / synthetic_set
+    path = set_dir / "manifest.csv"
+    if n <= 0 or not path.is_file():
+        return []
+    table = pd.read_csv(path, keep_default_na=False)
+    if "nearest_train_path" not in table:
+        return []
+    table = table[table["nearest_train_path"].astype(str) != ""]
+    if "passed_gate" in table:
+        passed = synthetic.passed_gate(table)
+        table = table[passed] if passed.any() else table
+    table = table.assign(_sim=pd.to_numeric(table.get("nearest_train_similarity"), errors="coerce"))
+    table = table.sort_values("_sim", ascending=False, na_position="last").head(n)
+    pairs = []
+    for _, r in table.iterrows():
+        image, train = set_dir / r["path"], layout.data / r["nearest_train_path"]
+        if image.is_file() and train.is_file():
+            pairs.append((image, train, num(r["_sim"])))
+    return pairs

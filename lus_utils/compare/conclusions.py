@@ -1,0 +1,233 @@
+"""The comparison's conclusions as prose a clinician-researcher can read: sentences and small tables
+generated from the numbers (never typed in). Primary comparisons first, with their pairs, intervals and
+tests; then the reference points (baseline, metadata-only reference, oversampling control); the
+per-patient view; the exploratory effects (intervals only, no p-values); the synthetic sets; the leakage
+ablation apart; and what failed or is missing.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from lus_utils.compare import statistics as S
+from lus_utils.compare.runs import metric_label, num
+
+if TYPE_CHECKING:
+    from lus_utils.compare.comparison import Comparison
+
+LEAKAGE_NOTE = ("leakage ablation: its generator also saw validation/test frames, so it is not a valid "
+                "condition; shown only to see what leakage does")
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def fmt_p(p: float) -> str:
+    p = num(p)
+    return "n/a" if not math.isfinite(p) else ("< 0.001" if p < 0.001 else f"{p:.3g}")
+
+
+def _interval(lo: float, hi: float, signed: bool = True) -> str:
+    if not (math.isfinite(num(lo)) and math.isfinite(num(hi))):
+        return "no interval"
+    form = "{:+.3f}" if signed else "{:.3f}"
+    return f"[{form.format(lo)}, {form.format(hi)}]"
+
+
+def markdown_table(frame: pd.DataFrame) -> list[str]:
+    """A small markdown table (no index) of strings and numbers (3 decimals)."""
+    if frame.empty:
+        return []
+    def text(v: Any) -> str:
+        return f"{v:.3f}" if isinstance(v, (float, np.floating)) and math.isfinite(v) else (
+            "n/a" if isinstance(v, (float, np.floating)) else str(v).replace("|", "/"))
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(text(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return lines
+
+
+def _mean_of(comp: Comparison, arch: str, condition: str, metric: str) -> str:
+    s = comp.summary
+    row = s[(s["arch"] == arch) & (s["condition"] == condition) & (s["metric"] == metric)]
+    if row.empty:
+        return "n/a"
+    r = row.iloc[0]
+    return f"{r['mean']:.3f} {_interval(r['lo'], r['hi'], signed=False)}"
+
+
+def what_was_compared(comp: Comparison) -> list[str]:
+    runs, p = comp.runs, comp.params
+    protocols = ", ".join(sorted(map(str, runs["protocol"].unique())))
+    n_min = comp.n_minority_patients
+    return [f"**What was compared.** {plural(len(runs), 'classifier run')} ({protocols} protocol) in "
+            f"{plural(runs['condition'].nunique(), 'condition')}, repeats {sorted(runs['repeat'].unique().tolist())}, "
+            f"seeds {sorted(runs['seed'].unique().tolist())}. Every figure is computed on a run's pooled test "
+            f"predictions; a paired unit is one (repeat, seed): a condition's run and its baseline's run on the "
+            f"same folds with the same seed. Intervals ({p.ci_level:.0%}) come from {p.n_boot} resamples of "
+            f"patients, the {plural(n_min, p.minority_class + ' patient')} and the other patients resampled "
+            f"separately. With {n_min} {p.minority_class} patients the {p.minority_class} figures rest on "
+            f"{n_min} independent clusters: the intervals say how much the result could change with other "
+            f"patients like these, and no method can make {n_min} patients say more.", ""]
+
+
+def _primary_sentence(comp: Comparison, r: pd.Series) -> str:
+    p = comp.params
+    alpha = 1 - p.ci_level
+    metric = metric_label(r["metric"], p.minority_class)
+    head = (f"- **{r['condition']} vs {r['baseline']}** ({r['arch']}), {metric}: "
+            f"{_mean_of(comp, r['arch'], r['condition'], r['metric'])} against "
+            f"{_mean_of(comp, r['arch'], r['baseline'], r['metric'])}; mean paired difference "
+            f"{r['mean_diff']:+.3f} {_interval(r['ci_low'], r['ci_high'])} over {plural(int(r['n_pairs']), 'pair')}. ")
+    test = (f"Exact Wilcoxon signed-rank p = {fmt_p(r['p'])}, Holm-adjusted p = {fmt_p(r['p_adj'])} "
+            f"(smallest attainable p {fmt_p(r['smallest_p'])}; minimum detectable effect "
+            f"{'none can be detected' if num(r['mde']) == math.inf else format(num(r['mde']), '.3f')} at "
+            f"{p.mde_power:.0%} power, paired t-approximation). ")
+    if r["degenerate"]:
+        verdict = ("Every pair gives the same difference: the interval is a single point and says nothing "
+                   "about uncertainty.")
+    elif r["significant"]:
+        verdict = f"The difference is significant after Holm correction (adjusted p < {alpha:.2g})."
+    elif math.isfinite(num(r["smallest_p"])) and r["smallest_p"] >= alpha:
+        verdict = (f"With this number of pairs no result could reach p < {alpha:.2g}: this says nothing about "
+                   "the effect.")
+    else:
+        verdict = "Not significant after Holm correction" + (
+            "; the interval excludes zero" if r["ci_excludes_zero"] else "; the interval includes zero") + "."
+    return head + test + verdict
+
+
+def primary_section(comp: Comparison) -> list[str]:
+    eff = comp.effects
+    primary = eff[eff["primary"]] if not eff.empty else eff
+    lines = [f"**Primary comparisons** (declared in the profile; Holm over these {len(primary)} alone):"]
+    if primary.empty and not comp.missing_primary:
+        lines.append("- none declared (`compare.primary` is empty).")
+    lines += [_primary_sentence(comp, r) for _, r in primary.iterrows()]
+    lines += [f"- {m}" for m in comp.missing_primary]
+    if len(primary):
+        p = comp.params
+        table = pd.DataFrame([{"comparison": f"{r['condition']} vs {r['baseline']}", "metric": r["metric"],
+                               "pairs": int(r["n_pairs"]), "difference": f"{r['mean_diff']:+.3f}",
+                               f"{p.ci_level:.0%} interval": _interval(r["ci_low"], r["ci_high"]),
+                               "p": fmt_p(r["p"]), "Holm p": fmt_p(r["p_adj"]), "smallest p": fmt_p(r["smallest_p"])}
+                              for _, r in primary.iterrows()])
+        lines += ["", *markdown_table(table)]
+    return lines + [""]
+
+
+def reference_section(comp: Comparison) -> list[str]:
+    table = comp.references
+    if table.empty:
+        return []
+    flat = table.reset_index()
+    keep = flat[flat["condition"].isin(["none", *comp.primary_conditions])]
+    lines = ["**Reference points** (mean [interval]). The metadata reference predicts the class from the probe and "
+             "the native frame size alone; what it reaches, a classifier can reach through that shortcut. The "
+             "oversampling control repeats the real minority frames as often as a synthetic set adds images: a "
+             "synthetic set only brings new information where it beats the control.", ""]
+    return lines + markdown_table(keep if len(keep) else flat) + [""]
+
+
+def patient_section(comp: Comparison) -> list[str]:
+    signs = comp.patient_signs
+    if signs.empty:
+        return ["**Per patient:** no pair with predictions, so no per-patient view.", ""]
+    focus = signs[signs.apply(lambda r: (r["condition"], r["baseline"]) in comp.primary_pairs, axis=1)]
+    focus = focus if len(focus) else signs
+    lines = [f"**Per {comp.params.minority_class} patient** (each patient's test frames, condition minus baseline, "
+             "mean over pairs):"]
+    for _, r in focus.iterrows():
+        agree = ("the same sign for every patient" if r["same_sign_all_patients"]
+                 else f"{r['up']} up, {r['down']} down, {r['patients'] - r['up'] - r['down']} unchanged")
+        lines.append(f"- {r['condition']} vs {r['baseline']}, {r['measure']}: {agree} ({r['patients']} patients).")
+    return lines + [""]
+
+
+def exploratory_section(comp: Comparison) -> list[str]:
+    eff = comp.effects
+    rest = eff[~eff["primary"] & ~eff["leakage"]] if not eff.empty else eff
+    if rest.empty:
+        return []
+    level = f"{comp.params.ci_level:.0%}"
+    clear = rest[rest["ci_excludes_zero"]]
+    lines = [f"**Exploratory effects** ({len(rest)} condition x baseline x metric differences): intervals only, "
+             "no p-values and no correction, so they suggest where to look next and prove nothing. "
+             f"{len(clear)} have a {level} interval that excludes zero"
+             + (":" if len(clear) else ".")]
+    for _, r in clear.head(12).iterrows():
+        lines.append(f"- {r['condition']} vs {r['baseline']} ({r['arch']}), "
+                     f"{metric_label(r['metric'], comp.params.minority_class)}: {r['mean_diff']:+.3f} "
+                     f"{_interval(r['ci_low'], r['ci_high'])} over {plural(int(r['n_pairs']), 'pair')}.")
+    if len(clear) > 12:
+        lines.append(f"- ... and {len(clear) - 12} more in comparison/effects.csv.")
+    n_degenerate = int(rest["degenerate"].sum())
+    if n_degenerate:
+        lines.append(f"- {n_degenerate} differences are the same in every pair or resample (a point, not an interval); "
+                     "they are not counted as excluding zero.")
+    return lines + [""]
+
+
+def synthetic_section(comp: Comparison) -> list[str]:
+    from lus_utils.generate.synthetic_audit import interpretation
+    from lus_utils.paths import OutLayout
+    from lus_utils.provenance import read_json
+
+    audits = comp.audits
+    if audits.empty:
+        return ["**Synthetic sets:** none found in this output folder.", ""]
+    lines = ["**Synthetic sets** (what their audits say):"]
+    for _, r in audits.iterrows():
+        flag = " (leakage ablation)" if r.get("leakage_ablation") else ""
+        path = OutLayout(comp.out_dir).synthetic / r["synthetic_set"] / "audit.json"
+        try:
+            text = interpretation(read_json(path)).replace("\n", " ")
+        except (OSError, ValueError, KeyError, TypeError):
+            text = "no complete audit, so how much it memorizes and how realistic it is are unknown."
+        lines.append(f"- `{r['synthetic_set']}`{flag}: {text}")
+    return lines + [""]
+
+
+def leakage_section(comp: Comparison) -> list[str]:
+    eff = comp.effects
+    leak = eff[eff["leakage"]] if not eff.empty else eff
+    if leak.empty:
+        return []
+    lines = [f"**Leakage ablation** (shown apart, in no correction family; {LEAKAGE_NOTE}):"]
+    for _, r in leak.iterrows():
+        lines.append(f"- {r['condition']} vs {r['baseline']}, {metric_label(r['metric'], comp.params.minority_class)}: "
+                     f"{r['mean_diff']:+.3f} {_interval(r['ci_low'], r['ci_high'])}.")
+    return lines + [""]
+
+
+def missing_section(comp: Comparison) -> list[str]:
+    lines = []
+    if len(comp.missing):
+        lines.append(f"**Failed or missing runs** ({len(comp.missing)}), so the figures above leave them out:")
+        lines += [f"- `{r['run_id']}` (stage {r['stage']}): {r['status']}"
+                  + (f", {r['message']}" if r["message"] else "") for _, r in comp.missing.iterrows()]
+    if comp.problems:
+        lines.append("**Left out:** " + "; ".join(comp.problems))
+    return lines
+
+
+def power_note(comp: Comparison) -> list[str]:
+    alpha = 1 - comp.params.ci_level
+    eff = comp.effects
+    primary = eff[eff["primary"]] if not eff.empty else eff
+    most = int(primary["n_pairs"].max()) if len(primary) else 0
+    return [f"**What the design can detect.** The exact test needs at least {S.pairs_needed(alpha)} non-zero pairs "
+            f"to reach p < {alpha:.2g} at all (smallest p 2^(1-n)); the primary comparisons here have up to "
+            f"{most} pairs, smallest attainable p {fmt_p(S.smallest_p(most))} before Holm over "
+            f"{len(primary)} comparison(s).", ""]
+
+
+def conclusions(comp: Comparison) -> str:
+    """Markdown: every section of the module doc, in reading order."""
+    sections: Sequence[list[str]] = (what_was_compared(comp), primary_section(comp), power_note(comp),
+                                     reference_section(comp), patient_section(comp), exploratory_section(comp),
+                                     synthetic_section(comp), leakage_section(comp), missing_section(comp))
+    return "\n".join(line for section in sections for line in section).strip() + "\n"

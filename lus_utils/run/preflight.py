@@ -1,0 +1,148 @@
+"""Before a study starts: can every pretrained weight its profile needs be loaded offline?
+
+Nothing downloads weights at run time, so a profile that needs ImageNet weights (`train.pretrained`), a
+Stable Diffusion base model (`textual_inversion_runs.base_models`) or a pretrained feature extractor
+(`audit.feature_extractor`) must find them in the local caches: the Hugging Face hub cache (`HF_HUB_CACHE`,
+else `HF_HOME/hub`, else `~/.cache/huggingface/hub`), torch's hub cache (`TORCH_HOME`) or a local folder.
+`check` lists what is missing, each with how to get it; `require` stops with all of it in one message.
+Only the stages that will run are looked at (notebooks 02/03 train classifiers, 04 textual inversion,
+04/05 audit synthetic sets).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from lus_utils.params import Profile
+
+CLASSIFIER_STAGES = ("02", "03")
+TI_STAGE = "04"
+AUDIT_STAGES = ("04", "05")
+STUDY_BASE_MODELS = ("tiny", "domain")  # built or trained by the study itself: nothing to download
+
+
+class PreflightError(RuntimeError):
+    """Weights the profile needs are not available offline; the message lists each and how to get it."""
+
+
+@dataclass(frozen=True)
+class Missing:
+    weights: str  # what is missing
+    needed_by: str  # the profile key that asks for it
+    how: str  # the command or step that makes it available
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache, read from the environment now (as huggingface_hub resolves it)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+def hf_cached(repo_id: str, filename: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, filename, cache_dir=str(hf_cache_dir())), str)
+
+
+def torch_hub_cached(url: str) -> bool:
+    import torch
+
+    return (Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)).is_file()
+
+
+def timm_weights_missing(arch: str) -> Missing | None:
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(arch)
+    if cfg is None:
+        return Missing(f"timm weights for '{arch}'", "grid.archs", "timm knows no pretrained weights by that name")
+    if cfg.file and Path(cfg.file).is_file():
+        return None
+    if cfg.hf_hub_id and any(hf_cached(cfg.hf_hub_id, f) for f in ("model.safetensors", "pytorch_model.bin")):
+        return None
+    if not cfg.hf_hub_id and cfg.url and torch_hub_cached(cfg.url):
+        return None
+    where = f"Hugging Face repo {cfg.hf_hub_id}" if cfg.hf_hub_id else cfg.url
+    return Missing(f"ImageNet weights of '{arch}' ({where})", "train.pretrained + grid.archs",
+                   f"python -c \"import timm; timm.create_model('{arch}', pretrained=True)\" where there is network "
+                   f"(fills {hf_cache_dir()}), or set train.pretrained: false")
+
+
+def base_model_missing(name: str) -> Missing | None:
+    if name in STUDY_BASE_MODELS:
+        return None
+    folder = Path(name).expanduser()
+    if folder.exists() or name.startswith((".", "/", "~")) or name.count("/") != 1:
+        if (folder / "model_index.json").is_file():
+            return None
+        return Missing(f"diffusers folder '{name}' (no model_index.json)", "textual_inversion_runs.base_models",
+                       "point it at a folder written by StableDiffusionPipeline.save_pretrained")
+    configs = ("model_index.json", "unet/config.json", "vae/config.json", "text_encoder/config.json",
+               "tokenizer/vocab.json")
+    weights = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "text_encoder": "model"}
+    if all(hf_cached(name, f) for f in configs) and all(
+            any(hf_cached(name, f"{sub}/{stem}{ext}") for ext in (".safetensors", ".bin", ".fp16.safetensors"))
+            for sub, stem in weights.items()):
+        return None
+    return Missing(f"Stable Diffusion base model '{name}'", "textual_inversion_runs.base_models",
+                   f"huggingface-cli download {name} where there is network (fills {hf_cache_dir()}), or save it "
+                   "with save_pretrained and give the folder, or use 'tiny' / 'domain'")
+
+
+def feature_extractor_missing(kind: str) -> Missing | None:
+    if kind == "inception":
+        from torchvision.models import Inception_V3_Weights
+
+        url = Inception_V3_Weights.IMAGENET1K_V1.url
+        if torch_hub_cached(url):
+            return None
+        return Missing("torchvision Inception-v3 ImageNet weights", "audit.feature_extractor",
+                       "python -c \"from torchvision.models import inception_v3, Inception_V3_Weights; "
+                       "inception_v3(weights=Inception_V3_Weights.IMAGENET1K_V1)\" where there is network, or use "
+                       "'classifier' or 'pixels'")
+    if kind == "dinov2":
+        from lus_utils.generate.synthetic_audit import DINOV2_MODEL
+
+        if hf_cached(DINOV2_MODEL, "config.json") and hf_cached(DINOV2_MODEL, "preprocessor_config.json"):
+            return None
+        return Missing(f"DINOv2 weights '{DINOV2_MODEL}'", "audit.feature_extractor",
+                       f"huggingface-cli download {DINOV2_MODEL} where there is network, or use 'classifier' "
+                       "or 'pixels'")
+    return None
+
+
+def check(profile: Profile, stages: Iterable[str] | None = None) -> list[Missing]:
+    """Every weight the `stages` (default: the profile's) need that cannot be loaded offline.
+
+    A section the profile lacks asks for nothing.
+    """
+    sections = profile.sections
+    if stages is None:
+        stages = sections["study"].stages if "study" in sections else ()
+    stages = set(stages)
+    found: list[Missing | None] = []
+    if stages & set(CLASSIFIER_STAGES) and "train" in sections and sections["train"].pretrained:
+        found += [timm_weights_missing(arch) for arch in sections["grid"].archs]
+    if TI_STAGE in stages and "textual_inversion_runs" in sections:
+        found += [base_model_missing(name) for name in sections["textual_inversion_runs"].base_models]
+    if stages & set(AUDIT_STAGES) and "audit" in sections:
+        found.append(feature_extractor_missing(sections["audit"].feature_extractor))
+    return [m for m in found if m is not None]
+
+
+def message(profile: Profile, missing: list[Missing]) -> str:
+    lines = [f"profile {profile.name} needs {len(missing)} pretrained weight(s) that cannot be loaded offline "
+             "(nothing is downloaded at run time):"]
+    lines += [f"  - {m.weights} [{m.needed_by}]: {m.how}" for m in missing]
+    return "\n".join(lines)
+
+
+def require(profile: Profile, stages: Iterable[str] | None = None) -> None:
+    """Raise `PreflightError` naming everything missing, before any run starts."""
+    missing = check(profile, stages)
+    if missing:
+        raise PreflightError(message(profile, missing))
