@@ -188,6 +188,9 @@ def test_condition_panel_needs_the_same_frames(tmp_path):
     more = saliency.run_saliency(run_dir, frames, per_class=2, seed=0)
     with pytest.raises(ValueError, match="other frames"):
         saliency.condition_panel({"none": a, "two per class": more})
+    for shown, drawn in ((1, 4), (2, 8)):
+        fig = saliency.condition_panel({"x": more, "y": more}, shown_per_class=shown)
+        assert len([ax for ax in fig.axes if ax.images]) == drawn
 
 
 def test_pick_runs_takes_the_first_seed_per_condition_and_skips_metadata(tmp_path):

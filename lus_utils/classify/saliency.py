@@ -320,22 +320,25 @@ def explain_run(run_dir: str | Path, frames: pd.DataFrame, threads: int = 1) -> 
     return result
 
 
-def condition_panel(results: Mapping[str, RunSaliency], cell_inches: float = 1.6) -> plt.Figure:
-    """One row per condition (the same sampled frames in each), for notebook 06."""
+def condition_panel(results: Mapping[str, RunSaliency], shown_per_class: int = 2,
+                    cell_inches: float = 1.6) -> plt.Figure:
+    """One row per condition (the same sampled frames in each, the first `shown_per_class` of every class)."""
     from lus_utils.plots import image_grid
 
     if not results:
         raise ValueError("condition_panel needs at least one run's saliency")
-    reference = next(iter(results.values())).table["path"].tolist()
-    images, titles = [], []
+    reference = next(iter(results.values())).table
     for name, result in results.items():
-        if result.table["path"].tolist() != reference:
+        if result.table["path"].tolist() != reference["path"].tolist():
             raise ValueError(f"run {result.run_id} ({name}) shows other frames than the first run: draw all with "
                              "the same seed and per_class on the same frames.csv")
-        for row, picture in zip(result.table.to_dict("records"), result.overlays):
-            images.append(picture)
-            titles.append(f"{name}\n{_title(pd.Series(row))}")
-    return image_grid(images, titles, ncols=len(reference), cell_inches=cell_inches,
+    shown = reference.groupby("label", sort=False).head(shown_per_class).index
+    images, titles = [], []
+    for name, result in results.items():
+        for i in shown:
+            images.append(result.overlays[i])
+            titles.append(f"{name}\n{_title(result.table.loc[i])}")
+    return image_grid(images, titles, ncols=len(shown), cell_inches=cell_inches,
                       suptitle="Grad-CAM across conditions (same frames; white: ultrasound sector)")
 
 
