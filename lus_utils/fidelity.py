@@ -67,9 +67,7 @@ SETTINGS: tuple[Setting, ...] = (
             why="counted in patients, not videos (fewer than 4 patients is <= 3)"),
     Setting("data", "split fractions", "train int(0.7 n), val int(0.15 n), the rest test", f"{CD}:66-71, 100",
             ("data.val_fraction", "data.test_fraction"), same=True),
-    Setting("data", "protocol", "one hold-out split", f"{CD}:100", (), same=False,
-            ours="as `data` says (hold-out split and patient-grouped folds)",
-            why="with 4 viral patients one hold-out split tests 1-2 of them; folds test each once"),
+    Setting("data", "protocol", "one hold-out split", f"{CD}:100", ("grid.folds",), seed_value=[-1]),
     # --- classifier
     Setting("classify", "architectures", "torchvision `resnet50` and `vit_b_16`, ImageNet-1k weights "
             "(IMAGENET1K_V1)", f"{MC}:114-124; {LOG}", ("grid.archs",), same=True,
@@ -122,7 +120,7 @@ SETTINGS: tuple[Setting, ...] = (
     # --- DDPM
     Setting("ddpm", "resolution", "128 px", f"{BT}:6", ("ddpm.image_size",), seed_value=128),
     Setting("ddpm", "channels", "3 (RGB) in and out", f"{BT}:68-69", (), same=False,
-            ours="1 (grey; written out as 3 equal channels)",
+            ours="1 (grey; the classifier reads it as 3 equal channels)",
             why="ultrasound frames are grey; one channel is the same content at a third of the input"),
     Setting("ddpm", "UNet channels", "(128, 128, 256, 256, 512, 512)", f"{BT}:71", ("ddpm.block_out_channels",),
             seed_value=[128, 128, 256, 256, 512, 512]),

@@ -46,14 +46,12 @@ def test_a_set_whose_provenance_lists_no_training_frames_is_refused(tmp_path, re
     assert str(set_dir / "provenance.json") in str(err.value)
 
 
-def test_a_grid_fold_no_generator_makes_a_set_for_is_a_planner_error(tmp_path):
+def test_cv_without_two_minority_patients_is_a_planner_error_naming_the_fix(tmp_path, tiny_root):
     profile = P.load_profile("smoke")
-    profile = replace(profile, sections={**profile.sections, "grid": replace(profile.grid, folds=[-1, 0])})
+    three = replace(profile.data, classes=["covid", "pneumonia", "regular"])
+    profile = replace(profile, sections={**profile.sections, "data": three})
     with pytest.raises(P.ParamError) as err:
-        plan(profile, tmp_path / "out", tmp_path / "data")
-    message = str(err.value)
-    assert "grid.folds [0] ask for synthetic-set runs" in message and "sets are made for folds [-1]" in message
-    assert "ddpm_runs.folds or textual_inversion_runs.folds" in message
-    without_sets = replace(profile, sections={**profile.sections, "grid": replace(profile.grid, folds=[-1, 0],
-                                                                                 synthetic_strategies=[])})
-    assert plan(without_sets, tmp_path / "out", tmp_path / "data")  # no synthetic runs asked for: fine
+        plan(profile, tmp_path / "out", tiny_root)
+    assert "at least 2 'viral' patients" in str(err.value) and "data.protocol: holdout" in str(err.value)
+    holdout = replace(profile, sections={**profile.sections, "data": replace(three, protocol="holdout")})
+    assert plan(holdout, tmp_path / "out", tiny_root)  # the hold-out protocol needs no minority folds

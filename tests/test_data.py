@@ -207,7 +207,7 @@ def test_data_root_without_the_minority_class_is_refused(tiny_root, tiny_params,
         path.unlink()
     with pytest.raises(dataset.DataRootError, match="no usable frame of the minority class 'viral'.*Vir\\*"):
         build(tiny_root, tmp_path / "out", tiny_params, cache)
-    without = DataParams(n_workers=1, classes=["covid", "pneumonia", "regular"])
+    without = DataParams(n_workers=1, classes=["covid", "pneumonia", "regular"], protocol="holdout")
     assert "viral" not in set(build(tiny_root, tmp_path / "out", without, cache)["label"])  # not asked for: fine
 
 

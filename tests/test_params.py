@@ -40,11 +40,11 @@ def test_profiles_state_only_what_they_change(name):
         assert not same, f"{name}.yaml [{section}] restates defaults {same}"
 
 
-def test_the_classifier_input_size_is_the_written_size_of_every_synthetic_set(tmp_path):
+def test_the_classifier_input_size_is_the_written_size_of_every_synthetic_set(tmp_path, tiny_root):
     from lus_utils.run.planning import plan
 
     profile = P.load_profile("smoke")
-    runs = plan(profile, tmp_path / "out", tmp_path / "data", only=["04", "05"])
+    runs = plan(profile, tmp_path / "out", tiny_root, only=["04", "05"])
     assert runs and all(r.params["output_size"] == profile.train.image_size for r in runs)
 
 
@@ -140,6 +140,6 @@ def test_notebooks_are_narratives_without_outputs_or_definitions(path):
 
 def test_from_notebook_refuses_mistyped_values():
     namespace = P.notebook_defaults("01_data_exploration")
-    namespace["n_folds"] = "5"
-    with pytest.raises(P.ParamError, match="n_folds"):
+    namespace["repeats"] = "5"
+    with pytest.raises(P.ParamError, match="repeats"):
         P.from_notebook("01_data_exploration", namespace)

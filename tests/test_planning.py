@@ -1,64 +1,83 @@
-"""The planner turns a profile's grid into runs: every synthetic set at every amount, the comparators, in order."""
+"""The planner turns a profile's grid into runs: archs x conditions x repeats x seeds, generators per fold, the
+controls, in order."""
 from __future__ import annotations
 
 from dataclasses import replace
 
 from lus_utils import params as P
-from lus_utils.run.planning import plan, synthetic_sets
+from lus_utils.run.planning import generator_folds, plan, synthetic_sets
 
 
 def _with(profile: P.Profile, **sections) -> P.Profile:
     return replace(profile, sections={**profile.sections, **sections})
 
 
-def _plan(tmp_path, **grid_changes):
+def _plan(tmp_path, root, repeats=2, **grid_changes):
     profile = P.load_profile("smoke")
-    profile = _with(profile, grid=replace(profile.grid, **grid_changes))
-    return profile, plan(profile, tmp_path / "out", tmp_path / "data")
+    profile = _with(profile, grid=replace(profile.grid, **grid_changes), data=replace(profile.data, repeats=repeats))
+    return profile, plan(profile, tmp_path / "out", root)
 
 
-def test_every_synthetic_set_amount_and_strategy_gets_a_run(tmp_path):
-    profile, runs = _plan(tmp_path, synthetic_strategies=["none", "weighted_loss"], synthetic_amounts=[0.5, 2.0])
-    sets = {name for name, _, _ in synthetic_sets(runs)}
-    assert {"ddpm_3_mixed", "ddpm_train_all", "ti_txt2img", "ti_img2img"} <= sets
-    augmented = {(r.params["arch"], r.params["strategy"], r.params["synthetic_set"], r.params["synthetic_amount"])
-                 for r in runs if r.stage in ("02", "03") and r.params["synthetic_set"]}
-    expected = {(a, s, n, x) for a in profile.grid.archs for s in ("none", "weighted_loss") for n in sets
-                for x in (0.5, 2.0)}
-    assert augmented == expected
-    producers = {name: producer for name, _, producer in synthetic_sets(runs)}
+def test_generators_are_planned_per_fold_one_fold_per_minority_patient(tmp_path, tiny_root):
+    profile, runs = _plan(tmp_path, tiny_root)
+    assert generator_folds(profile, {"out_dir": str(tmp_path / "out"), "data_root": str(tiny_root)}) == [0, 1, 2, 3]
+    ddpm = [r for r in runs if r.stage == "05"]
+    assert sorted((r.params["variant"], r.params["fold"]) for r in ddpm) == sorted(
+        (v, f) for v in profile.ddpm_runs.variants for f in range(4))  # once per fold, shared by the repeats
+    families = synthetic_sets(runs)
+    assert {"ddpm_3_mixed", "ddpm_train_all", "ti_txt2img_tiny", "ti_img2img_tiny"} <= set(families)
+    assert all(len(producers) == 4 for producers in families.values())
+    holdout = _with(profile, data=replace(profile.data, protocol="holdout"))
+    assert generator_folds(holdout, {"out_dir": str(tmp_path), "data_root": str(tiny_root)}) == [-1]
+
+
+def test_every_family_amount_strategy_repeat_and_seed_gets_a_run_after_all_its_folds(tmp_path, tiny_root):
+    profile, runs = _plan(tmp_path, tiny_root, synthetic_strategies=["none", "weighted_loss"],
+                          synthetic_amounts=[0.5, 2.0], seeds=[0, 1])
+    families = synthetic_sets(runs)
+    synthetic_runs = {(r.params["arch"], r.params["strategy"], r.params["synthetic_set"], r.params["synthetic_amount"],
+                       r.params["repeat"], r.params["seed"]) for r in runs if r.params.get("synthetic_set")}
+    assert synthetic_runs == {(a, s, n, x, rep, seed) for a in profile.grid.archs for s in ("none", "weighted_loss")
+                              for n in families for x in (0.5, 2.0) for rep in (0, 1) for seed in (0, 1)}
     for run in runs:
         if run.stage in ("02", "03"):
             assert run.stage == ("02" if run.params["strategy"] == "none" else "03")
-            if run.params["synthetic_set"]:
-                assert producers[run.params["synthetic_set"]] in run.after
+            assert run.params["protocol"] == "cv"
+            if run.params.get("synthetic_set"):
+                assert {p for _, p in families[run.params["synthetic_set"]]} <= set(run.after)
+    over = [r for r in runs if r.params.get("oversample_amount")]
+    assert {(r.params["oversample_amount"], r.params["strategy"]) for r in over} == {
+        (x, s) for x in (0.5, 2.0) for s in ("none", "weighted_loss")}
+    reference = [r for r in runs if r.params.get("arch") == P.METADATA_REFERENCE]
+    assert sorted(r.params["repeat"] for r in reference) == [0, 1] and all(r.stage == "02" for r in reference)
 
 
-def test_augment_strategies_add_classical_augmentation_comparators(tmp_path):
-    _, runs = _plan(tmp_path, augment_strategies=["none"])
+def test_domain_textual_inversion_is_planned_per_repeat_and_fold(tmp_path, tiny_root):
+    profile = P.load_profile("smoke")
+    profile = _with(profile, data=replace(profile.data, repeats=2),
+                    textual_inversion_runs=replace(profile.textual_inversion_runs, base_models=["tiny", "domain"]))
+    runs = plan(profile, tmp_path / "out", tiny_root)
+    ti = sorted((r.params["base_model"], r.params["repeat"], r.params["fold"]) for r in runs if r.stage == "04")
+    assert ti == sorted([("tiny", 0, f) for f in range(4)] + [("domain", r, f) for r in (0, 1) for f in range(4)])
+    families = synthetic_sets(runs)
+    assert sorted(rep for rep, _ in families["ti_txt2img_domain"]) == [0] * 4 + [1] * 4
+    for run in runs:
+        if run.params.get("synthetic_set") == "ti_txt2img_domain":
+            needed = {p for rep, p in families["ti_txt2img_domain"] if rep == run.params["repeat"]}
+            other = {p for rep, p in families["ti_txt2img_domain"] if rep != run.params["repeat"]}
+            assert needed <= set(run.after) and not other & set(run.after)
+
+
+def test_augment_strategies_add_classical_augmentation_comparators(tmp_path, tiny_root):
+    _, runs = _plan(tmp_path, tiny_root, repeats=1, augment_strategies=["none"])
     comparators = [r for r in runs if r.params.get("augment") and not r.params.get("synthetic_set")]
     assert len(comparators) == len(P.load_profile("smoke").grid.archs)
     assert all(r.run_id.endswith("-aug") and r.stage == "02" for r in comparators)
-    _, runs = _plan(tmp_path, augment_strategies=[])
+    _, runs = _plan(tmp_path, tiny_root, repeats=1, augment_strategies=[])
     assert not [r for r in runs if r.params.get("augment")]
 
 
-def test_one_textual_inversion_run_per_base_model_with_distinct_sets(tmp_path):
-    profile = P.load_profile("smoke")
-    ti_runs = replace(profile.textual_inversion_runs, base_models=["tiny", "org/some-model"], folds=[-1, 0])
-    profile = _with(profile, textual_inversion_runs=ti_runs, grid=replace(profile.grid, folds=[-1, 0]),
-                    ddpm_runs=replace(profile.ddpm_runs, folds=[-1, 0]))
-    runs = plan(profile, tmp_path / "out", tmp_path / "data")
-    ti = [r for r in runs if r.stage == "04"]
-    assert sorted((r.params["base_model"], r.params["fold"]) for r in ti) == sorted(
-        (b, f) for b in ("tiny", "org/some-model") for f in (-1, 0))
-    names = [name for name, _, producer in synthetic_sets(runs) if producer.startswith("04")]
-    assert len(names) == len(set(names)) == 8
-    fold0 = [r for r in runs if r.params.get("synthetic_set") and r.params["fold"] == 0]
-    assert all(r.params["synthetic_set"] in {n for n, f, _ in synthetic_sets(runs) if f == 0} for r in fold0)
-
-
-def test_comparison_runs_last_after_everything(tmp_path):
-    _, runs = _plan(tmp_path)
+def test_comparison_runs_last_after_everything(tmp_path, tiny_root):
+    _, runs = _plan(tmp_path, tiny_root)
     assert runs[0].stage == "01" and runs[-1].stage == "06"
     assert set(runs[-1].after) == {r.run_id for r in runs[:-1]}

@@ -55,19 +55,40 @@ def test_patient_with_two_labels_stays_in_one_part():
     assert out[out.patient_id == "regular-0"].split.nunique() == 1
 
 
-def test_folds_cover_every_patient_once_as_test():
+def test_cv_tests_each_minority_patient_once_per_repeat_with_no_minority_validation():
     frames = synthetic_frames(COUNTS)
-    params = DataParams(n_folds=4)
-    out = splits.folds(frames, params)
-    frames = pd.concat([frames, out], axis=1)
-    assert (frames.groupby("patient_id").fold.nunique() == 1).all()
-    for f in range(4):
-        column = splits.split_column(f)
-        assert set(frames.loc[frames[column] == "test", "patient_id"]) == set(frames.loc[frames.fold == f, "patient_id"])
-        assert (frames.groupby("patient_id")[column].nunique() == 1).all()
-        assert "val" in set(frames[column])
-    per_fold = frames.groupby("fold").patient_id.nunique()
-    assert per_fold.max() - per_fold.min() <= 4
+    out = splits.assign_all(frames, DataParams(repeats=3))
+    assert splits.cv_repeats(out) == {r: [0, 1, 2, 3] for r in range(3)}  # one fold per viral patient
+    splits.check_cv(out, list(COUNTS), [0, 1, 2])
+    for r in range(3):
+        columns = [splits.cv_column(r, f) for f in range(4)]
+        assert (out[columns].eq("test").sum(axis=1) == 1).all()
+        viral = out[out.label == "viral"]
+        assert not viral[columns].eq("val").any().any()
+        assert (viral[columns].eq("test").groupby(viral.patient_id).any().sum(axis=1) == 1).all()
+        for column in columns:
+            assert (out.groupby("patient_id")[column].nunique() == 1).all()
+            for label in COUNTS:
+                assert "train" in set(out.loc[out.label == label, column])
+                if label != "viral":
+                    assert "val" in set(out.loc[out.label == label, column])
+    # the minority folds stay, the other classes' patients move between repeats
+    fold_of = lambda r: out.groupby("patient_id")[[splits.cv_column(r, f) for f in range(4)]].first().eq("test").idxmax(axis=1).str[-1]  # noqa: E731
+    viral = [p for p in fold_of(0).index if p.startswith("viral")]
+    assert fold_of(0)[viral].equals(fold_of(1)[viral]) and not fold_of(0).equals(fold_of(1))
+    assert out.equals(splits.assign_all(frames, DataParams(repeats=3)))  # seeded
+
+
+def test_cv_needs_two_minority_patients_and_a_broken_fold_is_caught():
+    with pytest.raises(splits.SplitError, match="at least 2 'viral' patients"):
+        splits.assign_all(synthetic_frames({"covid": 6, "regular": 6, "viral": 1}),
+                          DataParams(classes=["covid", "regular", "viral"]))
+    assert "cv_r0_f0" not in splits.assign_all(synthetic_frames(COUNTS), DataParams(protocol="holdout"))
+    out = splits.assign_all(synthetic_frames(COUNTS), DataParams(repeats=1))
+    viral = out.index[(out.label == "viral") & (out.cv_r0_f0 == "test")]
+    out.loc[viral, "cv_r0_f0"] = "train"  # now never tested
+    with pytest.raises(splits.SplitError, match="tested exactly once"):
+        splits.check_cv(out, list(COUNTS), [0])
 
 
 def test_class_left_empty_in_train_is_a_clear_error():

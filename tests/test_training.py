@@ -1,4 +1,5 @@
-"""Classifier runs on a tiny generated dataset: determinism, strategies, the synthetic hook, bad input."""
+"""Classifier runs on a tiny generated dataset: the cv protocol, determinism, strategies, the controls, the
+synthetic hook, bad input."""
 from __future__ import annotations
 
 import os
@@ -12,28 +13,27 @@ import pytest
 import torch
 from sklearn.utils.class_weight import compute_class_weight
 
-from lus_utils.classify import models, training
 from lus_utils import params
+from lus_utils.classify import frame_tensors, loop, models, run_data, run_identity, training
 from lus_utils.data import splits
 from lus_utils.generate import synthetic
-from lus_utils.data.dataset import read_frames
-from lus_utils.params import ClassifierRunParams, ParamError, TrainParams
+from lus_utils.params import ClassifierRunParams, DataParams, ParamError, TrainParams
 from lus_utils.provenance import read_json
 
 CLASSES = ["covid", "pneumonia", "regular", "viral"]
-PARTS = ("train", "val", "test")
-FAST = {"image_size": 32, "epochs": 2, "batch_size": 8, "n_boot": 10, "num_threads": 1, "patience": 2}
+FAST = {"image_size": 32, "epochs": 1, "batch_size": 8, "n_boot": 10, "num_threads": 1, "patience": 2}
 
 
 def make_frames(root: Path, frames_per_video: int = 3, size: int = 24) -> Path:
-    """frames.csv over tiny PNGs: per class 4 patients (2 train, 1 val, 1 test), one video each; fold 0
-    swaps train and test patients; class brightness differs so a model can learn something."""
+    """frames.csv over tiny PNGs: per class 4 patients, one video each, split by `splits.assign_all` (hold-out
+    and one cv repeat: 4 folds, one per viral patient); class brightness differs so a model can learn, and
+    viral frames are linear-probe and smaller, as in the real data."""
     import cv2
 
     rng = np.random.default_rng(0)
     rows = []
     for c, label in enumerate(CLASSES):
-        for p, part in enumerate(("train", "train", "val", "test")):
+        for p in range(4):
             patient = f"p{c}{p}"
             video = f"{label[:3]}_{patient}"
             folder = root / "frames" / video
@@ -41,13 +41,13 @@ def make_frames(root: Path, frames_per_video: int = 3, size: int = 24) -> Path:
             for f in range(frames_per_video):
                 image = np.clip(rng.normal(40 + 50 * c, 25, (size, size, 3)), 0, 255).astype(np.uint8)
                 cv2.imwrite(str(folder / f"{f}.png"), image)
-                fold_part = {"train": "test", "test": "train"}.get(part, part) if p in (0, 3) else part
                 rows.append({"path": f"../frames/{video}/{f}.png", "video_id": video, "patient_id": patient,
-                             "label": label, "probe": "convex", "kind": "video", "frame_index": f, "split": part,
-                             "fold": 0, "split_fold0": fold_part})
+                             "label": label, "probe": "linear" if label == "viral" else "convex", "kind": "video",
+                             "frame_index": f, "width": 300 if label == "viral" else 600 + 10 * p, "height": 400})
+    frames = splits.assign_all(pd.DataFrame(rows), DataParams(repeats=1))
     frames_csv = root / "data" / "frames.csv"
     frames_csv.parent.mkdir(parents=True)
-    pd.DataFrame(rows).to_csv(frames_csv, index=False)
+    frames.to_csv(frames_csv, index=False)
     return frames_csv
 
 
@@ -64,28 +64,54 @@ def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def frames_of(study: Path) -> pd.DataFrame:
-    return training.frames_for_run(str(study / "data" / "frames.csv"), "", study)
+    return run_data.frames_for_run(str(study / "data" / "frames.csv"), "", study)
 
 
 def comparable(record: dict) -> dict:
-    return {k: v for k, v in record.items() if k not in ("timing",)}
+    return {k: v for k, v in record.items() if k not in ("timing", "training")}
+
+
+HOLDOUT = {"protocol": "holdout"}
 
 
 # --- identity and parameters ---------------------------------------------------------------------------------
 def test_run_ids_and_conditions_are_readable_and_distinct() -> None:
-    base = {"arch": "resnet18", "strategy": "none", "seed": 0, "fold": -1, "synthetic_set": "", "synthetic_amount": 1.0,
-            "synthetic_amount_unit": "ratio", "augment": False}
-    assert training.run_id_for(base) == "resnet18-none-seed0-holdout"
-    syn = {**base, "synthetic_set": "/x/synthetic/ddpm_viral/", "synthetic_amount": 5.0, "strategy": "weighted_loss",
-           "fold": 2, "augment": True}
-    assert training.run_id_for(syn) == "resnet18-weighted_loss-seed0-fold2-ddpm_viral@5ratio-aug"
-    assert training.condition_name(base) == "none"
-    assert training.condition_name(syn) == "ddpm_viral@5ratio+weighted_loss+augment"
-    assert training.condition_name({**syn, "strategy": "none", "augment": False}) == "ddpm_viral@5ratio"
-    assert training.baseline_run_ids(syn) == ["resnet18-none-seed0-fold2-ddpm_viral@5ratio-aug",
-                                              "resnet18-none-seed0-fold2-aug"]
-    ids = {training.run_id_for({**base, "seed": s, "strategy": st}) for s in (0, 1) for st in params.STRATEGIES}
+    base = {"arch": "resnet18", "strategy": "none", "seed": 0, "protocol": "cv", "repeat": 0, "synthetic_set": "",
+            "synthetic_amount": 1.0, "synthetic_amount_unit": "ratio", "augment": False}
+    assert run_identity.run_id_for(base) == "resnet18-none-seed0-cv-r0"
+    assert run_identity.run_id_for({**base, "protocol": "holdout"}) == "resnet18-none-seed0-holdout"
+    syn = {**base, "synthetic_set": "ddpm_3_mixed", "synthetic_amount": 5.0, "strategy": "weighted_loss",
+           "repeat": 2, "augment": True}
+    assert run_identity.run_id_for(syn) == "resnet18-weighted_loss-seed0-cv-r2-ddpm_3_mixed@5ratio-aug"
+    assert run_identity.condition_name(base) == "none"
+    assert run_identity.condition_name(syn) == "ddpm_3_mixed@5ratio+weighted_loss+augment"
+    over = {**base, "oversample_amount": 5.0}
+    assert run_identity.condition_name(over) == "oversampling@5ratio"
+    assert run_identity.run_id_for(over) == "resnet18-none-seed0-cv-r0-oversampling@5ratio"
+    assert run_identity.condition_name({**base, "arch": "metadata_reference"}) == "metadata_reference"
+    assert run_identity.baseline_run_ids(syn) == ["resnet18-none-seed0-cv-r2-ddpm_3_mixed@5ratio-aug",
+                                                  "resnet18-none-seed0-cv-r2-aug",
+                                                  "resnet18-weighted_loss-seed0-cv-r2-oversampling@5ratio-aug"]
+    assert run_identity.fold_set_names("ddpm_3_mixed", 1, 0) == ["ddpm_3_mixed_r0_fold1", "ddpm_3_mixed_fold1"]
+    ids = {run_identity.run_id_for({**base, "seed": s, "strategy": st}) for s in (0, 1) for st in params.STRATEGIES}
     assert len(ids) == 6
+    with pytest.raises(ParamError, match="oversample_amount"):
+        params.build(ClassifierRunParams, {"synthetic_set": "x", "oversample_amount": 1.0}, "test")
+
+
+def test_run_identity_imports_no_torch() -> None:
+    code = "import sys, lus_utils.classify.run_identity; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr[-2000:]
+
+
+def test_minority_threshold_by_hand() -> None:
+    negatives = np.array([0.1, 0.4, 0.2, 0.3, 0.9])
+    t = training.minority_threshold(negatives, 0.8)  # 4 of 5 below t: just above 0.4
+    assert 0.4 < t < 0.4000001 and (negatives < t).mean() == 0.8
+    t = training.minority_threshold(np.array([0.5, 0.5, 0.5, 0.5]), 0.6)  # ties: all four must sit below
+    assert t > 0.5 and (np.array([0.5] * 4) < t).all()
+    assert np.isnan(training.minority_threshold(np.array([]), 0.95))
 
 
 def test_unknown_arch_and_strategy_name_allowed_values() -> None:
@@ -98,7 +124,7 @@ def test_unknown_arch_and_strategy_name_allowed_values() -> None:
     with pytest.raises(ValueError, match="multiple of 16"):
         models.check_arch("vit_tiny_patch16_224", 40)
     with pytest.raises(ValueError, match="allowed"):
-        training.epoch_batches("smote", np.array([0, 1]), 2, torch.Generator())
+        loop.epoch_batches("smote", np.array([0, 1]), 2, torch.Generator())
 
 
 def test_notebook_03_defaults_to_weighted_loss() -> None:
@@ -110,83 +136,118 @@ def test_notebook_03_defaults_to_weighted_loss() -> None:
 # --- strategies -------------------------------------------------------------------------------------------
 def test_class_weights_are_inverse_frequency_from_training_counts() -> None:
     labels = np.array([0] * 50 + [1] * 30 + [2] * 15 + [3] * 5)
-    weights = training.class_weights(labels, 4)
+    weights = run_data.class_weights(labels, 4)
     assert np.allclose(weights, compute_class_weight("balanced", classes=np.arange(4), y=labels))
     assert np.isclose(weights[labels].mean(), 1.0)
     assert weights[3] > weights[2] > weights[1] > weights[0]
     with pytest.raises(ValueError, match="training frames"):
-        training.class_weights(np.array([0, 1, 1]), 4)
+        run_data.class_weights(np.array([0, 1, 1]), 4)
 
 
 def test_balanced_sampler_draws_classes_evenly_and_is_seeded() -> None:
     labels = np.array([0] * 400 + [1] * 80 + [2] * 16 + [3] * 4)
-    draw = lambda seed: torch.cat(training.epoch_batches("balanced_sampler", labels, 32,  # noqa: E731
+    draw = lambda seed: torch.cat(loop.epoch_batches("balanced_sampler", labels, 32,  # noqa: E731
                                                          torch.Generator().manual_seed(seed)))
     first = draw(0)
     assert torch.equal(first, draw(0)) and not torch.equal(first, draw(1))
     shares = np.bincount(labels[first.numpy()], minlength=4) / len(first)
     assert np.all(np.abs(shares - 0.25) < 0.07), shares
-    plain = torch.cat(training.epoch_batches("none", labels, 32, torch.Generator().manual_seed(0)))
+    plain = torch.cat(loop.epoch_batches("none", labels, 32, torch.Generator().manual_seed(0)))
     assert sorted(plain.tolist()) == list(range(len(labels)))  # a shuffle: every frame once
 
 
 def test_augmentation_is_seeded_uint8_and_identity_when_switched_off() -> None:
     batch = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
-    augment = training.Augmentation()
+    augment = loop.Augmentation()
     a = augment(batch, torch.Generator().manual_seed(0))
     b = augment(batch, torch.Generator().manual_seed(0))
     assert a.dtype == torch.uint8 and a.shape == batch.shape and torch.equal(a, b)
     assert not torch.equal(a, batch)
-    still = training.Augmentation(max_rotation=0, max_shift=0, scale=(1, 1), brightness=0, contrast=0, hflip=False)
+    still = loop.Augmentation(max_rotation=0, max_shift=0, scale=(1, 1), brightness=0, contrast=0, hflip=False)
     assert torch.equal(still(batch, torch.Generator().manual_seed(0)), batch)
 
 
 # --- whole runs --------------------------------------------------------------------------------------------
-def test_same_params_same_metrics_and_run_folder(study: Path, tmp_path: Path) -> None:
+def test_cv_run_pools_every_frame_once_with_validation_thresholds(study: Path, tmp_path: Path) -> None:
     frames = frames_of(study)
-    run = {"arch": "resnet18", "strategy": "balanced_sampler", "seed": 3}
+    run = {"arch": "resnet18", "strategy": "balanced_sampler", "seed": 3, "fixed_specificity": 0.8}
     train = {**FAST, "augment": True}
     first = training.run_classifier(frames, run, train, tmp_path / "a")
     second = training.run_classifier(frames, run, train, tmp_path / "b")
     assert comparable(first) == comparable(second)
     run_dir = tmp_path / "a" / "runs" / first["run_id"]
     assert comparable(read_json(run_dir / "metrics.json")) == comparable(first)
-    for name in training.RUN_FILES:
+    for name in training.RUN_FILES + tuple(f"best_fold{f}.pt" for f in range(4)):
         assert (run_dir / name).is_file(), name
-    histories = [pd.read_csv(tmp_path / out / "runs" / first["run_id"] / "history.csv").drop(columns="seconds")
-                 for out in ("a", "b")]
-    assert histories[0].equals(histories[1]) and len(histories[0]) == 2
-    other = training.run_classifier(frames, {**run, "seed": 4}, train, tmp_path / "c")
-    assert [v["auroc"] for v in other["per_class"].values()] != [v["auroc"] for v in first["per_class"].values()]
-    for key in ("classes", "confusion_matrix", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1",
-                "per_class", "video", "ci", "params", "condition", "run_id", "n_train", "n_val", "n_test",
-                "code_version", "environment", "data_fingerprint"):
-        assert key in first, key
+    assert first["protocol"] == "cv" and first["folds"] == [0, 1, 2, 3] and first["repeat"] == 0
     assert first["environment"]["packages"]["torch"] and first["environment"]["device"].startswith(("cpu", "cuda:"))
-    assert set(first["per_class"]["viral"]) >= {"precision", "recall", "f1", "specificity", "auroc", "ap"}
     assert first["condition"] == "balanced_sampler+augment"
-    assert first["n_train"] == {c: 6 for c in CLASSES} and first["n_test"] == {c: 3 for c in CLASSES}
     predictions = pd.read_csv(run_dir / "predictions.csv")
-    prob_columns = [f"prob_{c}" for c in CLASSES]
-    assert list(predictions.columns) == ["path", "video_id", "patient_id", "label", "pred"] + prob_columns
-    assert len(predictions) == 12 and set(predictions["path"]) == set(frames.loc[frames.split == "test", "path"])
-    # The checkpoint reproduces the test probabilities.
-    model, classes, size = training.load_run_model(run_dir)
-    test_images = training.load_images(frames.loc[frames.split == "test", "abspath"].tolist(), size, cache=False)
-    prob = models.predict_proba(model, test_images, 8)
-    assert classes == CLASSES and np.allclose(prob, predictions[[f"prob_{c}" for c in CLASSES]].to_numpy(), atol=1e-6)
-    features = models.extract_features(model, test_images, batch_size=5)
-    assert features.shape == (12, model.num_features) and features.dtype == np.float32
+    assert list(predictions.columns) == (training.PREDICTION_KEYS + ["pred"] + [f"prob_{c}" for c in CLASSES]
+                                         + ["threshold"])
+    assert sorted(predictions["path"]) == sorted(frames["path"])  # every frame tested exactly once
+    viral = predictions[predictions.label == "viral"]
+    assert viral.groupby("patient_id").fold.nunique().eq(1).all() and viral.fold.nunique() == 4
+    val = pd.read_csv(run_dir / "val_predictions.csv")
+    assert not (val.label == "viral").any()  # no minority patient in any validation part
+    for f in range(4):
+        negatives = val.loc[val.fold == f, "prob_viral"].to_numpy()
+        expected = training.minority_threshold(negatives, 0.8)
+        assert np.isclose(first["thresholds"][str(f)], expected)
+        assert np.allclose(predictions.loc[predictions.fold == f, "threshold"], expected)
+        test_paths = set(predictions.loc[predictions.fold == f, "path"])
+        assert test_paths == set(frames.loc[frames["cv_r0_f" + str(f)] == "test", "path"])
+    # fold 2's checkpoint reproduces fold 2's test probabilities
+    model, classes, size = training.load_run_model(run_dir, fold=2)
+    rows = predictions[predictions.fold == 2]
+    abspaths = frames.set_index("path").loc[rows["path"], "abspath"].tolist()
+    prob = models.predict_proba(model, frame_tensors.load_images(abspaths, size, cache=False), 8, amp=True)
+    assert classes == CLASSES and np.allclose(prob, rows[[f"prob_{c}" for c in CLASSES]].to_numpy(), atol=1e-6)
+    other = training.run_classifier(frames, {**run, "seed": 4}, train, tmp_path / "c")
+    assert other["per_class"] != first["per_class"]
 
 
-def test_weighted_loss_run_records_weights_and_fold(study: Path, tmp_path: Path) -> None:
+def test_weighted_loss_counts_real_frames_only(study: Path, tmp_path: Path) -> None:
     frames = frames_of(study)
-    record = training.run_classifier(frames, {"arch": "vit_tiny_patch16_224", "strategy": "weighted_loss",
-                                              "fold": 0}, {**FAST, "epochs": 1}, tmp_path)
-    assert record["split_column"] == "split_fold0" and record["run_id"].endswith("fold0")
-    counts = np.array([record["n_train"][c] for c in CLASSES])
-    expected = counts.sum() / (len(CLASSES) * counts)
-    assert np.allclose(record["training"]["class_weights"], expected, atol=1e-6)
+    viral_train = frames.loc[(frames.split == "train") & (frames.label == "viral"), "path"].tolist()
+    write_synthetic_set(tmp_path / "synthetic" / "toy", viral_train)
+    plain = training.run_classifier(frames, {"strategy": "weighted_loss", **HOLDOUT}, FAST, tmp_path)
+    with_set = training.run_classifier(frames, {"strategy": "weighted_loss", "synthetic_set": "toy", **HOLDOUT},
+                                       FAST, tmp_path)
+    copies = training.run_classifier(frames, {"strategy": "weighted_loss", "oversample_amount": 2.0, **HOLDOUT},
+                                     FAST, tmp_path)
+    weights = [r["training"]["-1"]["class_weights"] for r in (plain, with_set, copies)]
+    counts = np.array([plain["n_train"]["-1"][c] for c in CLASSES])
+    assert np.allclose(weights[0], counts.sum() / (len(CLASSES) * counts), atol=1e-6)
+    assert weights[0] == weights[1] == weights[2]
+    assert with_set["n_synthetic"]["-1"] > 0 and copies["n_oversampled"]["-1"] == 2 * counts[-1]
+
+
+def test_oversampling_repeats_real_minority_training_frames_evenly(study: Path, tmp_path: Path) -> None:
+    frames = frames_of(study)
+    data = run_data.prepare_data(frames, ClassifierRunParams(oversample_amount=2.5), TrainParams(), tmp_path, 0)
+    copies = data.table[data.table.oversampled]
+    real = data.table[(data.table.part == "train") & (data.table.label == "viral") & ~data.table.oversampled]
+    assert len(copies) == round(2.5 * len(real)) and set(copies.part) == {"train"}
+    assert set(copies.path) <= set(real.path)
+    times = copies.path.value_counts()
+    assert times.max() - times.min() <= 1 and len(times) == len(real)
+    assert run_data.part_counts(data).loc["viral", "train (oversampled copies)"] == len(copies)
+    with pytest.raises(ParamError, match="ratio or count"):
+        run_data.prepare_data(frames, ClassifierRunParams(oversample_amount=0.5),
+                              TrainParams(synthetic_amount_unit="fraction"), tmp_path, 0)
+
+
+def test_metadata_reference_run_writes_the_same_predictions(study: Path, tmp_path: Path) -> None:
+    frames = frames_of(study)
+    record = training.run_classifier(frames, {"arch": "metadata_reference"}, FAST, tmp_path)
+    run_dir = tmp_path / "runs" / record["run_id"]
+    predictions = pd.read_csv(run_dir / "predictions.csv")
+    assert record["condition"] == "metadata_reference" and sorted(predictions.path) == sorted(frames.path)
+    assert not list(run_dir.glob("*.pt"))
+    assert np.allclose(predictions[[f"prob_{c}" for c in CLASSES]].sum(axis=1), 1)
+    # viral frames here are the only linear and small ones: the shortcut ranks them perfectly
+    assert record["per_class"]["viral"]["auroc"] == 1.0
 
 
 def test_split_without_a_class_in_validation_stops_before_training(study: Path, tmp_path: Path,
@@ -195,10 +256,10 @@ def test_split_without_a_class_in_validation_stops_before_training(study: Path, 
     frames.loc[(frames.label == "viral") & (frames.split == "val"), "split"] = "test"
     monkeypatch.setattr(models, "build_model", lambda *a, **k: pytest.fail("trained despite a bad split"))
     with pytest.raises(splits.SplitError, match=r"\['viral'\] have no frame in validation") as err:
-        training.run_classifier(frames, {"arch": "resnet18"}, FAST, tmp_path)
+        training.run_classifier(frames, {"arch": "resnet18", **HOLDOUT}, FAST, tmp_path)
     assert "test" in str(err.value) and "covid" in str(err.value)  # the counts table is in the message
-    with pytest.raises(ParamError, match="folds available"):
-        training.prepare_data(frames, ClassifierRunParams(fold=3), TrainParams(), tmp_path)
+    with pytest.raises(ParamError, match="repeats"):
+        training.run_classifier(frames, {"arch": "resnet18", "repeat": 3}, FAST, tmp_path)
 
 
 def test_pretrained_without_weights_says_so(tmp_path: Path) -> None:
@@ -213,67 +274,53 @@ def test_pretrained_without_weights_says_so(tmp_path: Path) -> None:
 
 # --- the synthetic hook ----------------------------------------------------------------------------------------
 def write_synthetic_set(set_dir: Path, training_frames: list[str], n: int = 10, label: str = "viral",
-                        leakage_ablation: bool = False) -> Path:
+                        leakage_ablation: bool = False, split_column: str = "") -> Path:
     rng = np.random.default_rng(1)
     images = [rng.integers(0, 255, (24, 24, 3), dtype=np.uint8) for _ in range(n)]
     rows = [{"label": label, "generator": "test", "passed_gate": i != 0} for i in range(n)]
-    synthetic.write_set(set_dir, images, rows, {"training_frames": training_frames, "generator": "test",
-                                                "leakage_ablation": leakage_ablation})
+    record = {"training_frames": training_frames, "generator": "test", "leakage_ablation": leakage_ablation}
+    synthetic.write_set(set_dir, images, rows, {**record, **({"split_column": split_column} if split_column else {})})
     return set_dir
 
 
-def test_synthetic_images_join_training_only(study: Path, tmp_path: Path) -> None:
+def test_synthetic_images_join_training_only_and_each_fold_reads_its_own_set(study: Path, tmp_path: Path) -> None:
     frames = frames_of(study)
-    viral_train = frames.loc[(frames.split == "train") & (frames.label == "viral"), "path"].tolist()
-    write_synthetic_set(tmp_path / "synthetic" / "toy", viral_train)
+    for f in range(4):
+        column = f"cv_r0_f{f}"
+        viral_train = frames.loc[(frames[column] == "train") & (frames.label == "viral"), "path"].tolist()
+        write_synthetic_set(tmp_path / "synthetic" / f"toy_fold{f}", viral_train, split_column=column)
     run = ClassifierRunParams(synthetic_set="toy", synthetic_amount=1.5)
-    data = training.prepare_data(frames, run, TrainParams(), tmp_path)
-    synthetic_rows = data.table[data.table.synthetic]
-    assert len(synthetic_rows) == 9 and set(synthetic_rows.part) == {"train"}  # 1.5 x 6 real viral frames
-    assert data.counts("train")["viral"] == 15 and data.counts("val") == {c: 3 for c in CLASSES}
-    assert training.part_counts(data).loc["viral", "train (synthetic)"] == 9
-    again = training.prepare_data(frames, run, TrainParams(), tmp_path)
-    assert again.table.equals(data.table)  # seeded pick
-    record = training.run_classifier(frames, run, {**FAST, "epochs": 1}, tmp_path)
-    assert record["n_synthetic"] == 9 and record["n_train"]["viral"] == 15 and record["n_train_real"]["viral"] == 6
-    assert record["synthetic"]["n_training_frames"] == 6 and record["synthetic"]["leakage_ablation"] is False
-    assert record["condition"] == "toy@1.5ratio"
+    data = run_data.prepare_data(frames, run, TrainParams(), tmp_path, 1)
+    rows = data.table[data.table.synthetic]
+    assert len(rows) == 9 and set(rows.part) == {"train"}  # 1.5 x 6 real viral training frames
+    assert data.synthetic["dir"].endswith("toy_fold1")
+    assert run_data.prepare_data(frames, run, TrainParams(), tmp_path, 1).table.equals(data.table)  # seeded
+    record = training.run_classifier(frames, run, FAST, tmp_path)
+    assert record["condition"] == "toy@1.5ratio" and record["synthetic"]["leakage_ablation"] is False
+    assert record["n_synthetic"] == {str(f): 9 for f in range(4)}
     predictions = training.read_predictions(tmp_path / "runs" / record["run_id"])
     assert not predictions["path"].str.startswith("synthetic").any()
-    short = training.prepare_data(frames, ClassifierRunParams(synthetic_set="toy", synthetic_amount=2.0),
-                                  TrainParams(), tmp_path)
-    assert short.table.synthetic.sum() == 9  # 12 asked for, 9 in the set: all used, the shortfall recorded
-    assert (short.synthetic["n_requested"], short.synthetic["n_used"]) == (12, 9)
+    wrong = write_synthetic_set(tmp_path / "wrong", [], split_column="cv_r0_f2")
+    with pytest.raises(synthetic.SyntheticSetError, match="own fold"):
+        run_data.prepare_data(frames, ClassifierRunParams(synthetic_set=str(wrong)), TrainParams(), tmp_path, 1)
+    with pytest.raises(FileNotFoundError, match="toy_missing"):
+        run_data.prepare_data(frames, ClassifierRunParams(synthetic_set="toy_missing"), TrainParams(), tmp_path, 0)
 
 
 def test_synthetic_set_that_saw_non_training_frames_is_refused_unless_ablation(study: Path, tmp_path: Path) -> None:
     frames = frames_of(study)
-    seen = frames.loc[frames.label == "viral", "path"].tolist()  # includes validation and test frames
+    seen = frames.loc[frames.label == "viral", "path"].tolist()  # includes test frames of every fold
     leaky = write_synthetic_set(tmp_path / "leaky", seen)
     with pytest.raises(synthetic.SyntheticSetError, match="not in this run's training split"):
-        training.prepare_data(frames, ClassifierRunParams(synthetic_set=str(leaky)), TrainParams(), tmp_path)
+        run_data.prepare_data(frames, ClassifierRunParams(synthetic_set=str(leaky)), TrainParams(), tmp_path, 0)
     ablation = write_synthetic_set(tmp_path / "ablation", seen, leakage_ablation=True)
-    data = training.prepare_data(frames, ClassifierRunParams(synthetic_set=str(ablation)), TrainParams(), tmp_path)
+    data = run_data.prepare_data(frames, ClassifierRunParams(synthetic_set=str(ablation)), TrainParams(), tmp_path, 0)
     assert data.synthetic["leakage_ablation"] is True
     assert set(data.table.loc[data.table.synthetic, "part"]) == {"train"}
 
 
-def test_synthetic_set_with_missing_files_or_foreign_labels_is_refused(study: Path, tmp_path: Path) -> None:
-    frames = frames_of(study)
-    train_paths = frames.loc[frames.split == "train", "path"].tolist()
-    broken = write_synthetic_set(tmp_path / "broken", train_paths)
-    (broken / "images" / "00003.png").unlink()
-    with pytest.raises(synthetic.SyntheticSetError, match="00003.png"):
-        training.prepare_data(frames, ClassifierRunParams(synthetic_set=str(broken)), TrainParams(), tmp_path)
-    foreign = write_synthetic_set(tmp_path / "foreign", train_paths, label="influenza")
-    with pytest.raises(synthetic.SyntheticSetError, match="influenza"):
-        training.prepare_data(frames, ClassifierRunParams(synthetic_set=str(foreign)), TrainParams(), tmp_path)
-
-
-def test_three_class_data_is_supported(study: Path, tmp_path: Path) -> None:
+def test_three_class_data_is_supported_under_holdout(study: Path, tmp_path: Path) -> None:
     frames = frames_of(study)
     three = frames[frames.label != "viral"].copy()
-    three.attrs = frames.attrs
-    data = training.prepare_data(three, ClassifierRunParams(fold=0), TrainParams(), tmp_path)
+    data = run_data.prepare_data(three, ClassifierRunParams(**HOLDOUT), TrainParams(), tmp_path, -1)
     assert data.classes == ["covid", "pneumonia", "regular"]
-    assert read_frames(study / "data" / "frames.csv")["label"].nunique() == 4

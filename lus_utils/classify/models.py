@@ -85,6 +85,12 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def autocast(device: torch.device, amp: bool):
+    """bfloat16 autocast when `amp`, on cuda and on cpu (batch norm and the loss stay float32; on this AMX
+    CPU a resnet18 training step runs ~1.6x faster, see benchmarks/bench_classifier.py --bf16)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type in ("cuda", "cpu"))
+
+
 @torch.no_grad()
 def predict_proba(model: torch.nn.Module, images: torch.Tensor, batch_size: int,
                   amp: bool = False) -> np.ndarray:
@@ -94,7 +100,7 @@ def predict_proba(model: torch.nn.Module, images: torch.Tensor, batch_size: int,
     out = []
     for start in range(0, len(images), batch_size):
         batch = to_input(model, images[start:start + batch_size].to(device, non_blocking=True))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+        with autocast(device, amp):
             logits = model(batch)
         out.append(torch.softmax(logits.float(), dim=1).double().cpu())
     n_classes = getattr(model, "num_classes", 0)

@@ -1,23 +1,32 @@
-"""Patient-grouped, class-stratified splits: a train/val/test hold-out and k folds.
+"""Patient-grouped, class-stratified splits: a train/val/test hold-out and the cross-validation folds.
 
 Rules (printable with `summary`):
 - A patient's frames all go to one part. A patient whose videos carry several labels is stratified
   by the label of most of its frames.
-- Each class's patients are shuffled with the seed and allocated on their own (stratification):
+- Hold-out: each class's patients are shuffled with the seed and allocated on their own (stratification):
   `test_fraction` and `val_fraction` of them (at least one each) to test and val, the rest to train.
-- A class with fewer than `few_patients` patients follows the seed study's rule: one patient to
+  A class with fewer than `few_patients` patients follows the seed study's rule: one patient to
   train, one to val, the rest to test (with two patients: train and test; with one: train).
-- Folds: each class's patients are dealt to `n_folds` folds, balancing frames; for fold f the test part
-  is fold f, and a validation part (`val_fraction` of each class's remaining patients, at least one
-  where two or more remain) is carved from the other folds.
-- After every split a check runs: no patient in two parts, every class present in train.
+- Cross-validation (`data.protocol: cv`): one fold per minority-class patient, so each minority patient
+  is in the test part of exactly one fold (the minority assignment is the same in every repeat). The other
+  classes' patients are dealt over the folds class by class (fewest patients first, then fewest frames),
+  in an order shuffled with `split_seed` and the repeat, so each of `data.repeats` repeats is another
+  assignment. Fold f's validation part is `val_fraction` of each non-minority class's remaining patients
+  (at least one); it holds NO minority patient: every minority patient outside the test fold trains.
+  Model selection therefore never hangs on one minority patient (early stopping and the learning-rate
+  schedule see the other classes' validation loss), and the minority threshold for a fixed specificity
+  is chosen on the validation negatives, which exist in every fold.
+- Column `cv_r<repeat>_f<fold>` holds train/val/test for every frame; `fold` is the fold in which a frame
+  is tested in repeat 0 (-1 under the hold-out protocol).
+- After every split a check runs: no patient in two parts, every class present in train; under cv also
+  every frame tested exactly once per repeat (so every minority patient once).
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from lus_utils.params import DataParams
+from lus_utils.params import MINORITY_CLASS, DataParams
 
 PARTS = ("train", "val", "test")
 
@@ -63,51 +72,118 @@ def holdout(frames: pd.DataFrame, params: DataParams) -> pd.Series:
     return split
 
 
-def folds(frames: pd.DataFrame, params: DataParams) -> pd.DataFrame:
-    """`fold` (the fold in which a frame is test) and `split_fold<f>` (train/val/test) columns."""
+def minority_of(classes: list[str]) -> str:
+    """The class whose patients define the folds: the study's minority class."""
+    if MINORITY_CLASS not in classes:
+        raise SplitError(f"the cv protocol deals one fold per '{MINORITY_CLASS}' patient, but data.classes "
+                         f"{classes} lacks it; add it or use data.protocol: holdout")
+    return MINORITY_CLASS
+
+
+def n_folds(frames: pd.DataFrame, classes: list[str]) -> int:
+    """Folds of the cv protocol: one per minority patient (at least 2)."""
+    table = patient_table(frames, classes)
+    n = int((table.label == minority_of(classes)).sum())
+    if n < 2:
+        raise SplitError(f"the cv protocol needs at least 2 '{MINORITY_CLASS}' patients (one test fold each); "
+                         f"the frames have {n}. Use data.protocol: holdout, or data with more such patients.")
+    return n
+
+
+def cv_column(repeat: int, fold: int) -> str:
+    return f"cv_r{repeat}_f{fold}"
+
+
+def cv_folds(frames: pd.DataFrame, params: DataParams, repeat: int) -> pd.DataFrame:
+    """The `cv_r<repeat>_f<f>` columns (train/val/test) of one repeat, each checked."""
     table = patient_table(frames, params.classes)
-    rng = np.random.default_rng(params.split_seed + 1)
-    k = params.n_folds
+    minority = minority_of(params.classes)
+    k = n_folds(frames, params.classes)
     fold_of: dict[str, int] = {}
-    for label in params.classes:
-        sub = table[table.label == label]
-        patients = _shuffled(sorted(sub.patient_id), rng)
-        size = sub.set_index("patient_id")["n_frames"]
-        # Largest patients first, each to the fold with fewest frames (then fewest patients) of this class.
-        patients = sorted(patients, key=lambda p: -size[p])
-        load = np.zeros(k)
-        members = np.zeros(k)
-        for patient in patients:
-            target = int(np.lexsort((np.arange(k), members, load))[0])
+    mine = _shuffled(sorted(table.loc[table.label == minority, "patient_id"]), np.random.default_rng(params.split_seed))
+    fold_of.update({patient: i for i, patient in enumerate(mine)})
+    for c, label in enumerate(params.classes):
+        if label == minority:
+            continue
+        sub = table[table.label == label].set_index("patient_id")
+        rng = np.random.default_rng([params.split_seed, repeat, c])
+        load, members = np.zeros(k), np.zeros(k)
+        for patient in _shuffled(sorted(sub.index), rng):
+            target = int(np.lexsort((rng.permutation(k), load, members))[0])
             fold_of[patient] = target
-            load[target] += size[patient]
+            load[target] += sub.loc[patient, "n_frames"]
             members[target] += 1
-    columns = {"fold": frames["patient_id"].map(fold_of).astype(int)}
+    test_fold = frames["patient_id"].map(fold_of)
+    columns = {}
     for f in range(k):
         part_of: dict[str, str] = {}
-        for label in params.classes:
+        for c, label in enumerate(params.classes):
             rest = [p for p in sorted(table.loc[table.label == label, "patient_id"]) if fold_of[p] != f]
-            rest = _shuffled(rest, np.random.default_rng([params.split_seed, f, params.classes.index(label)]))
+            if label == minority:
+                part_of.update({p: "train" for p in rest})
+                continue
+            rest = _shuffled(rest, np.random.default_rng([params.split_seed, repeat, f, c, 1]))
             n_val = max(1, round(params.val_fraction * len(rest))) if len(rest) >= 2 else 0
-            for i, patient in enumerate(rest):
-                part_of[patient] = "val" if i < n_val else "train"
-        part = frames["patient_id"].map(part_of).fillna("test")
-        part[columns["fold"] == f] = "test"
-        columns[f"split_fold{f}"] = part
-        check(frames.assign(**{f"split_fold{f}": part}), f"split_fold{f}", params.classes)
-    return pd.DataFrame(columns, index=frames.index)
+            part_of.update({p: "val" if i < n_val else "train" for i, p in enumerate(rest)})
+        part = frames["patient_id"].map(part_of)
+        part[test_fold == f] = "test"
+        name = cv_column(repeat, f)
+        columns[name] = part
+        check(frames.assign(**{name: part}), name, params.classes)
+    out = pd.DataFrame(columns, index=frames.index)
+    check_cv(pd.concat([frames, out], axis=1), params.classes, [repeat])
+    return out
 
 
 def assign_all(frames: pd.DataFrame, params: DataParams) -> pd.DataFrame:
-    """frames with `split`, `fold` and `split_fold<f>` columns, every split checked."""
+    """frames with the hold-out `split`, the `fold` column and, under cv, every repeat's fold columns."""
     frames = frames.copy()
     frames["split"] = holdout(frames, params)
-    return pd.concat([frames, folds(frames, params)], axis=1)
+    if params.protocol != "cv":
+        return frames.assign(fold=-1)
+    parts = [cv_folds(frames, params, r) for r in range(params.repeats)]
+    frames = pd.concat([frames, *parts], axis=1)
+    tested = frames[[c for c in frames.columns if c.startswith("cv_r0_f")]].eq("test").to_numpy()
+    return frames.assign(fold=tested.argmax(axis=1))
 
 
-def split_column(fold: int) -> str:
-    """The column that holds the parts for a run: the hold-out split (fold -1) or one fold's."""
-    return "split" if fold < 0 else f"split_fold{fold}"
+def cv_repeats(frames: pd.DataFrame) -> dict[int, list[int]]:
+    """{repeat: [folds]} of the cv columns in frames.csv."""
+    found: dict[int, list[int]] = {}
+    for column in frames.columns:
+        if column.startswith("cv_r") and "_f" in column:
+            r, f = column.removeprefix("cv_r").split("_f")
+            found.setdefault(int(r), []).append(int(f))
+    return {r: sorted(fs) for r, fs in sorted(found.items())}
+
+
+def split_column(fold: int, repeat: int = 0) -> str:
+    """The column that holds the parts of one split: the hold-out split (fold -1) or a cv fold's."""
+    return "split" if fold < 0 else cv_column(repeat, fold)
+
+
+def check_cv(frames: pd.DataFrame, classes: list[str], repeats: list[int]) -> None:
+    """Per repeat: every frame (so every minority patient) tested in exactly one fold, no minority patient in
+    validation, each fold's split valid. Raises SplitError."""
+    minority = minority_of(classes)
+    folds_of = cv_repeats(frames)
+    for r in repeats:
+        if r not in folds_of:
+            raise SplitError(f"frames have no cv columns for repeat {r} (repeats present: {sorted(folds_of)}); "
+                             "rebuild frames.csv (notebook 01) with data.repeats large enough")
+        columns = [cv_column(r, f) for f in folds_of[r]]
+        for column in columns:
+            check(frames, column, classes)
+        times = frames[columns].eq("test").sum(axis=1)
+        if not (times == 1).all():
+            raise SplitError(f"repeat {r}: {int((times != 1).sum())} frames are not tested exactly once")
+        mine = frames["label"] == minority
+        if frames.loc[mine, columns].eq("val").any().any():
+            raise SplitError(f"repeat {r}: a '{minority}' patient sits in a validation part")
+        per_patient = frames[mine].groupby("patient_id")[columns].agg(lambda s: (s == "test").any()).sum(axis=1)
+        if not (per_patient == 1).all():
+            raise SplitError(f"repeat {r}: minority patients not tested exactly once: "
+                             f"{per_patient[per_patient != 1].to_dict()}")
 
 
 def check(frames: pd.DataFrame, column: str, classes: list[str]) -> None:
@@ -122,7 +198,7 @@ def check(frames: pd.DataFrame, column: str, classes: list[str]) -> None:
     empty = [c for c in classes if c not in present]
     if empty:
         raise SplitError(f"{column}: class(es) {empty} have no frame in train; they have too few patients "
-                         "for this split. Lower val_fraction/test_fraction or n_folds, raise few_patients, "
+                         "for this split. Lower val_fraction/test_fraction, raise few_patients, use another split_seed, "
                          "or drop the class from `classes`.")
 
 

@@ -3,9 +3,20 @@
 Each stage's planner is named in `lus_utils.stages`; `PLAN_ORDER` runs them in dependency order (01, the
 feature baseline, then 05 and 04, then the 02/03 grid including the augmented runs, then 06). Every planned
 run's parameters are validated against its notebook's parameter classes before anything executes.
+
+The grid is archs x conditions x data.repeats x seeds; one classifier run covers every fold of its repeat.
+Generators are planned per FOLD on that fold's training frames only (under `cv`: one fold per minority
+patient, counted from frames.csv, else from the data's file list): a DDPM trains on minority frames only,
+which are the same in every repeat (the minority patients' folds do not change), so each DDPM variant is
+trained once per fold and serves every repeat. The textual-inversion token with the `domain` base model is
+planned per (repeat, fold), since the domain model learns from the other classes' training frames, which
+differ between repeats. A synthetic condition's classifier run waits for all folds' generators of its family
+and reads fold f's set for fold f. The leakage ablation (`ddpm_3_mixed_any_split`) stays, labelled by its
+provenance.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -47,15 +58,52 @@ def plan_explore(profile: P.Profile, common: dict[str, Any], planned: list[Run])
                 {**common, **section_values(profile.data, profile.explore)})]
 
 
+def generator_folds(profile: P.Profile, common: dict[str, Any]) -> list[int]:
+    """Folds generators are trained for: [-1] under the hold-out protocol, else one per minority patient."""
+    if profile.data.protocol == "holdout":
+        return [-1]
+    import pandas as pd
+
+    from lus_utils.data import dataset, splits
+
+    frames_csv = Path(common["out_dir"]) / "data" / "frames.csv"
+    if frames_csv.is_file():
+        header = pd.read_csv(frames_csv, nrows=0)
+        if splits.cv_repeats(header).get(0):
+            return splits.cv_repeats(header)[0]
+    root = dataset.resolve_data_root(common["data_root"] or None)
+    sources, _, _ = dataset.discover(root, profile.data)
+    meta = dataset.read_metadata(root)
+    patients = set()
+    for source in sources:
+        if source.label == P.MINORITY_CLASS:
+            patient = str(meta.loc[source.video_id, "patient_id"]).strip() if source.video_id in meta.index else ""
+            patients.add(patient or f"v:{source.video_id}")
+    if len(patients) < 2:
+        raise P.ParamError(f"data.protocol cv needs at least 2 '{P.MINORITY_CLASS}' patients in {root}; found "
+                           f"{len(patients)}. Use data.protocol: holdout")
+    return list(range(len(patients)))
+
+
+def repeats(profile: P.Profile) -> list[int]:
+    return [0] if profile.data.protocol == "holdout" else list(range(profile.data.repeats))
+
+
+def run_base(profile: P.Profile) -> dict[str, Any]:
+    """What every classifier run of the study shares: the protocol and the fixed specificity of thresholds."""
+    spec = getattr(profile.compare, "fixed_specificity", P.ClassifierRunParams().fixed_specificity)
+    return {"protocol": profile.data.protocol, "fixed_specificity": spec}
+
+
 def feature_run(profile: P.Profile) -> dict[str, Any]:
     """The baseline classifier whose features measure the realism of synthetic sets (real data only)."""
-    return {"arch": profile.grid.archs[0], "strategy": "none", "seed": profile.grid.seeds[0],
-            "fold": profile.grid.folds[0], "synthetic_set": "", "synthetic_amount": 1.0}
+    return {"arch": profile.grid.archs[0], "strategy": "none", "seed": profile.grid.seeds[0], "repeat": 0,
+            "synthetic_set": "", "synthetic_amount": 1.0, **run_base(profile)}
 
 
 def classifier_run(profile: P.Profile, common: dict[str, Any], what: dict[str, Any],
                    after: list[str]) -> Run:
-    from lus_utils.classify.training import run_id_for
+    from lus_utils.classify.run_identity import run_id_for
 
     values = {**P.as_dict(P.ClassifierRunParams()), **P.as_dict(profile.train), **what}
     notebook = NOTEBOOKS[_notebook_stage(values["strategy"])]
@@ -68,9 +116,10 @@ def plan_feature_baseline(profile: P.Profile, common: dict[str, Any], planned: l
 
 
 def plan_ddpm(profile: P.Profile, common: dict[str, Any], planned: list[Run]) -> list[Run]:
+    """One notebook 05 run per variant and fold (the minority frames of a fold are the same in every repeat)."""
     runs = []
     feature_dir = _feature_run_dir(profile, common, planned)
-    for fold in profile.ddpm_runs.folds:
+    for fold in generator_folds(profile, common):
         for variant in profile.ddpm_runs.variants:
             values = {**P.as_dict(profile.ddpm), "variant": variant, "fold": fold,
                       "output_size": profile.train.image_size, **P.as_dict(profile.audit),
@@ -80,53 +129,77 @@ def plan_ddpm(profile: P.Profile, common: dict[str, Any], planned: list[Run]) ->
     return runs
 
 
+def ti_repeats(profile: P.Profile, base_model: str) -> list[int | None]:
+    """The domain base model learns from the other classes' training frames: one token per repeat. Other base
+    models saw no study frame: one token per fold serves every repeat (None)."""
+    return repeats(profile) if base_model == "domain" and profile.data.protocol == "cv" else [None]
+
+
 def plan_textual_inversion(profile: P.Profile, common: dict[str, Any], planned: list[Run]) -> list[Run]:
-    """One notebook 04 run per base model and fold; each writes its sets under its own tag."""
+    """One notebook 04 run per base model and fold (and repeat, for the domain base model)."""
     feature_dir = _feature_run_dir(profile, common, planned)
     ti_runs = profile.textual_inversion_runs
     runs = []
-    for fold in ti_runs.folds:
+    for fold in generator_folds(profile, common):
         for base_model in ti_runs.base_models:
-            tag = ti_set_tag(profile, base_model, fold)
-            values = {**P.as_dict(profile.textual_inversion), "base_model": base_model, "fold": fold,
-                      "set_tag": tag, "output_size": profile.train.image_size, **P.as_dict(profile.audit),
-                      "feature_run_dir": feature_dir}
-            runs.append(Run("04", NOTEBOOKS["04"], "04_" + "_".join(ti_set_names(tag).values()),
-                            {**common, **values}, _ids(planned, *STAGES["04"].after)))
+            for repeat in ti_repeats(profile, base_model):
+                tag = ti_set_tag(profile, base_model, fold, repeat)
+                values = {**P.as_dict(profile.textual_inversion), "base_model": base_model, "fold": fold,
+                          "repeat": repeat or 0, "set_tag": tag, "output_size": profile.train.image_size,
+                          **P.as_dict(profile.audit), "feature_run_dir": feature_dir}
+                runs.append(Run("04", NOTEBOOKS["04"], "04_" + "_".join(ti_set_names(tag).values()),
+                                {**common, **values}, _ids(planned, *STAGES["04"].after)))
     return runs
 
 
-def ti_set_tag(profile: P.Profile, base_model: str, fold: int) -> str:
-    """No tag for a single hold-out run; otherwise one named for the base model and fold."""
+def ti_set_tag(profile: P.Profile, base_model: str, fold: int, repeat: int | None = None) -> str:
+    """No tag for a single hold-out run; otherwise one named for the base model (and repeat) and fold, so the
+    set folders read `<family>[_r<repeat>]_fold<f>` (see `run_identity.fold_set_names`)."""
     ti_runs = profile.textual_inversion_runs
     if len(ti_runs.base_models) == 1 and fold == -1:
         return ""
     slug = "".join(c if c.isalnum() else "-" for c in base_model.rstrip("/").split("/")[-1]).strip("-")
-    return slug + (f"_fold{fold}" if fold >= 0 else "")
+    return slug + (f"_r{repeat}" if repeat is not None else "") + (f"_fold{fold}" if fold >= 0 else "")
 
 
-def synthetic_sets(planned: list[Run]) -> list[tuple[str, int, str]]:
-    """(set name, fold, producing run_id) of every synthetic set the planned runs write."""
-    sets = []
+def _family(name: str) -> tuple[str, int | None]:
+    """A fold's set folder name -> (family, repeat or None): `ti_txt2img_domain_r1_fold0` -> (`ti_txt2img_domain`, 1)."""
+    stem = re.sub(r"_fold\d+$", "", name)
+    found = re.search(r"_r(\d+)$", stem)
+    return (stem[:found.start()], int(found.group(1))) if found else (stem, None)
+
+
+def synthetic_sets(planned: list[Run]) -> dict[str, list[tuple[int | None, str]]]:
+    """{family: [(repeat or None, producing run_id)]} of every synthetic set the planned runs write."""
+    names = []
     for run in planned:
         if run.stage == "05":
-            sets.append((ddpm_set_name(run.params["variant"], run.params["fold"]), run.params["fold"], run.run_id))
+            names.append((ddpm_set_name(run.params["variant"], run.params["fold"]), run.run_id))
         elif run.stage == "04":
-            sets += [(name, run.params["fold"], run.run_id) for name in ti_set_names(run.params["set_tag"]).values()]
-    return sets
+            names += [(name, run.run_id) for name in ti_set_names(run.params["set_tag"]).values()]
+    families: dict[str, list[tuple[int | None, str]]] = {}
+    for name, producer in names:
+        family, repeat = _family(name)
+        families.setdefault(family, []).append((repeat, producer))
+    return families
 
 
 def plan_classifiers(profile: P.Profile, common: dict[str, Any], planned: list[Run]) -> list[Run]:
-    """The 02/03 grid: baselines, imbalance strategies, and every synthetic set at every amount."""
+    """The 02/03 grid: baselines, imbalance strategies, augmentation, every synthetic family at every amount,
+    its oversampling control, and the metadata reference, for every repeat and seed."""
     grid = profile.grid
     stages = profile.study.stages
     first = feature_run(profile)
     runs = []
     data_runs = _ids(planned, *STAGES["02"].after)
-    for arch in grid.archs:
-        for fold in grid.folds:
+    families = synthetic_sets(planned)
+    for repeat in repeats(profile):
+        if grid.metadata_reference and "02" in stages:
+            runs.append(classifier_run(profile, common, {**run_base(profile), "arch": P.METADATA_REFERENCE,
+                                                         "seed": grid.seeds[0], "repeat": repeat}, data_runs))
+        for arch in grid.archs:
             for seed in grid.seeds:
-                base = {"arch": arch, "seed": seed, "fold": fold}
+                base = {**run_base(profile), "arch": arch, "seed": seed, "repeat": repeat}
                 if "02" in stages and {**first, **base} != first:
                     runs.append(classifier_run(profile, common, {**base, "strategy": "none"}, data_runs))
                 if "03" in stages:
@@ -136,13 +209,16 @@ def plan_classifiers(profile: P.Profile, common: dict[str, Any], planned: list[R
                     if _notebook_stage(strategy) in stages:
                         runs.append(classifier_run(profile, common, {**base, "strategy": strategy, "augment": True},
                                                    data_runs))
-                for name, set_fold, producer in synthetic_sets(planned):
-                    if set_fold != fold:
-                        continue
-                    runs += [classifier_run(profile, common, {**base, "strategy": strategy, "synthetic_set": name,
-                                                              "synthetic_amount": amount}, data_runs + [producer])
-                             for strategy in grid.synthetic_strategies if _notebook_stage(strategy) in stages
-                             for amount in grid.synthetic_amounts]
+                strategies = [s for s in grid.synthetic_strategies if _notebook_stage(s) in stages]
+                for family, producers in families.items():
+                    after = [run_id for r, run_id in producers if r is None or r == repeat]
+                    runs += [classifier_run(profile, common, {**base, "strategy": strategy, "synthetic_set": family,
+                                                              "synthetic_amount": amount}, data_runs + after)
+                             for strategy in strategies for amount in grid.synthetic_amounts]
+                if grid.oversampling and families:
+                    runs += [classifier_run(profile, common, {**base, "strategy": strategy,
+                                                              "oversample_amount": amount}, data_runs)
+                             for strategy in strategies for amount in grid.synthetic_amounts]
     return runs
 
 
@@ -162,7 +238,7 @@ def _ids(planned: list[Run], *stages: str) -> list[str]:
 
 def _feature_run_dir(profile: P.Profile, common: dict[str, Any], planned: list[Run]) -> str:
     """The feature baseline's run folder when it is planned in this invocation or already exists."""
-    from lus_utils.classify.training import run_id_for
+    from lus_utils.classify.run_identity import run_id_for
 
     run_dir = Path(common["out_dir"]) / "runs" / run_id_for({**P.as_dict(P.ClassifierRunParams()),
                                                               **feature_run(profile), **P.as_dict(profile.train)})
@@ -198,22 +274,8 @@ def plan(profile: P.Profile, out_dir: Path, data_root: Path, only: list[str] | N
     ids = [r.run_id for r in runs]
     if len(ids) != len(set(ids)):
         raise P.ParamError("two planned runs share a run_id; the planners must name runs uniquely")
-    check_sets_for_grid(profile, runs)
     validate_runs(runs, profile)
     return runs
-
-
-def check_sets_for_grid(profile: P.Profile, runs: list[Run]) -> None:
-    """Each grid fold asks for synthetic-set runs once generators are planned: one must write a set for it."""
-    made = {fold for _, fold, _ in synthetic_sets(runs)}
-    if not made or not profile.grid.synthetic_strategies:
-        return
-    lacking = [f for f in profile.grid.folds if f not in made]
-    if lacking:
-        raise P.ParamError(f"{profile.path}: grid.folds {lacking} ask for synthetic-set runs (grid.synthetic_strategies "
-                           f"{profile.grid.synthetic_strategies}) but no generator writes a set for them (sets are made "
-                           f"for folds {sorted(made)}); add those folds to ddpm_runs.folds or textual_inversion_runs.folds, "
-                           "or drop them from grid.folds")
 
 
 def validate_runs(runs: list[Run], profile: P.Profile) -> None:

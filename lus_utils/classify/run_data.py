@@ -1,0 +1,241 @@
+"""A classifier run's data: which frames each fold trains, validates and tests on, the synthetic images or
+oversampled copies that join its training part, and the class weights of `weighted_loss`.
+
+- The patient-grouped parts come from frames.csv as they are (`cv_r<repeat>_f<fold>`, or `split` for the
+  hold-out). Under cv, a fold's validation part holds no minority patient (see `data.splits`), so only the
+  other classes must have validation frames.
+- A synthetic set only ever joins the training part, checked by `synthetic.load_for_training` (missing files,
+  foreign labels, a generator that saw frames outside this training part are refused); fold f reads the
+  set's fold-f folder.
+- The oversampling control repeats the real minority training frames, each as evenly as the count allows,
+  to the count the synthetic condition of the same amount adds (the same augmentation applies to both).
+- Class weights (`weighted_loss`) are counted on the REAL training frames only (no synthetic image, no
+  oversampled copy), so a synthetic or oversampling run and its weighted-loss baseline use identical weights.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lus_utils.classify.run_identity import fold_set_names, synthetic_set_name
+from lus_utils.data import splits
+from lus_utils.generate import synthetic
+from lus_utils.params import CLASSES, MINORITY_CLASS, ClassifierRunParams, DataParams, ParamError, TrainParams
+from lus_utils.paths import OutLayout, resolve_out_dir
+from lus_utils.provenance import sha256_file, sha256_text
+
+TABLE_COLUMNS = ["path", "abspath", "video_id", "patient_id", "label", "probe", "width", "height", "part",
+                 "synthetic", "oversampled"]
+
+
+def frames_for_run(frames_csv: str, data_root: str, out_dir: str | Path) -> pd.DataFrame:
+    """frames.csv of a run: `frames_csv`, else <out>/data/frames.csv, built with default DataParams if absent."""
+    from lus_utils.data.dataset import build_frames, read_frames
+
+    layout = OutLayout(resolve_out_dir(out_dir))
+    path = Path(frames_csv) if frames_csv else layout.frames_csv
+    if not path.is_file():
+        if frames_csv:
+            raise FileNotFoundError(f"frames_csv {path} does not exist; leave it empty to use (or build) "
+                                    f"{layout.frames_csv}")
+        print(f"{path} is absent: building it with default data parameters (notebook 01 does this too)")
+        build_frames(data_root or None, layout.root, DataParams())
+    frames = read_frames(path)
+    frames.attrs["frames_csv"] = str(path.resolve())
+    return frames
+
+
+def class_order(labels: Any) -> list[str]:
+    """The run's classes: the study's classes present in the data, in the study's order (others after)."""
+    present = set(labels)
+    return [c for c in CLASSES if c in present] + sorted(present - set(CLASSES))
+
+
+def data_fingerprint(frames: pd.DataFrame) -> dict[str, Any]:
+    """sha256 of frames.csv when the frames came from a file (with the number of frames used, in case they
+    were filtered), else of the frames' own CSV text."""
+    path = frames.attrs.get("frames_csv")
+    if path and Path(path).is_file():
+        return {"frames_csv": Path(path).name, "sha256": sha256_file(Path(path)), "n_frames": len(frames)}
+    text = frames.drop(columns=["abspath"], errors="ignore").to_csv(index=False)
+    return {"frames_csv": "(in-memory frames)", "sha256": sha256_text(text), "n_frames": len(frames)}
+
+
+def run_folds(frames: pd.DataFrame, run: ClassifierRunParams) -> list[int]:
+    """The folds a run covers: [-1] for the hold-out, else every fold of its repeat in frames.csv."""
+    if run.protocol == "holdout":
+        return [-1]
+    repeats = splits.cv_repeats(frames)
+    if run.repeat not in repeats:
+        raise ParamError(f"repeat {run.repeat}: frames.csv has cv folds for repeats {sorted(repeats)} only; "
+                         "rebuild it (notebook 01) with data.protocol cv and enough data.repeats, or use "
+                         "protocol holdout")
+    return repeats[run.repeat]
+
+
+def resolve_synthetic_dir(synthetic_set: str, out_dir: str | Path, fold: int = -1, repeat: int = 0) -> Path:
+    """A synthetic set given as a path, or by family name under <out>/synthetic (fold f: that fold's folder)."""
+    candidate = Path(synthetic_set)
+    if candidate.is_absolute() or candidate.is_dir():
+        return candidate
+    root = OutLayout(resolve_out_dir(out_dir)).synthetic
+    names = fold_set_names(synthetic_set, fold, repeat)
+    found = [root / name for name in names if (root / name).is_dir()]
+    if not found:
+        raise FileNotFoundError(f"synthetic set '{synthetic_set}' for fold {fold}: none of {names} exists under "
+                                f"{root}; run its generator for this fold first (notebook 05 or 04)")
+    return found[0]
+
+
+@dataclass
+class RunData:
+    """Which frames one fold of a run trains, validates and tests on (synthetic images and copies train)."""
+
+    classes: list[str]
+    split_column: str
+    fold: int
+    table: pd.DataFrame  # TABLE_COLUMNS
+    synthetic: dict[str, Any] | None = None  # the synthetic set's summary, when one joined
+    oversampling: dict[str, Any] | None = None  # the oversampling control's counts, when it ran
+
+    def part(self, name: str) -> pd.DataFrame:
+        return self.table[self.table["part"] == name]
+
+    def counts(self, part: str) -> dict[str, int]:
+        labels = self.part(part)["label"]
+        return {c: int((labels == c).sum()) for c in self.classes}
+
+    def real_train_labels(self) -> pd.Series:
+        rows = self.table[(self.table.part == "train") & ~self.table.synthetic & ~self.table.oversampled]
+        return rows["label"]
+
+
+def part_counts(data: RunData) -> pd.DataFrame:
+    """Class x part frame counts, training part as real + synthetic + copies (what the fold actually used)."""
+    table = data.table
+    train = table[table.part == "train"]
+    columns = {
+        "train (real)": train[~train.synthetic & ~train.oversampled],
+        "train (synthetic)": train[train.synthetic],
+        "train (oversampled copies)": train[train.oversampled],
+        "val": data.part("val"), "test": data.part("test"),
+    }
+    counts = pd.DataFrame({name: rows["label"].value_counts() for name, rows in columns.items()})
+    counts = counts.reindex(index=data.classes, columns=list(columns)).fillna(0).astype(int)
+    counts["train (total)"] = counts[["train (real)", "train (synthetic)", "train (oversampled copies)"]].sum(axis=1)
+    videos = pd.DataFrame({f"{p} videos": data.part(p).groupby("label")["video_id"].nunique() for p in ("val", "test")})
+    return counts.join(videos.reindex(data.classes).fillna(0).astype(int))
+
+
+def check_parts(table: pd.DataFrame, classes: list[str], column: str, exempt: tuple[str, ...] = ()) -> None:
+    """Before training: every class but `exempt` needs validation frames (early stopping sees them)."""
+    counts = pd.crosstab(table["label"], table["part"]).reindex(index=classes, columns=list(splits.PARTS),
+                                                                 fill_value=0)
+    lacking = [c for c in classes if counts.loc[c, "val"] == 0 and c not in exempt]
+    if lacking:
+        raise splits.SplitError(f"{column}: class(es) {lacking} have no frame in validation, so the checkpoint "
+                                f"and early stopping could not see them. Frames per class and part:\n{counts}\n"
+                                "Use another split_seed, or fewer classes.")
+    if (counts["test"] == 0).any():
+        absent = [c for c in classes if counts.loc[c, "test"] == 0]
+        print(f"note: {column} has no test frame of {absent}")
+
+
+def add_synthetic(table: pd.DataFrame, set_dir: Path, classes: list[str], amount: float, unit: str,
+                  seed: int, split_column: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The training table plus `amount` images of a synthetic set, picked with the seed; and its summary."""
+    real_train = table[(table.part == "train") & ~table.synthetic]
+    record = synthetic.read_provenance(set_dir)
+    made_for = record.get("split_column")
+    if made_for and split_column != "split" and made_for.rsplit("_f", 1)[-1] != split_column.rsplit("_f", 1)[-1]:
+        raise synthetic.SyntheticSetError(f"{set_dir}: made for split '{made_for}', but this run's fold is "
+                                          f"'{split_column}'; a fold reads only its own fold's set")
+    manifest = synthetic.load_for_training(set_dir, classes, real_train["path"])
+    set_labels = sorted(set(manifest["label"]))
+    n_real = int(real_train["label"].isin(set_labels).sum())
+    n_requested, n = synthetic.amount_to_count(amount, unit, n_real, len(manifest))
+    if n < n_requested:
+        print(f"warning: {set_dir.name}: {amount} as {unit} asks for {n_requested} images but only {n} passed the "
+              f"gate; all {n} are used and the run records the shortfall")
+    rng = np.random.default_rng([seed, 31337])
+    chosen = manifest.iloc[np.sort(rng.choice(len(manifest), size=n, replace=False))]
+    name = synthetic_set_name(str(set_dir))
+    rows = pd.DataFrame({
+        "path": [f"synthetic/{name}/{p}" for p in chosen["path"]],
+        "abspath": chosen["abspath"].tolist(),
+        "video_id": [f"synthetic:{name}:{p}" for p in chosen["path"]],
+        "patient_id": f"synthetic:{name}",
+        "label": chosen["label"].tolist(),
+        "probe": "", "width": np.nan, "height": np.nan,
+        "part": "train", "synthetic": True, "oversampled": False,
+    })
+    summary = {k: v for k, v in record.items() if k != "training_frames"}
+    summary.update({"name": name, "dir": str(set_dir), "n_training_frames": len(record.get("training_frames", [])),
+                    "leakage_ablation": bool(record.get("leakage_ablation", False)), "n_passed_gate": len(manifest),
+                    "n_requested": n_requested, "n_used": n, "amount": amount, "unit": unit, "labels": set_labels})
+    return pd.concat([table, rows], ignore_index=True), summary
+
+
+def oversampling_count(amount: float, unit: str, n_real_minority: int) -> int:
+    """How many copies the control adds: what a synthetic set of the same amount adds (ratio or count)."""
+    if unit == "ratio":
+        return round(amount * n_real_minority)
+    if unit == "count":
+        return int(amount)
+    raise ParamError(f"oversample_amount in unit '{unit}': a share of a synthetic set has no real-frame "
+                     "equivalent; use train.synthetic_amount_unit ratio or count for the oversampling control")
+
+
+def add_oversampling(table: pd.DataFrame, minority: str, amount: float, unit: str,
+                     seed: int) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The training table plus copies of its real minority frames: whole seeded passes over them, then a
+    seeded share of one more pass, so each frame is repeated as evenly as the count allows."""
+    pool = table[(table.part == "train") & (table.label == minority) & ~table.synthetic]
+    if pool.empty:
+        raise splits.SplitError(f"the oversampling control has no real '{minority}' training frame to repeat")
+    n = oversampling_count(amount, unit, len(pool))
+    rng = np.random.default_rng([seed, 4242])
+    order = np.concatenate([rng.permutation(len(pool)) for _ in range(-(-n // len(pool)))])[:n]
+    copies = pool.iloc[order].assign(oversampled=True)
+    summary = {"amount": amount, "unit": unit, "n_real_minority": len(pool), "n_copies": n}
+    return pd.concat([table, copies], ignore_index=True), summary
+
+
+def prepare_data(frames: pd.DataFrame, run: ClassifierRunParams, train: TrainParams, out_dir: str | Path,
+                 fold: int) -> RunData:
+    """Check one fold's split and assemble its table (real frames by part, plus synthetic images or copies)."""
+    column = splits.split_column(fold, run.repeat)
+    if column not in frames.columns:
+        raise ParamError(f"fold {fold} of repeat {run.repeat}: frames.csv has no column '{column}'; its splits: "
+                         f"{[c for c in frames.columns if c == 'split' or c.startswith('cv_r')]}")
+    classes = class_order(frames["label"])
+    splits.check(frames, column, classes)
+    table = frames.assign(part=frames[column], synthetic=False, oversampled=False)
+    for name in ("probe", "width", "height"):
+        if name not in table.columns:
+            table[name] = "" if name == "probe" else np.nan
+    table = table[TABLE_COLUMNS].reset_index(drop=True)
+    exempt = (MINORITY_CLASS,) if fold >= 0 else ()
+    check_parts(table, classes, column, exempt)
+    summary = oversampled = None
+    if run.synthetic_set:
+        set_dir = resolve_synthetic_dir(run.synthetic_set, out_dir, fold, run.repeat)
+        table, summary = add_synthetic(table, set_dir, classes, run.synthetic_amount, train.synthetic_amount_unit,
+                                       run.seed, column)
+    elif run.oversample_amount > 0:
+        table, oversampled = add_oversampling(table, MINORITY_CLASS, run.oversample_amount,
+                                              train.synthetic_amount_unit, run.seed)
+    return RunData(classes=classes, split_column=column, fold=fold, table=table, synthetic=summary,
+                   oversampling=oversampled)
+
+
+def class_weights(train_labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Inverse class frequency, normalised so the mean weight per training frame is 1 (sklearn 'balanced')."""
+    counts = np.bincount(np.asarray(train_labels, dtype=np.int64), minlength=n_classes).astype(np.float64)
+    if (counts == 0).any():
+        raise ValueError(f"every class needs training frames to weight the loss; counts: {counts.astype(int).tolist()}")
+    return counts.sum() / (n_classes * counts)
