@@ -1,153 +1,176 @@
-"""DDPM: training steps per second at the profile sizes, and seconds per image and quality of each sampler.
+"""DDPM on a CPU: training and sampling cost (fp32 vs bf16, UNet sizes, batch, threads), and the samplers'
+quality on a generator trained on the real minority frames.
 
-    python benchmarks/bench_ddpm.py [--data-root PATH] [--n 64] [--train-steps 300] [--feature-run-dir RUN]
-        [--profiles smoke quick full]
+    python benchmarks/bench_ddpm.py speed [--threads 1]
+    python benchmarks/bench_ddpm.py samplers --checkpoint GEN/checkpoints/checkpoint-N [--n 32] [--n-slow 8]
+        [--data-root PATH] [--fold 0] [--grid outputs/bench/sampler_grid.png]
 
-Samplers are compared on one tiny model trained quickly on the real minority training frames: seconds per
-image, and Fréchet distance / KID (pixel features, or a baseline classifier's with --feature-run-dir)
-against the real minority frames and against a 1000-step DDPM sample set. The noise floor is the distance
-between two DDPM sample sets with different seeds: a fast sampler whose distance to DDPM stays within it
-is as good as DDPM at this sample size.
+`speed` times one optimizer step (CPU seconds, median of a few, after a warm-up) per UNet, batch and precision,
+and one UNet forward per image while sampling. `samplers` loads a checkpoint's EMA weights (or --pipeline, a
+saved pipeline) and compares each sampler with 1000-step DDPM on the same noise seeds: CPU seconds per image,
+the quality gate's pass rate (real_range and the seed's), KID and C2ST AUROC against held-out real minority
+frames of the fold (patients the generator never saw; random-CNN features), and KID to the 1000-step DDPM set
+beside the noise floor (KID between two 1000-step DDPM sets with different seeds). CPU seconds rather than wall
+time, since the machine's cores are shared.
 """
 from __future__ import annotations
 
 import argparse
-import math
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
 from lus_utils.data import dataset
-from lus_utils.generate import ddpm, synthetic, synthetic_audit
+from lus_utils.generate import ddpm, realism, synthetic
+from lus_utils.images import load_image
 from lus_utils.params import MINORITY_CLASS, DataParams, DDPMParams, build
-from lus_utils.paths import PARAMS_DIR
 
-SAMPLERS = [("ddpm", 1000), ("ddpm", 500), ("ddim", 50), ("dpmsolver", 20), ("dpmsolver", 10)]
+UNETS = {"quick (16-32-64-128, attn 3)": ([16, 32, 64, 128], [3]), "no attention": ([16, 32, 64, 128], []),
+         "wider (32-64-128-128, attn 3)": ([32, 64, 128, 128], [3])}
+SAMPLERS = [("ddpm", 1000, "fp32"), ("ddpm", 500, "fp32"), ("ddim", 50, "fp32"), ("dpmsolver_ode", 20, "fp32"),
+            ("dpmsolver", 20, "fp32"), ("dpmsolver", 20, "bf16"), ("dpmsolver", 50, "fp32")]
+SLOW = 200  # samplers with at least this many steps get --n-slow images
 
 
-def train_speed(p: DDPMParams, batch: int, steps: int) -> tuple[float, float]:
-    """Wall and CPU seconds per optimizer step (forward, backward, AdamW) at batch `batch`, after a warm-up step.
+def unet_params(channels: list[int], attention: list[int], size: int = 64) -> DDPMParams:
+    return build(DDPMParams, {"image_size": size, "block_out_channels": channels, "attention_levels": attention}, "bench")
 
-    CPU seconds (all threads) show what a step costs when other processes share the cores.
-    """
+
+def step_seconds(p: DDPMParams, batch: int, bf16: bool, train: bool, steps: int = 3) -> float:
+    """Median CPU seconds of one optimizer step (train) or one no-grad forward (sampling) after a warm-up."""
     torch.manual_seed(0)
     model = ddpm.build_unet(p)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randn(batch, 1, p.image_size, p.image_size)
     t = torch.randint(0, 1000, (batch,))
-    wall, cpu = [], []
+    cpu = []
     for i in range(steps + 1):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        loss = torch.nn.functional.mse_loss(model(x, t).sample, x)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+        start = time.process_time()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16), torch.set_grad_enabled(train):
+            out = model(x, t).sample
+        if train:
+            torch.nn.functional.mse_loss(out.float(), x).backward()
+            optimizer.step()
+            optimizer.zero_grad()
         if i:
-            wall.append(time.perf_counter() - start)
-            cpu.append(time.process_time() - start_cpu)
-    return float(np.median(wall)), float(np.median(cpu))
+            cpu.append(time.process_time() - start)
+    return float(np.median(cpu))
 
 
-def profile_ddpm(name: str) -> DDPMParams:
-    raw = yaml.safe_load((PARAMS_DIR / f"{name}.yaml").read_text())
-    return build(DDPMParams, raw["ddpm"], f"{name}.yaml [ddpm]")
+def speed(args: argparse.Namespace) -> None:
+    rows = []
+    for name, (channels, attention) in UNETS.items():
+        p = unet_params(channels, attention)
+        for batch in (3, 16):
+            fp32, bf16 = step_seconds(p, batch, False, True), step_seconds(p, batch, True, True)
+            rows.append({"unet": name, "what": f"train step, batch {batch}", "fp32 cpu-s": round(fp32, 3),
+                         "bf16 cpu-s": round(bf16, 3), "bf16 speed-up": round(fp32 / bf16, 2)})
+    p = unet_params(*UNETS["quick (16-32-64-128, attn 3)"])
+    for batch in (8, 32, 64):
+        fp32, bf16 = step_seconds(p, batch, False, False), step_seconds(p, batch, True, False)
+        rows.append({"unet": "quick (16-32-64-128, attn 3)", "what": f"sampling forward, batch {batch} (per image)",
+                     "fp32 cpu-s": round(fp32 / batch, 4), "bf16 cpu-s": round(bf16 / batch, 4),
+                     "bf16 speed-up": round(fp32 / bf16, 2)})
+    print(f"CPU seconds (torch threads {torch.get_num_threads()}), 64 px grey UNets")
+    print(pd.DataFrame(rows).to_string(index=False))
 
 
-def features_of(images: np.ndarray, extract, folder: Path) -> np.ndarray:
+def load_unet(args: argparse.Namespace):
+    """The EMA UNet of a checkpoint (or of a saved pipeline) wrapped as a pipeline for ddpm.sample_images."""
+    if args.pipeline:
+        return ddpm.load_pipeline(Path(args.pipeline))
+    from diffusers import UNet2DModel
+    from diffusers.training_utils import EMAModel
+
+    checkpoint = Path(args.checkpoint)
+    unet = UNet2DModel.from_pretrained(checkpoint / "unet")
+    ema = EMAModel(unet.parameters())
+    ema.load_state_dict(torch.load(checkpoint / "training_state.pt", weights_only=False, map_location="cpu")["ema"])
+    ema.copy_to(unet.parameters())
+    return ddpm.make_pipeline(unet.eval())
+
+
+def samplers(args: argparse.Namespace) -> None:
     import cv2
 
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, image in enumerate(images):
-        paths.append(str(folder / f"{i:04d}.png"))
-        cv2.imwrite(paths[-1], image)
-    return extract(paths)
+    out = Path(args.out)
+    frames = dataset.build_frames(args.data_root, out / "out", DataParams(n_workers=1))
+    column = f"split_fold{args.fold}"
+    minority = frames[frames.label == MINORITY_CLASS]
+
+    def grey(paths: list[str]) -> np.ndarray:
+        return np.stack([load_image(p, size=64, grayscale=True) for p in paths])
+
+    calibration = realism.calibrate_gate(grey(realism.calibration_paths(frames, column, 0)), 0.005, 0.25)
+    cnn = realism.RandomCNN()
+    holdout = cnn(grey(minority.loc[minority[column] != "train", "abspath"].tolist()))
+    train = cnn(grey(minority.loc[minority[column] == "train", "abspath"].tolist()))
+    pipeline = load_unet(args)
+    sets, rows, strips = {}, [], []
+    for sampler, steps, precision in SAMPLERS + [("ddpm", 1000, "fp32")]:
+        key = f"{sampler} x{steps} {precision}"
+        seed = 0
+        if key in sets:
+            key, seed = key + " (2nd seeds)", 1
+        n = args.n_slow if steps >= SLOW else args.n
+        start = time.process_time()
+        images, _ = ddpm.sample_images(pipeline, sampler, steps, n, min(n, 32), seed, progress=False,
+                                       precision=precision)
+        cpu = (time.process_time() - start) / n
+        features = cnn(images)
+        sets[key] = features
+        strips.append(np.concatenate(list(images[:8]), axis=1))
+        versus = realism.compare_sets(features, train, holdout, 50, 100, 0, c2st_folds=min(5, len(features)))
+        rows.append({"sampler": key, "n": n, "cpu s/image": round(cpu, 3),
+                     "gate pass": float(np.mean([v["passed_gate"] for v in realism.apply_gate(images, calibration)])),
+                     "seed gate pass": float(np.mean([synthetic.gate(i)["passed_gate"] for i in images])),
+                     "KID held-out": versus["synthetic_vs_holdout"]["kid"]["mean"],
+                     "KID low": versus["synthetic_vs_holdout"]["kid"]["ci_low"],
+                     "KID high": versus["synthetic_vs_holdout"]["kid"]["ci_high"],
+                     "C2ST AUROC": versus["synthetic_vs_holdout"]["c2st"]["auroc"]})
+        print(rows[-1], flush=True)
+    reference = sets["ddpm x1000 fp32"]
+    table = pd.DataFrame(rows)
+    base = table.set_index("sampler").loc["ddpm x1000 fp32", "cpu s/image"]
+    table["speed-up vs ddpm x1000"] = (base / table["cpu s/image"]).round(1)
+    table["KID to ddpm x1000"] = [realism.kid(f, reference, 50, 100, 0)["mean"] if k != "ddpm x1000 fp32" else 0.0
+                                  for k, f in sets.items()]
+    real_ref = realism.compare_sets(train, train, holdout, 50, 100, 0)["real_train_vs_holdout"]
+    print(table.round(4).to_string(index=False))
+    print(f"noise floor: KID between two 1000-step DDPM sets (seeds 0 and 1, {args.n_slow} images each) = "
+          f"{table['KID to ddpm x1000'].iloc[-1]:.4f}; real reference (minority training vs held-out frames): "
+          f"KID {real_ref['kid']['mean']:.4f} [{real_ref['kid']['ci_low']:.4f}, {real_ref['kid']['ci_high']:.4f}], "
+          f"C2ST AUROC {real_ref['c2st']['auroc']:.2f}")
+    width = max(s.shape[1] for s in strips)
+    grid = np.concatenate([np.pad(s, ((0, 0), (0, width - s.shape[1]))) for s in strips])
+    Path(args.grid).parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(args.grid, grid)
+    print(f"grid (one row per sampler, in the table's order): {args.grid}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["speed", "samplers"])
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--checkpoint", default="", help="a training checkpoint folder (its EMA weights are used)")
+    parser.add_argument("--pipeline", default="", help="a saved DDPM pipeline instead of a checkpoint")
     parser.add_argument("--data-root", default=None, help="dataset data/ folder (else $LUS_DATA_ROOT)")
-    parser.add_argument("--n", type=int, default=64, help="images per sampler")
-    parser.add_argument("--train-steps", type=int, default=300, help="optimizer steps of the tiny model")
-    parser.add_argument("--speed-steps", type=int, default=3, help="timed steps per profile size")
-    parser.add_argument("--feature-run-dir", default="", help="baseline classifier run for FD/KID features")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--pipeline", default="", help="a saved DDPM pipeline to compare samplers on (skips training)")
-    parser.add_argument("--profiles", nargs="+", default=["smoke", "quick"],
-                        help="profiles whose training speed is timed (full: the seed's 128 px UNet, slow on a CPU)")
+    parser.add_argument("--fold", type=int, default=0, help="fold whose held-out minority frames are the reference")
+    parser.add_argument("--n", type=int, default=32, help="images per fast sampler")
+    parser.add_argument("--n-slow", type=int, default=8, help="images per sampler of >= 200 steps")
+    parser.add_argument("--out", default="outputs/bench", help="scratch folder (frames table)")
+    parser.add_argument("--grid", default="outputs/bench/sampler_grid.png", help="sample grid PNG")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        frames = dataset.build_frames(args.data_root, tmp / "out", DataParams())
-        minority = frames[frames.label == MINORITY_CLASS]
-        n_train = int((minority.split == "train").sum())
-
-        print("== training speed at the profile sizes (CPU, {} threads)".format(args.threads))
-        rows = []
-        for name in args.profiles:
-            p = profile_ddpm(name)
-            steps = 1 if name == "full" else args.speed_steps
-            for variant, batch, epochs in (("3_mixed", 3, p.epochs_3_mixed),
-                                           ("train_all", p.batch_size, p.epochs_train_all)):
-                seconds, cpu_seconds = train_speed(p, min(batch, p.batch_size), steps)
-                total = epochs * (1 if variant == "3_mixed" else math.ceil(n_train / p.batch_size))
-                rows.append({"profile": name, "px": p.image_size, "variant": variant, "batch": min(batch, p.batch_size),
-                             "s/step": round(seconds, 3), "cpu s/step": round(cpu_seconds, 3),
-                             "steps/s": round(1 / seconds, 2), "steps": total,
-                             "train min (est.)": round(total * seconds / 60, 1)})
-        print(pd.DataFrame(rows).to_string(index=False))
-
-        if args.pipeline:
-            print(f"\n== samplers on the pipeline {args.pipeline}")
-            pipeline = ddpm.load_pipeline(Path(args.pipeline))
-        else:
-            print(f"\n== samplers on one tiny model ({args.train_steps} steps on {n_train} minority training frames)")
-            p = build(DDPMParams, {"variant": "train_all", "image_size": 32, "block_out_channels": [16, 32, 64],
-                                   "layers_per_block": 1, "attention_levels": [], "batch_size": 16, "lr": 3e-3,
-                                   "warmup_steps": 30, "ema_decay": 0.999, "num_threads": args.threads,
-                                   "device": "cpu", "sample_grids": 0, "checkpoint_every": 10 ** 6,
-                                   "epochs_train_all": math.ceil(args.train_steps / math.ceil(n_train / 16))},
-                      "bench")
-            selected = ddpm.select_training_frames(frames, "train_all", "split", 0)
-            start = time.perf_counter()
-            result = ddpm.train_ddpm(selected, p, tmp / "gen", progress=False)
-            print(f"trained {result.total_steps} steps in {time.perf_counter() - start:.1f} s "
-                  f"(final loss {result.log.loss.tail(20).mean():.4f})")
-            pipeline = ddpm.load_pipeline(result.pipeline_dir)
-        extract, space = synthetic_audit.feature_function("classifier" if args.feature_run_dir else "pixels",
-                                                          args.feature_run_dir)
-        real = extract(minority.abspath.tolist())
-        sets, timing, kept = {}, {}, {}
-        for sampler, steps in SAMPLERS + [("ddpm", 1000)]:
-            key = f"{sampler} x{steps}" + (" (2nd seed)" if f"{sampler} x{steps}" in sets else "")
-            seed = 1 if "2nd" in key else 0
-            start = time.perf_counter()
-            images, _ = ddpm.sample_images(pipeline, sampler, steps, args.n, args.n, seed, progress=False)
-            timing[key] = (time.perf_counter() - start) / args.n
-            kept[key] = float(np.mean([synthetic.gate(image)["passed_gate"] for image in images]))
-            sets[key] = features_of(images, extract, tmp / "samples" / key.replace(" ", "_"))
-        reference = sets["ddpm x1000"]
-        floor = synthetic_audit.frechet_distance(sets["ddpm x1000 (2nd seed)"], reference)
-        rows = []
-        for key, feats in sets.items():
-            kid = synthetic_audit.kernel_inception_distance(feats, real, 50, 50, 0)
-            rows.append({"sampler": key, "s/image": round(timing[key], 4),
-                         "speed-up vs ddpm x1000": round(timing["ddpm x1000"] / timing[key], 1),
-                         "gate pass": round(kept[key], 2),
-                         "FD to real": round(synthetic_audit.frechet_distance(feats, real), 2),
-                         "KID to real": round(kid["mean"], 4),
-                         "FD to ddpm x1000": round(synthetic_audit.frechet_distance(feats, reference), 2)
-                         if key != "ddpm x1000" else 0.0})
-        print(f"feature space: {space}; {args.n} images per sampler; {len(real)} real minority frames")
-        print(pd.DataFrame(rows).to_string(index=False))
-        print(f"noise floor: FD between two 1000-step DDPM sets (seeds 0, 1) = {floor:.2f}")
+    if args.what == "speed":
+        speed(args)
+    else:
+        if not (args.checkpoint or args.pipeline):
+            parser.error("samplers needs --checkpoint or --pipeline")
+        samplers(args)
 
 
 if __name__ == "__main__":

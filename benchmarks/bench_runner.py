@@ -2,11 +2,15 @@
 
     python benchmarks/bench_runner.py --profile smoke [--out DIR] [--executor local] [--jobs 2] [--keep]
     python benchmarks/bench_runner.py --fake 6      # runner overhead alone, on tiny generated notebooks
+    python benchmarks/bench_runner.py --kernel-race 4 8   # 4 processes x 8 kernel starts, TCP and IPC
 
 The profile mode runs `run_all.py` twice as a user would (fresh output folder unless --out is given) and
 reads `<out>/logs/runner_summary.json` for the per-run times; the goal is a cached invocation that costs at
 most 5% of the first. The fake mode needs no data: N tiny notebooks in a chain of levels, executed then
-cached, to show what the runner itself costs per run (papermill kernel start dominates a real run).
+cached, to show what the runner itself costs per run (papermill kernel start dominates a real run). The
+kernel-race mode starts kernels from P processes at once, K each, over jupyter's default TCP transport and
+over the runner's IPC sockets, and counts the kernels that died (TCP: a port picked by one process and
+taken by another before its kernel binds it, "Address already in use").
 """
 from __future__ import annotations
 
@@ -90,6 +94,41 @@ def bench_fake(n: int) -> None:
         print(f"cached / first:    {second / first:7.1%} (goal <= 5%)")
 
 
+def _start_kernels(folder: str, k: int, transport: str) -> list[str]:
+    import papermill
+
+    from lus_utils.run.executors import kernel_config
+
+    failures = []
+    for i in range(k):
+        with kernel_config() as config, open(Path(folder) / f"stderr_{i}.log", "w") as err:
+            try:
+                papermill.execute_notebook(str(Path(folder).parent / "tiny.ipynb"), str(Path(folder) / "out.ipynb"),
+                                           kernel_name="python3", progress_bar=False, stderr_file=err,
+                                           **({"config": config} if transport == "ipc" else {}))
+            except Exception as exc:  # noqa: BLE001 - counted and shown, that is the point
+                failures.append(f"{type(exc).__name__}: {exc}")
+    return failures
+
+
+def bench_kernel_race(processes: int, k: int) -> None:
+    import multiprocessing
+
+    import nbformat
+
+    with tempfile.TemporaryDirectory(prefix="bench_kernel_race_") as tmp:
+        nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")]), Path(tmp) / "tiny.ipynb")
+        for transport in ("tcp", "ipc"):
+            folders = [Path(tmp) / f"{transport}{p}" for p in range(processes)]
+            for folder in folders:
+                folder.mkdir()
+            started = time.perf_counter()
+            with multiprocessing.get_context("spawn").Pool(processes) as pool:
+                failures = sum(pool.starmap(_start_kernels, [(str(f), k, transport) for f in folders]), [])
+            print(f"{transport}: {processes * k} kernel starts from {processes} processes, {len(failures)} died "
+                  f"({time.perf_counter() - started:.0f} s){': ' + failures[0] if failures else ''}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default="smoke")
@@ -98,8 +137,12 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="local executor: notebooks at once")
     parser.add_argument("--keep", action="store_true", help="keep the temporary output folder")
     parser.add_argument("--fake", type=int, default=0, metavar="N", help="benchmark the runner alone on N tiny notebooks")
+    parser.add_argument("--kernel-race", type=int, nargs=2, default=None, metavar=("P", "K"),
+                        help="P processes start K kernels each at once, over TCP and over IPC; count deaths")
     args = parser.parse_args()
-    if args.fake:
+    if args.kernel_race:
+        bench_kernel_race(*args.kernel_race)
+    elif args.fake:
         bench_fake(args.fake)
     else:
         bench_profile(args)

@@ -211,8 +211,9 @@ class GridParams:
 
 # --- ddpm: DDPM generators of synthetic minority frames (notebook 05) -----------------------------------
 DDPM_VARIANTS = ("3_mixed", "train_all", "3_mixed_any_split")
-DDPM_SAMPLERS = ("ddpm", "ddim", "dpmsolver")
-FEATURE_EXTRACTORS = ("classifier", "inception", "dinov2", "pixels")
+DDPM_SAMPLERS = ("ddpm", "ddim", "dpmsolver", "dpmsolver_ode")
+FEATURE_EXTRACTORS = ("random_cnn", "classifier", "inception", "dinov2", "pixels")
+QUALITY_GATES = ("real_range", "seed")
 
 
 @dataclass
@@ -232,18 +233,19 @@ class DDPMParams:
     block_out_channels: list[int] = listof([16, 32, 64, 128])  # UNet channels per level; seed 128,128,256,256,512,512
     layers_per_block: int = 1  # ResNet layers per UNet level (seed 2)
     attention_levels: list[int] = listof([3])  # 0-based UNet levels with self-attention (seed: [4])
-    epochs_3_mixed: int = 600  # passes over the frames for 3_mixed and 3_mixed_any_split (seed 3000)
+    epochs_3_mixed: int = 1000  # passes over the frames for 3_mixed and 3_mixed_any_split (seed 3000; 1000 at lr 5e-4: about half the samples pass the gate, bench_ddpm)
     epochs_train_all: int = 100  # passes over the frames for train_all (seed 2000)
     batch_size: int = 16  # training images per optimizer step (seed 16)
-    lr: float = 0.002  # AdamW peak learning rate (seed 1e-4)
+    lr: float = 0.0005  # AdamW peak learning rate (seed 1e-4; 5e-4 measured in bench_ddpm)
     warmup_steps: int = 50  # linear warm-up steps of the cosine schedule (seed 500)
     ema_decay: float = 0.999  # largest decay of the EMA weights the pipeline is saved with (the seed used no EMA)
-    mixed_precision: str = choice("fp16", ("no", "fp16"))  # fp16 autocast on GPU; CPU always runs fp32
+    mixed_precision: str = choice("bf16", ("no", "fp16", "bf16"))  # training autocast: bf16 (CPU or GPU), fp16 (GPU only), no: fp32
     checkpoint_every: int = 200  # optimizer steps between checkpoints (resume starts from the last)
     sample_grids: int = 4  # sample grids saved during training, evenly spaced over the epochs (0: none)
     resume: str = choice("latest", ("latest", "none"))  # continue an interrupted training from its last checkpoint
-    sampler: str = choice("dpmsolver", DDPM_SAMPLERS)  # ddpm (ancestral), ddim or dpmsolver (DPM-Solver++)
+    sampler: str = choice("dpmsolver", DDPM_SAMPLERS)  # ddpm (ancestral), ddim, dpmsolver (SDE-DPM-Solver++) or dpmsolver_ode (DPM-Solver++)
     sampling_steps: int = 20  # denoising steps (seed: ddpm 500; usual: ddim 50, dpmsolver 20)
+    sampling_precision: str = choice("fp32", ("fp32", "bf16"))  # UNet precision while sampling (bf16: autocast)
     n_samples: int = 160  # images generated, kept and rejected alike
     sample_batch_size: int = 40  # images denoised together
     output_size: int = planned(48, "train.image_size")  # side in px of the written images: the classifier's input size
@@ -279,18 +281,21 @@ class DDPMParams:
 # --- audit: quality gate, memorization and realism audit of synthetic sets (notebooks 04 and 05) ---------
 @dataclass
 class AuditParams:
-    min_std: float = 20.0  # quality gate: grey-level std (0-255) must exceed this (seed 30, on RGB)
-    min_entropy: float = 4.0  # quality gate: 256-bin histogram entropy in nats must exceed this (seed 4.7, on RGB)
+    gate: str = choice("real_range", QUALITY_GATES)  # quality gate: real_range (statistics inside the real training frames' range) or seed (std/entropy)
+    gate_quantile: float = 0.005  # real_range gate: each statistic's [q, 1-q] quantile range over the fold's real training frames
+    gate_margin: float = 0.25  # real_range gate: the range widened by this share of its width on both sides
+    min_std: float = 20.0  # seed gate: grey-level std (0-255) must exceed this (seed 30, on RGB)
+    min_entropy: float = 4.0  # seed gate: 256-bin histogram entropy in nats must exceed this (seed 4.7, on RGB)
     memorization_threshold: float = 0.95  # pixel correlation with a training frame above which an image counts as memorized
     ssim_threshold: float = 0.9  # SSIM with a training frame above which an image counts as memorized
     audit_size: int = 64  # side in px of the grey images compared
     ssim_candidates: int = 5  # SSIM is computed against this many frames nearest by correlation
     n_holdout_reference: int = 30  # real held-out minority frames compared with training frames (what close means)
     n_closest_pairs: int = 8  # closest synthetic-training pairs listed and shown
-    fd_subset: int = 200  # most images per side in the Fréchet distance (seeded subset)
-    kid_subset: int = 50  # images per KID subset
-    kid_subsets: int = 20  # KID subsets averaged
-    feature_extractor: str = choice("classifier", FEATURE_EXTRACTORS)  # feature space of FD and KID
+    kid_subset: int = 50  # images per KID subset (at most the images per side)
+    kid_subsets: int = 100  # KID subsets averaged (their 2.5-97.5 % range is the interval)
+    c2st_folds: int = 5  # cross-validation folds of the classifier two-sample test
+    feature_extractor: str = choice("random_cnn", FEATURE_EXTRACTORS)  # feature space of KID and C2ST (random_cnn: seeded random CNN, fixed across conditions)
     feature_run_dir: str = planned("", "grid (its first baseline run)")  # baseline classifier run folder (real data only) for classifier features; empty: none
     audit_seed: int = 0  # seed of the subsets and reference frames
 
@@ -302,8 +307,10 @@ class AuditParams:
         _require(self.ssim_candidates >= 1, "ssim_candidates", "must be >= 1")
         _require(self.n_holdout_reference >= 0 and self.n_closest_pairs >= 0,
                  "n_holdout_reference/n_closest_pairs", "must be >= 0")
-        _require(self.fd_subset >= 2 and self.kid_subset >= 2 and self.kid_subsets >= 1,
-                 "fd_subset/kid_subset/kid_subsets", "must be >= 2, >= 2 and >= 1")
+        _require(self.kid_subset >= 2 and self.kid_subsets >= 1, "kid_subset/kid_subsets", "must be >= 2 and >= 1")
+        _require(self.c2st_folds >= 2, "c2st_folds", "must be >= 2")
+        _require(0 <= self.gate_quantile < 0.5 and self.gate_margin >= 0, "gate_quantile/gate_margin",
+                 "must lie in [0, 0.5) and be >= 0")
 
 
 # --- textual_inversion: a minority token learned on a Stable-Diffusion-style model (notebook 04) ----------

@@ -1,7 +1,7 @@
 """The study's stages, one table: which notebook each runs, its parameters, its planner and what it reads.
 
 `params` builds each notebook's parameters from `Stage.params`, `run.planning` plans each stage with
-`Stage.planners` and orders it after `Stage.after`, and `run.runner` keys its cache on `Stage.reads`.
+`Stage.planners` and orders it after `Stage.after`, and `run.cache_keys` keys its cache on `Stage.reads`.
 The table is plain data (class and function names, not objects), so every module can import it.
 """
 from __future__ import annotations

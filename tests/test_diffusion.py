@@ -179,7 +179,7 @@ def test_same_params_reuse_the_pipeline(trained):
 
 
 # --- sampling ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmsolver"])
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmsolver", "dpmsolver_ode"])
 def test_samplers_are_seeded_and_batch_size_free(trained, sampler):
     _, _, result = trained
     pipeline = ddpm.load_pipeline(result.pipeline_dir)
@@ -191,13 +191,20 @@ def test_samplers_are_seeded_and_batch_size_free(trained, sampler):
     assert not np.array_equal(images, other)
     single, _ = ddpm.sample_images(pipeline, sampler, 3, 1, 1, seed=[seeds[2]], progress=False)
     assert np.abs(single[0].astype(int) - images[2].astype(int)).max() <= 1
+    bf16, _ = ddpm.sample_images(pipeline, sampler, 3, 3, 3, seed=7, progress=False, precision="bf16")
+    assert bf16.shape == images.shape and bf16.dtype == np.uint8
 
 
 def test_sampler_schedulers_come_from_the_training_config(trained):
     _, _, result = trained
     pipeline = ddpm.load_pipeline(result.pipeline_dir)
     dpm = ddpm.make_sampler(pipeline, "dpmsolver")
-    assert type(dpm).__name__ == "DPMSolverMultistepScheduler" and dpm.config.algorithm_type == "dpmsolver++"
+    assert type(dpm).__name__ == "DPMSolverMultistepScheduler" and dpm.config.algorithm_type == "sde-dpmsolver++"
+    assert dpm.config.thresholding and dpm.config.sample_max_value == 1.0  # x0 clipped like DDPM's clip_sample
+    assert dpm.config.prediction_type == "epsilon" and dpm.config.beta_schedule == "linear"
+    dpm.set_timesteps(20)
+    assert int(dpm.timesteps[0]) == 999  # trailing: the first step starts from pure noise
+    assert ddpm.make_sampler(pipeline, "dpmsolver_ode").config.algorithm_type == "dpmsolver++"
     assert ddpm.make_sampler(pipeline, "ddim").config.num_train_timesteps == 1000
     with pytest.raises(ValueError, match="unknown sampler"):
         ddpm.make_sampler(pipeline, "euler")
@@ -223,10 +230,12 @@ def test_synthetic_set_gates_resizes_and_records(trained, frames, tmp_path, vari
     images = np.stack([np.full((16, 16), 90, np.uint8), rng.integers(0, 256, (16, 16), dtype=np.uint8),
                        rng.integers(0, 256, (16, 16), dtype=np.uint8), np.zeros((16, 16), np.uint8)])
     set_dir = tmp_path / f"ddpm_{variant}"
-    manifest, summary = ddpm.write_synthetic_set(set_dir, images, [1, 2, 3, 4], p, AuditParams(), selected,
-                                                      "split", result.generator_dir, sampling_seconds=2.0)
+    manifest, summary = ddpm.write_synthetic_set(set_dir, images, [1, 2, 3, 4], p, AuditParams(gate="seed"),
+                                                 selected, "split", result.generator_dir, sampling_seconds=2.0,
+                                                 frames=frames)
     assert summary["n_generated"] == 4 and summary["n_kept"] == 2 and summary["rejection_rate"] == 0.5
     assert list(manifest.passed_gate) == [False, True, True, False]
+    assert list(manifest.passed_seed_gate) == list(manifest.passed_gate)
     assert list(manifest.columns[:len(synthetic.MANIFEST_COLUMNS)]) == synthetic.MANIFEST_COLUMNS
     assert set(manifest.variant) == {variant} and set(manifest.sampler) == {"dpmsolver"}
     from lus_utils.images import load_image
@@ -236,7 +245,15 @@ def test_synthetic_set_gates_resizes_and_records(trained, frames, tmp_path, vari
     assert record["training_frames"] == sorted(selected.path)
     assert record["leakage_ablation"] is (variant == "3_mixed_any_split")
     assert record["params"]["ddpm"]["variant"] == variant and "code_version" in record
+    assert record["quality_gate"] == {"gate": "seed", "min_std": AuditParams().min_std, "min_entropy": AuditParams().min_entropy}
     assert not list(set_dir.parent.glob(".*"))  # no temporary folder left behind
     train_paths = frames.loc[frames.split == "train", "path"]
     if variant == "3_mixed":
         assert len(synthetic.load_for_training(set_dir, ["covid", "viral"], train_paths)) == 2
+
+
+def test_autocast_precision_per_device():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert ddpm.autocast_dtype("bf16", cpu) is torch.bfloat16 and ddpm.autocast_dtype("bf16", cuda) is torch.bfloat16
+    assert ddpm.autocast_dtype("fp16", cpu) is None and ddpm.autocast_dtype("fp16", cuda) is torch.float16
+    assert ddpm.autocast_dtype("no", cuda) is None

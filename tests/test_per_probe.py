@@ -115,3 +115,23 @@ def test_convex_only_frames_keep_the_minority_class(tiny_root, tmp_path, cache):
     assert set(frames.probe) == {"convex"} and (frames.label == "viral").any()
     table = per_probe.per_probe_metrics(frames.assign(prob_viral=frames.label.eq("viral").astype(float)), "viral")
     assert list(table.index) == ["all", "convex"] and table.loc["convex", "minority_auroc"] == 1.0
+
+
+def test_study_table_reads_the_runs_with_predictions(tmp_path):
+    from lus_utils.paths import OutLayout
+
+    layout = OutLayout(tmp_path)
+    toy = toy_predictions()
+    layout.data.mkdir(parents=True)
+    toy[["path", "video_id", "patient_id", "label", "probe"]].to_csv(layout.frames_csv, index=False)
+    layout.run_dir("r1").mkdir(parents=True)
+    toy.drop(columns="probe").to_csv(layout.run_dir("r1") / "predictions.csv", index=False)
+    runs = pd.DataFrame({"run_id": ["r1", "r2"], "has_predictions": [True, False]})
+    table = per_probe.study_table(tmp_path, runs, "viral")
+    assert table.run_id.unique().tolist() == ["r1"] and table.set_index("probe").loc["linear", "minority_auroc"] == 1.0
+
+
+def test_study_table_without_predictions_is_empty_not_an_error(tmp_path, capsys):
+    table = per_probe.study_table(tmp_path, pd.DataFrame({"run_id": ["r1"], "has_predictions": [False]}))
+    assert table.empty and "no run with predictions" in capsys.readouterr().out
+    assert per_probe.summarise_by_condition(table).empty

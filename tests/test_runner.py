@@ -235,7 +235,8 @@ def test_submitit_local_executor_runs_a_two_run_array(setup):
     assert all((out / ".stamps" / f"{r}.json").is_file() for r in "ac")
     copied = list((out / "logs" / "a").glob("job_*.stdout"))
     assert copied, "the job's own log is copied into the run's log folder"
-    assert statuses(study(runs, out, notebooks, executor=executor)) == {"a": "cached", "c": "cached"}
+    again = study(runs, out, notebooks, executor=executor)
+    assert statuses(again) == {"a": "cached", "c": "cached"}, reasons(again)
 
 
 def test_local_pool_runs_a_level_in_parallel_processes(setup):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 
 import cv2
 import matplotlib
@@ -170,7 +171,7 @@ def test_run_saliency_writes_cam_files_and_uses_each_folds_model(tmp_path):
 def test_missing_fold_checkpoint_and_unknown_frames_are_clear(tmp_path):
     run_dir, frames = make_run(tmp_path, folds=[0, 1])
     (run_dir / "best_fold1.pt").unlink()
-    with pytest.raises(FileNotFoundError, match="no checkpoint for fold 1"):
+    with pytest.raises(FileNotFoundError, match="best_fold1.pt does not exist"):
         saliency.run_saliency(run_dir, frames, per_class=2)
     with pytest.raises(ValueError, match="not in the frames table"):
         saliency.run_saliency(run_dir, frames.iloc[:3], per_class=2)
@@ -187,6 +188,9 @@ def test_condition_panel_needs_the_same_frames(tmp_path):
     more = saliency.run_saliency(run_dir, frames, per_class=2, seed=0)
     with pytest.raises(ValueError, match="other frames"):
         saliency.condition_panel({"none": a, "two per class": more})
+    for shown, drawn in ((1, 4), (2, 8)):
+        fig = saliency.condition_panel({"x": more, "y": more}, shown_per_class=shown)
+        assert len([ax for ax in fig.axes if ax.images]) == drawn
 
 
 def test_pick_runs_takes_the_first_seed_per_condition_and_skips_metadata(tmp_path):
@@ -195,7 +199,10 @@ def test_pick_runs_takes_the_first_seed_per_condition_and_skips_metadata(tmp_pat
                             "seed": [1, 0, 0, 0, 0]})
     runs = saliency.pick_runs(results, tmp_path, "resnet18")
     assert runs == {"none": tmp_path / "b0", "ddpm_3_mixed@1ratio": tmp_path / "s0"}
-    with pytest.raises(ValueError, match="no classifier run of resnet50"):
+    assert saliency.pick_runs(results, tmp_path) == runs  # the first architecture listed
+    with_predictions = results.assign(has_predictions=[True, False, True, True, True])  # b0 left none
+    assert saliency.pick_runs(with_predictions, tmp_path)["none"] == tmp_path / "b1"
+    with pytest.raises(ValueError, match="no classifier run of 'resnet50'"):
         saliency.pick_runs(results, tmp_path, "resnet50")
 
 
@@ -207,3 +214,18 @@ def test_explain_run_writes_files_and_skips_a_run_without_network(tmp_path, caps
     bare.mkdir()
     assert saliency.explain_run(bare, frames) is None
     assert "trained no network" in capsys.readouterr().out
+
+
+def test_study_panel_saves_the_panel_and_returns_shares(tmp_path, capsys):
+    from lus_utils.paths import OutLayout
+
+    run_dir, frames = make_run(tmp_path, folds=[0, 1])
+    layout = OutLayout(tmp_path)
+    shutil.copytree(tmp_path / "frames", layout.data / "frames")  # frames.csv paths are relative to its folder
+    frames.drop(columns="abspath").to_csv(layout.frames_csv, index=False)
+    runs = pd.DataFrame({"run_id": ["run_x"], "condition": ["none"], "arch": ["resnet18"], "repeat": [0], "seed": [0]})
+    summary = saliency.study_panel(tmp_path, runs, tmp_path / "figs" / "cam_conditions.png")
+    assert (tmp_path / "figs" / "cam_conditions.png").is_file()
+    assert list(summary.index) == ["none"] and summary.loc["none"].between(0, 1).all()
+    assert saliency.study_panel(tmp_path, runs.iloc[:0], tmp_path / "none.png").empty
+    assert "no Grad-CAM panel" in capsys.readouterr().out and not (tmp_path / "none.png").exists()

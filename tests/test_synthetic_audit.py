@@ -1,4 +1,4 @@
-"""The synthetic-set audit: nearest training frames, memorization shares, FD/KID, histograms, files."""
+"""The synthetic-set audit and the realism module: memorization shares, KID, C2ST, the gate, histograms, files."""
 from __future__ import annotations
 
 import sys
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lus_utils.generate import synthetic, synthetic_audit
+from lus_utils.generate import realism, synthetic, synthetic_audit
 from lus_utils.images import load_image
 from lus_utils.params import AuditParams, build
 from lus_utils.provenance import read_json
@@ -38,8 +38,8 @@ def make_frames(root: Path, size: int = 32) -> pd.DataFrame:
 
 
 def audit_params(**overrides) -> AuditParams:
-    values = dict(audit_size=32, ssim_candidates=3, n_holdout_reference=4, n_closest_pairs=3, fd_subset=50,
-                  kid_subset=4, kid_subsets=5, feature_extractor="classifier", feature_run_dir="")
+    values = dict(audit_size=32, ssim_candidates=3, n_holdout_reference=4, n_closest_pairs=3,
+                  kid_subset=4, kid_subsets=5, c2st_folds=2, feature_extractor="classifier", feature_run_dir="")
     values.update(overrides)
     return build(AuditParams, values, "test")
 
@@ -80,7 +80,8 @@ def test_exact_copy_of_a_training_frame_counts_as_memorized(frames, tmp_path):
     assert ref["holdout_minority_vs_all_train"]["n"] == 4
     assert ref["minority_train_vs_other_minority_train"]["correlation"]["median"] > \
         ref["holdout_minority_vs_minority_train"]["correlation"]["median"]
-    assert audit["realism"] == {"feature_space": synthetic_audit.NO_FEATURES, "fd": None, "kid": None}
+    assert audit["realism"]["feature_space"] == synthetic_audit.NO_FEATURES
+    assert audit["realism"]["reached_realism"] is None and audit["reached_realism"] is None
     assert set(audit["intensity"]["density"]) == {"synthetic", "minority_train", "minority_holdout"}
     assert read_json(set_dir / "audit.json")["n_kept"] == 2
     assert not [p for p in set_dir.iterdir() if p.name.startswith(".")]  # written atomically
@@ -118,31 +119,104 @@ def test_gate_rejects_are_left_out_of_shares(frames, tmp_path):
     assert audit["memorization"]["minority_train"]["correlation"]["share_above"] == 1.0
 
 
-def test_frechet_distance():
-    rng = np.random.default_rng(0)
-    a = rng.normal(size=(400, 6))
-    a -= a.mean(axis=0)
-    assert synthetic_audit.frechet_distance(a, a) == pytest.approx(0, abs=1e-8)
-    shift = np.array([1.0, 2.0, 0, 0, 0, 0])
-    assert synthetic_audit.frechet_distance(a, a + shift) == pytest.approx(5.0, rel=1e-6)
-    # Same mean, covariance scaled by 4 (std x 2): FD = tr(S) + tr(4S) - 2 tr(2S) = tr(S).
-    assert synthetic_audit.frechet_distance(a, 2 * a) == pytest.approx(np.trace(np.cov(a, rowvar=False)), rel=1e-6)
-    # Fewer samples than dimensions (singular covariances) still gives a finite, non-negative number.
-    few = synthetic_audit.frechet_distance(rng.normal(size=(5, 50)), rng.normal(size=(6, 50)))
-    assert np.isfinite(few) and few >= 0
-    with pytest.raises(ValueError, match="at least 2"):
-        synthetic_audit.frechet_distance(a[:1], a)
+def ultrasound_like(n: int, size: int, seed: int) -> np.ndarray:
+    """Frames with what the gate looks for: a dark background outside a sector, smooth speckle inside it and
+    a bright horizontal line (a pleural-line stand-in)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    angle = np.abs(np.arctan2(xx - size / 2, yy + size / 4))
+    sector = (angle < 0.6) & (yy > 2)
+    out = []
+    for _ in range(n):
+        texture = cv2.GaussianBlur(rng.normal(size=(size, size)), (0, 0), 1.5)
+        image = 70 + 40 * texture / texture.std()
+        line = int(rng.integers(size // 4, size // 2))
+        image[line:line + 2] += 80
+        out.append(np.clip(np.where(sector, image, 3), 0, 255).astype(np.uint8))
+    return np.stack(out)
 
 
-def test_kid_sanity():
+def test_kid_is_zero_for_one_distribution_and_large_for_two():
     rng = np.random.default_rng(1)
     a, b = rng.normal(size=(200, 8)), rng.normal(size=(200, 8))
-    same = synthetic_audit.kernel_inception_distance(a, b, 50, 20, seed=0)
-    far = synthetic_audit.kernel_inception_distance(a, b + 1.0, 50, 20, seed=0)
-    assert abs(same["mean"]) < 3 * same["std"] + 1e-3
-    assert far["mean"] > 10 * max(abs(same["mean"]), same["std"])
-    assert synthetic_audit.kernel_inception_distance(a, b, 50, 20, seed=0) == same  # seeded
-    assert synthetic_audit.kernel_inception_distance(a[:3], b, 50, 2, seed=0)["subset_size"] == 3
+    same = realism.kid(a, b, 50, 50, seed=0)
+    far = realism.kid(a, b + 1.0, 50, 50, seed=0)
+    assert same["ci_low"] < 0 < same["ci_high"] and abs(same["mean"]) < 0.02
+    assert far["ci_low"] > 10 * same["ci_high"]
+    assert realism.kid(a, b, 50, 50, seed=0) == same  # seeded
+    assert realism.kid(a[:3], b, 50, 2, seed=0)["subset_size"] == 3
+    with pytest.raises(ValueError, match="at least 2"):
+        realism.kid(a[:1], b, 50, 2, seed=0)
+
+
+def test_c2st_reads_half_for_one_distribution_and_one_for_two():
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(150, 16)), rng.normal(size=(150, 16))
+    same = realism.c2st(a, b, seed=0)
+    assert abs(same["auroc"] - 0.5) < 0.1 and same["ci_low"] < 0.5 < same["ci_high"]
+    far = realism.c2st(a, b + 1.5, seed=0)
+    assert far["auroc"] > 0.95 and far["ci_low"] > same["ci_high"]
+    assert realism.c2st(a, b, seed=0) == same  # seeded
+    assert realism.c2st(a[:40], b, seed=0)["n_per_side"] == 40  # both sides cut to the same size
+
+
+def test_real_reference_uses_the_same_sizes():
+    rng = np.random.default_rng(3)
+    synthetic_f, train_f, holdout_f = rng.normal(size=(90, 6)), rng.normal(size=(40, 6)), rng.normal(size=(30, 6))
+    result = realism.compare_sets(synthetic_f + 2.0, train_f, holdout_f, 50, 20, seed=0)
+    assert result["n_per_side"] == 30
+    for key in ("synthetic_vs_holdout", "real_train_vs_holdout"):
+        assert result[key]["c2st"]["n_per_side"] == 30 and result[key]["kid"]["subset_size"] == 15
+    assert not realism.REALISM_CRITERION(result)
+    close = realism.compare_sets(rng.normal(size=(90, 6)), train_f, holdout_f, 50, 20, seed=0)
+    assert realism.REALISM_CRITERION(close)
+
+
+def test_random_cnn_is_fixed_by_its_seed():
+    images = ultrasound_like(4, 40, seed=0)
+    features = realism.RandomCNN()(images)
+    assert features.shape == (4, 2 * sum(realism.CNN_WIDTHS)) and np.isfinite(features).all()
+    np.testing.assert_array_equal(features, realism.RandomCNN()(images))
+    assert not np.allclose(features, realism.RandomCNN(seed=1)(images))
+    rgb = np.repeat(images[..., None], 3, axis=-1)
+    np.testing.assert_allclose(realism.RandomCNN()(rgb), features)
+
+
+def test_random_cnn_features_separate_noise_from_structure():
+    structured = realism.RandomCNN()(ultrasound_like(60, 64, seed=0))
+    again = realism.RandomCNN()(ultrasound_like(60, 64, seed=1))
+    noise = realism.RandomCNN()(realism.noise_images(60, 64, seed=0)["gaussian"])
+    same = realism.kid(structured, again, 30, 20, seed=0)
+    far = realism.kid(noise, again, 30, 20, seed=0)
+    assert far["ci_low"] > 10 * max(same["ci_high"], 1e-6)
+    assert realism.c2st(noise, again, seed=0)["auroc"] > 0.95
+
+
+def test_real_range_gate_keeps_structure_and_rejects_noise():
+    calibration = realism.calibrate_gate(ultrasound_like(80, 64, seed=0), quantile=0.005, margin=0.25)
+    held_out = realism.apply_gate(ultrasound_like(40, 64, seed=1), calibration)
+    assert np.mean([v["passed_gate"] for v in held_out]) >= 0.95
+    for kind, images in realism.noise_images(20, 64, seed=0).items():
+        assert not any(v["passed_gate"] for v in realism.apply_gate(images, calibration)), kind
+    with pytest.raises(ValueError, match="at least 3 real frames"):
+        realism.calibrate_gate(ultrasound_like(2, 64, seed=0), 0.01, 0.1)
+
+
+def test_seed_gate_stays_available_and_is_recorded_beside_the_new_one():
+    images = np.concatenate([ultrasound_like(3, 64, seed=0), realism.noise_images(3, 64, seed=0)["uniform"]])
+    seed_params = audit_params(gate="seed")
+    seed_verdicts = [synthetic.gate(i, seed_params.min_std, seed_params.min_entropy)["passed_gate"] for i in images]
+    verdicts, record = realism.quality_gate(images, seed_params, None)
+    assert record["gate"] == "seed"
+    assert [v["passed_gate"] for v in verdicts] == seed_verdicts
+    verdicts, record = realism.quality_gate(images, audit_params(), ultrasound_like(30, 64, seed=1))
+    assert record["gate"] == "real_range" and record["seed_gate"]["min_std"] == AuditParams().min_std
+    assert [v["passed_gate"] for v in verdicts] == [True] * 3 + [False] * 3
+    assert [v["passed_seed_gate"] for v in verdicts] == seed_verdicts
+    with pytest.raises(ValueError, match="real_range gate needs real training frames"):
+        realism.quality_gate(images, audit_params(), None)
 
 
 def test_pixel_feature_space_gives_numbers(frames, tmp_path):
@@ -150,10 +224,28 @@ def test_pixel_feature_space_gives_numbers(frames, tmp_path):
     set_dir = tmp_path / "set"
     write_test_set(set_dir, images, [])
     audit = synthetic_audit.audit_set(set_dir, frames, "split", audit_params(feature_extractor="pixels"))
-    fd = audit["realism"]["fd"]
-    assert audit["realism"]["feature_space"].startswith("pixels") and audit["realism"]["feature_dim"] == 256
-    assert all(np.isfinite(v) for v in fd.values())
-    assert audit["realism"]["kid"]["synthetic_vs_minority_train"]["subset_size"] == 4
+    info = audit["realism"]
+    assert info["feature_space"].startswith("pixels") and info["feature_dim"] == 256
+    assert info["n_per_side"] == 4 and info["synthetic_vs_holdout"]["kid"]["subset_size"] == 2
+    assert np.isfinite(info["real_train_vs_holdout"]["c2st"]["auroc"])
+    assert audit["reached_realism"] is info["reached_realism"] and "KID" in audit["reached_realism_criterion"]
+    table = synthetic_audit.realism_table(audit)
+    assert list(table.comparison) == ["synthetic vs held-out real", "real training vs held-out real (reference)"]
+    gate = audit["gate_on_real"]  # the test set has no quality_gate record: it was gated by the seed's gate
+    assert gate["noise_uniform"]["pass_rate"] == 1.0 and gate["minority_train"]["n"] == 7
+    real_range = synthetic_audit.gate_on_real({"minority_train": frames[frames.label == "viral"]}, frames, "split",
+                                              audit_params())
+    assert real_range["noise_gaussian"]["pass_rate"] == 0.0 and real_range["noise_uniform"]["pass_rate"] == 0.0
+    assert "reach" in synthetic_audit.interpretation(audit)
+
+
+def test_random_cnn_is_the_default_feature_space(frames, tmp_path):
+    images = [load_image(p, grayscale=True) for p in frames[frames.label == "viral"].abspath]
+    set_dir = tmp_path / "set"
+    write_test_set(set_dir, images, [])
+    audit = synthetic_audit.audit_set(set_dir, frames, "split", build(AuditParams, {"c2st_folds": 2}, "test"))
+    assert audit["realism"]["feature_space"].startswith("random CNN")
+    assert audit["realism"]["n_per_side"] == 6  # the held-out minority frames: v3 and v4
 
 
 def test_classifier_feature_space_is_a_thin_call(frames, tmp_path, monkeypatch):
@@ -177,7 +269,7 @@ def test_classifier_feature_space_is_a_thin_call(frames, tmp_path, monkeypatch):
     assert calls[0] == ("load", "run7")
     assert calls[1][1][1:] == (3, 24, 24) and calls[1][2] == np.uint8
     assert "run7" in audit["realism"]["feature_space"] and audit["realism"]["feature_dim"] == 3
-    assert audit["realism"]["fd"]["synthetic_vs_minority_train"] is not None
+    assert audit["realism"]["synthetic_vs_holdout"]["c2st"]["n_per_side"] == 3
 
 
 def test_unknown_feature_extractor_and_missing_set(tmp_path):

@@ -25,10 +25,11 @@ import torch
 from matplotlib import pyplot as plt
 
 from lus_utils.classify import models
+from lus_utils.classify.training import load_run_model
 from lus_utils.images import load_image, to_grey
 from lus_utils.provenance import atomic_path, write_csv_atomic
 
-SECTOR_THRESHOLD = 12  # grey level above which a pixel belongs to the image (JPEG noise in the black stays below)
+SECTOR_THRESHOLD = 5  # grey level above which a pixel belongs to the image (compression noise in the black stays below)
 SECTOR_CLOSING = 0.03  # closing radius, as a share of the frame's shorter side (bridges dark speckle)
 MIN_CAM_CELLS = 3  # a ResNet stage is used for Grad-CAM only if its map is at least this many cells a side
 CAM_PER_CLASS, CAM_SEED = 4, 0  # the sample: frames per class, and its seed (fixed, so every condition shows the same)
@@ -157,27 +158,9 @@ def sample_frames(predictions: pd.DataFrame, classes: Sequence[str], per_class: 
     return pd.concat(picks).reset_index(drop=True)
 
 
-def checkpoint_path(run_dir: Path, fold: int) -> Path:
-    """The checkpoint of the model that predicted fold `fold`'s test frames: best_fold<f>.pt (best.pt: hold-out)."""
-    path = run_dir / ("best.pt" if fold < 0 else f"best_fold{fold}.pt")
-    if not path.is_file():
-        found = sorted(p.name for p in run_dir.glob("*.pt"))
-        raise FileNotFoundError(f"run {run_dir} has no checkpoint for fold {fold} ({path.name}; found {found}): run "
-                                "the classifier first (notebook 02/03)")
-    return path
-
-
 def has_network(run_dir: str | Path) -> bool:
     """Whether a run trained a network (the metadata reference trains none: it has no checkpoint, no map)."""
     return any(Path(run_dir).glob("best*.pt"))
-
-
-def load_checkpoint(path: Path) -> tuple[torch.nn.Module, list[str], int]:
-    """Model (eval mode, CPU), classes and input size of one classifier checkpoint."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    model = models.build_model(checkpoint["arch"], len(checkpoint["classes"]), int(checkpoint["image_size"]))
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.eval(), list(checkpoint["classes"]), int(checkpoint["image_size"])
 
 
 @dataclass
@@ -214,7 +197,7 @@ def run_saliency(run_dir: str | Path, frames: pd.DataFrame, per_class: int = CAM
     torch.set_num_threads(threads)
     rows, pictures, arch = [], {}, ""
     for fold, chosen in sample.groupby("fold", sort=True):
-        model, model_classes, image_size = load_checkpoint(checkpoint_path(run_dir, int(fold)))
+        model, model_classes, image_size = load_run_model(run_dir, int(fold))
         arch = model.pretrained_cfg.get("architecture", type(model).__name__)
         if model_classes != classes:
             raise ValueError(f"the checkpoint of fold {fold} has classes {model_classes}, predictions.csv {classes}")
@@ -320,22 +303,25 @@ def explain_run(run_dir: str | Path, frames: pd.DataFrame, threads: int = 1) -> 
     return result
 
 
-def condition_panel(results: Mapping[str, RunSaliency], cell_inches: float = 1.6) -> plt.Figure:
-    """One row per condition (the same sampled frames in each), for notebook 06."""
+def condition_panel(results: Mapping[str, RunSaliency], shown_per_class: int = 2,
+                    cell_inches: float = 1.6) -> plt.Figure:
+    """One row per condition (the same sampled frames in each, the first `shown_per_class` of every class)."""
     from lus_utils.plots import image_grid
 
     if not results:
         raise ValueError("condition_panel needs at least one run's saliency")
-    reference = next(iter(results.values())).table["path"].tolist()
-    images, titles = [], []
+    reference = next(iter(results.values())).table
     for name, result in results.items():
-        if result.table["path"].tolist() != reference:
+        if result.table["path"].tolist() != reference["path"].tolist():
             raise ValueError(f"run {result.run_id} ({name}) shows other frames than the first run: draw all with "
                              "the same seed and per_class on the same frames.csv")
-        for row, picture in zip(result.table.to_dict("records"), result.overlays):
-            images.append(picture)
-            titles.append(f"{name}\n{_title(pd.Series(row))}")
-    return image_grid(images, titles, ncols=len(reference), cell_inches=cell_inches,
+    shown = reference.groupby("label", sort=False).head(shown_per_class).index
+    images, titles = [], []
+    for name, result in results.items():
+        for i in shown:
+            images.append(result.overlays[i])
+            titles.append(f"{name}\n{_title(result.table.loc[i])}")
+    return image_grid(images, titles, ncols=len(shown), cell_inches=cell_inches,
                       suptitle="Grad-CAM across conditions (same frames; white: ultrasound sector)")
 
 
@@ -345,16 +331,20 @@ def condition_summary(results: Mapping[str, RunSaliency]) -> pd.DataFrame:
                      axis=1).T.rename_axis("condition")
 
 
-def pick_runs(results: pd.DataFrame, runs_dir: str | Path, arch: str) -> dict[str, Path]:
-    """One run folder per condition of `arch` for the panel: its first repeat and seed.
-
-    Conditions without a network (the metadata-only reference) have no map and are left out.
-    """
-    table = results[(results["arch"] == arch) & ~results["condition"].str.contains("metadata")]
+def pick_runs(runs: pd.DataFrame, runs_dir: str | Path, arch: str | None = None) -> dict[str, Path]:
+    """One run folder per condition of `arch` (default: the first architecture listed) for the panel: its
+    first repeat and seed. Runs without a network (the metadata-only reference) or predictions are left out."""
+    if runs.empty:
+        raise ValueError("no runs to choose from")
+    table = runs[~runs["condition"].str.contains("metadata") & ~runs["arch"].str.contains("metadata")]
+    if "has_predictions" in table.columns:
+        table = table[table["has_predictions"].astype(bool)]
+    arch = arch or (table["arch"].iloc[0] if len(table) else "")
+    table = table[table["arch"] == arch]
     if table.empty:
-        raise ValueError(f"no classifier run of {arch} in the results (architectures: {sorted(results['arch'].unique())})")
+        raise ValueError(f"no classifier run of '{arch}' with predictions (architectures: {sorted(runs['arch'].unique())})")
     order = [c for c in ("repeat", "seed", "run_id") if c in table.columns]
-    first = table.sort_values(order).drop_duplicates("condition")
+    first = table.sort_values(order, kind="stable").drop_duplicates("condition")
     return {row.condition: Path(runs_dir) / row.run_id for row in first.itertuples()}
 
 
@@ -362,3 +352,23 @@ def runs_saliency(runs: Mapping[str, str | Path], frames: pd.DataFrame, per_clas
                   seed: int = CAM_SEED, threads: int = 1) -> dict[str, RunSaliency]:
     """run_saliency of several runs (name -> run folder), the same frames in each: the input of condition_panel."""
     return {name: run_saliency(run_dir, frames, per_class, seed, threads=threads) for name, run_dir in runs.items()}
+
+
+def study_panel(out_dir: str | Path, runs: pd.DataFrame, target: str | Path, threads: int = 1) -> pd.DataFrame:
+    """Notebook 06's Grad-CAM view: the panel across conditions (saved to `target`) and its share table.
+
+    `runs` is the study's run table (run_id, condition, arch, repeat, seed); with no run to show, a note and
+    an empty table.
+    """
+    from lus_utils.data.dataset import read_frames
+    from lus_utils.paths import OutLayout
+
+    layout = OutLayout(Path(out_dir))
+    try:
+        chosen = pick_runs(runs, layout.runs)
+    except ValueError as err:
+        print(f"no Grad-CAM panel: {err}")
+        return pd.DataFrame()
+    results = runs_saliency(chosen, read_frames(layout.frames_csv), threads=threads)
+    save_figure(condition_panel(results), Path(target))
+    return condition_summary(results)

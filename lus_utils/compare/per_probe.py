@@ -5,8 +5,8 @@ can be earned by recognising the probe. Within convex frames alone (and within l
 probe tells nothing; what is left there is the pathology (or another shortcut, such as the frame size).
 
 Only probes where both the minority class and some other class exist are scored; the others get a row
-with NaN metrics and a `status` saying what is missing, never a number. Confidence intervals resample
-patients (a patient's frames move together), seeded.
+with NaN metrics and a `status` saying what is missing, never a number. AUROC, AP and the confidence
+intervals (patients resampled within their class stratum, seeded) are the study's own (classify.metrics).
 """
 from __future__ import annotations
 
@@ -16,8 +16,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, roc_auc_score
-
+from lus_utils.classify import metrics as M
 from lus_utils.params import MINORITY_CLASS
 
 METRICS = ("minority_auroc", "minority_ap", "minority_recall", "minority_sens_at_threshold",
@@ -47,7 +46,7 @@ def _check(predictions: pd.DataFrame, minority: str) -> str:
 
 
 def _ranking(positive: np.ndarray, score: np.ndarray) -> tuple[float, float]:
-    return float(roc_auc_score(positive, score)), float(average_precision_score(positive, score))
+    return M.binary_auroc(positive, score), M.average_precision(positive, score)
 
 
 def minority_metrics(table: pd.DataFrame, minority: str = MINORITY_CLASS, n_boot: int = 0,
@@ -89,19 +88,16 @@ def minority_metrics(table: pd.DataFrame, minority: str = MINORITY_CLASS, n_boot
 
 def _patient_bootstrap(table: pd.DataFrame, positive: np.ndarray, score: np.ndarray, n_boot: int,
                        seed: int, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile interval of (AUROC, AP) over patients drawn with replacement; draws lacking a side skip."""
+    """Percentile interval of (AUROC, AP) over patients drawn with replacement within their stratum (minority
+    patients among themselves, the others among themselves: the study's bootstrap, classify.metrics)."""
     codes, patients = pd.factorize(table["patient_id"])
-    members = [np.flatnonzero(codes == i) for i in range(len(patients))]
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(n_boot):
-        rows = np.concatenate([members[i] for i in rng.integers(0, len(members), len(members))])
-        if positive[rows].any() and not positive[rows].all():
-            draws.append(_ranking(positive[rows], score[rows]))
-    if not draws:
-        return np.full(2, math.nan), np.full(2, math.nan)
-    alpha = (1 - level) / 2
-    return np.quantile(draws, alpha, axis=0), np.quantile(draws, 1 - alpha, axis=0)
+    groups = [np.flatnonzero(codes == i) for i in range(len(patients))]
+    is_minority = [bool(positive[rows].any()) for rows in groups]
+    draws = [_ranking(positive[rows], score[rows]) for rows in
+             (M.resample_rows(groups, draw)[0] for draw in M.stratified_patient_draws(patients, is_minority,
+                                                                                        n_boot, seed))]
+    intervals = [M.percentile_interval([d[k] for d in draws], level) for k in range(2)]
+    return np.array([i[0] for i in intervals]), np.array([i[1] for i in intervals])
 
 
 def per_probe_metrics(predictions: pd.DataFrame, minority: str = MINORITY_CLASS, n_boot: int = 0,
@@ -139,10 +135,32 @@ def per_probe_runs(run_dirs: Iterable[str | Path], frames: pd.DataFrame | None =
     return out[["run_id", "condition", "probe", *[c for c in out.columns if c not in ("run_id", "condition", "probe")]]]
 
 
+def study_table(out_dir: str | Path, runs: pd.DataFrame, minority: str = MINORITY_CLASS, n_boot: int = 0,
+                seed: int = 0, target: str | Path | None = None) -> pd.DataFrame:
+    """per_probe_runs of every run of a study with predictions (`runs`: notebook 06's run table), also written
+    to `target` when given; an empty table (with a note) when no run has predictions."""
+    from lus_utils.data.dataset import read_frames
+    from lus_utils.paths import OutLayout
+    from lus_utils.provenance import write_csv_atomic
+
+    layout = OutLayout(Path(out_dir))
+    listed = runs[runs["has_predictions"].astype(bool)] if "has_predictions" in runs.columns else runs
+    if listed.empty:
+        print("no run with predictions: no per-probe table")
+        return pd.DataFrame(columns=["run_id", "condition", "probe", "status"])
+    table = per_probe_runs([layout.run_dir(r) for r in listed["run_id"]], read_frames(layout.frames_csv), minority,
+                           n_boot, seed)
+    if target is not None:
+        write_csv_atomic(Path(target), table)
+    return table
+
+
 def summarise_by_condition(table: pd.DataFrame, metrics: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Mean of each metric over a condition's runs (seeds, repeats) per probe, scored probes only."""
     metrics = dict(metrics or {"minority_auroc": "mean", "minority_ap": "mean"})
     scored = table[table["status"] == "ok"]
+    if scored.empty:
+        return pd.DataFrame()
     summary = scored.groupby(["condition", "probe"]).agg(n_runs=("run_id", "nunique"), **{
         m: (m, how) for m, how in metrics.items()})
     return summary.unstack("probe")

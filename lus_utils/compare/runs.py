@@ -229,7 +229,7 @@ def results_table(runs: pd.DataFrame, minority: str) -> pd.DataFrame:
     return table[[c for c in RESULT_COLUMNS + metrics + counts if c in table.columns]]
 
 
-RUNNER_SUMMARY = Path("logs") / "runner_summary.json"  # written by run.runner (StudyResult.write)
+RUNNER_SUMMARY = Path("logs") / "runner_summary.json"  # written by run.study (StudyResult.write)
 
 
 def missing_runs(out_dir: Path, runs: pd.DataFrame | None = None) -> pd.DataFrame:

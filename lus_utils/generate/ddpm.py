@@ -35,7 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lus_utils.data import splits
-from lus_utils.generate import synthetic
+from lus_utils.generate import realism, synthetic
 from lus_utils.data.splits import TooFewFramesError
 from lus_utils.images import load_image, resize
 from lus_utils.params import MINORITY_CLASS, AuditParams, DDPMParams
@@ -44,12 +44,12 @@ from lus_utils.provenance import (atomic_dir, atomic_path, fingerprint_files, pr
                          write_csv_atomic, write_json_atomic)
 from lus_utils.reproducibility import resolve_device
 
+SAMPLERS = ("ddpm", "ddim", "dpmsolver", "dpmsolver_ode")
 N_MIXED = 3  # frames of the 3-frame variants (seed study)
 MIN_FRAMES = {"3_mixed": N_MIXED, "train_all": N_MIXED, "3_mixed_any_split": N_MIXED}
 LEAKAGE_VARIANT = synthetic.DDPM_LEAKAGE_VARIANT
 NUM_TRAIN_TIMESTEPS = 1000
 GRID_IMAGES = 8  # images in each sample grid saved during training
-GRID_SAMPLER = ("dpmsolver", 20)  # grids use the fast sampler: they are a progress view, not the output
 KEEP_CHECKPOINTS = 2  # older checkpoints are deleted while training; all are deleted once the pipeline is saved
 # The seed study's optimiser: torch's AdamW defaults (textual_inversion/basic_training_script.py there).
 ADAM_BETAS = (0.9, 0.999)
@@ -273,15 +273,15 @@ def _write_png(path: Path, image: np.ndarray) -> None:
         tmp.write_bytes(encoded.tobytes())
 
 
-def _save_grid(path: Path, model, ema, seed: int, device: torch.device) -> None:
-    """A strip of GRID_IMAGES samples with the EMA weights (same noise every time, so grids compare)."""
+def _save_grid(path: Path, model, ema, p: DDPMParams, device: torch.device) -> None:
+    """A strip of GRID_IMAGES samples with the EMA weights and the set's sampler (same noise every time)."""
     ema.store(model.parameters())
     ema.copy_to(model.parameters())
     model.eval()
     try:
-        pipeline = make_pipeline(model)
-        images, _ = sample_images(pipeline, GRID_SAMPLER[0], GRID_SAMPLER[1], GRID_IMAGES, GRID_IMAGES,
-                                  _seed_for(seed, _STREAM_GRID, 0), device, progress=False)
+        images, _ = sample_images(make_pipeline(model), p.sampler, p.sampling_steps, GRID_IMAGES, GRID_IMAGES,
+                                  _seed_for(p.seed, _STREAM_GRID, 0), device, progress=False,
+                                  precision=p.sampling_precision)
     finally:
         ema.restore(model.parameters())
         model.train()
@@ -294,6 +294,125 @@ def make_pipeline(unet):
     return DDPMPipeline(unet=unet, scheduler=build_noise_scheduler())
 
 
+@dataclass
+class _Training:
+    """What one training run updates: the model, its EMA, the optimiser, the LR schedule and the scaler."""
+
+    model: Any
+    ema: Any
+    optimizer: Any
+    lr_scheduler: Any
+    scaler: Any
+    noise_scheduler: Any
+    device: torch.device
+    autocast_dtype: torch.dtype | None  # None: fp32
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of `precision` on `device`: fp16 only on CUDA, bf16 anywhere, else None (fp32)."""
+    if precision == "fp16":
+        return torch.float16 if device.type == "cuda" else None
+    return torch.bfloat16 if precision == "bf16" else None
+
+
+def _cached_result(gen_dir: Path, key: dict[str, Any], total_steps: int) -> TrainResult | None:
+    """The saved pipeline's result when it was trained with `key`, else None."""
+    if not _pipeline_is_current(gen_dir, key):
+        return None
+    log = pd.read_csv(gen_dir / "train_log.csv") if (gen_dir / "train_log.csv").is_file() else pd.DataFrame()
+    return TrainResult(gen_dir, gen_dir / "pipeline", True, total_steps, total_steps,
+                       float(read_json(gen_dir / "provenance.json").get("train_seconds", 0.0)), None, log,
+                       _grid_paths(gen_dir))
+
+
+def _start_training(p: DDPMParams, total_steps: int) -> _Training:
+    """Seeded model, EMA (with warm-up), AdamW, cosine schedule with warm-up, grad scaler, on p.device."""
+    from diffusers.optimization import get_cosine_schedule_with_warmup
+    from diffusers.training_utils import EMAModel
+
+    device = resolve_device(p.device)
+    torch.set_num_threads(p.num_threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    dtype = autocast_dtype(p.mixed_precision, device)
+    torch.manual_seed(p.seed)
+    model = build_unet(p).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=p.lr, betas=ADAM_BETAS, weight_decay=ADAM_WEIGHT_DECAY)
+    ema = EMAModel(model.parameters(), decay=p.ema_decay, use_ema_warmup=True, inv_gamma=1.0, power=EMA_POWER,
+                   model_cls=type(model), model_config=model.config)
+    return _Training(model, ema, optimizer, get_cosine_schedule_with_warmup(optimizer, p.warmup_steps, total_steps),
+                     torch.amp.GradScaler("cuda", enabled=dtype == torch.float16), build_noise_scheduler(), device,
+                     dtype)
+
+
+def _resume(gen_dir: Path, key: dict[str, Any], p: DDPMParams, run: _Training,
+            total_steps: int) -> tuple[int, list[dict[str, Any]], int | None]:
+    """(first step, log so far, step resumed from): continue the last checkpoint made with `key` when
+    p.resume is 'latest'; delete checkpoints that cannot be resumed."""
+    checkpoint = latest_checkpoint(gen_dir)
+    if checkpoint is None:
+        return 0, [], None
+    same = read_json(checkpoint / "state.json").get("training_key") == key
+    if p.resume == "latest" and same:
+        start, log = _load_checkpoint(checkpoint, run.model, run.ema, run.optimizer, run.lr_scheduler, run.scaler)
+        print(f"resuming {gen_dir.name} from {checkpoint.name} ({start} of {total_steps} steps)")
+        return start, log, start
+    why = "resume is 'none'" if p.resume != "latest" else "they were made with other parameters or frames"
+    print(f"ignoring the checkpoints in {gen_dir / 'checkpoints'} ({why}); training from scratch")
+    shutil.rmtree(gen_dir / "checkpoints")
+    return 0, [], None
+
+
+def _training_batch(data: torch.Tensor, p: DDPMParams, step: int,
+                    steps_per_epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Step `step`'s frames (seeded epoch order, random horizontal flips), noise and timesteps."""
+    epoch, within = divmod(step, steps_per_epoch)
+    order = torch.randperm(len(data), generator=_generator(p.seed, _STREAM_BATCH_ORDER, epoch))
+    index = order[within * p.batch_size:(within + 1) * p.batch_size]
+    g = _generator(p.seed, _STREAM_STEP, step)
+    batch = data[index]
+    flip = torch.rand(len(index), generator=g) < 0.5
+    batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
+    noise = torch.randn(batch.shape, generator=g)
+    timesteps = torch.randint(0, NUM_TRAIN_TIMESTEPS, (len(index),), generator=g)
+    return batch, noise, timesteps
+
+
+def _optimizer_step(run: _Training, batch: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> float:
+    """One noise-prediction step (MSE, grad clipping, AdamW, LR schedule, EMA); returns the loss."""
+    batch, noise, timesteps = batch.to(run.device), noise.to(run.device), timesteps.to(run.device)
+    noisy = run.noise_scheduler.add_noise(batch, noise, timesteps)
+    with torch.autocast(run.device.type, dtype=run.autocast_dtype or torch.float32,
+                        enabled=run.autocast_dtype is not None):
+        prediction = run.model(noisy, timesteps).sample
+    loss = torch.nn.functional.mse_loss(prediction.float(), noise)
+    run.scaler.scale(loss).backward()
+    run.scaler.unscale_(run.optimizer)
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), MAX_GRAD_NORM)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.lr_scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.ema.step(run.model.parameters())
+    return float(loss.detach())
+
+
+def _save_pipeline(gen_dir: Path, run: _Training, p: DDPMParams, key: dict[str, Any], selected: pd.DataFrame,
+                   log: pd.DataFrame, seconds: float, resumed_from: int | None, total_steps: int,
+                   steps_per_epoch: int) -> None:
+    """The EMA weights as a DDPMPipeline, the loss log and the provenance; then the checkpoints go."""
+    ema_unet = copy.deepcopy(run.model).cpu()
+    run.ema.copy_to(ema_unet.parameters())
+    with atomic_dir(gen_dir / "pipeline") as tmp:
+        make_pipeline(ema_unet).save_pretrained(tmp)
+    write_csv_atomic(gen_dir / "train_log.csv", log)
+    write_json_atomic(gen_dir / "provenance.json", provenance(
+        asdict(p), training_key=key, training_frames=sorted(selected["path"]),
+        leakage_ablation=p.variant == LEAKAGE_VARIANT, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+        train_seconds=seconds, resumed_from=resumed_from, device=str(run.device),
+        n_parameters=int(sum(t.numel() for t in run.model.parameters()))))
+    shutil.rmtree(gen_dir / "checkpoints", ignore_errors=True)
+
+
 def train_ddpm(selected: pd.DataFrame, p: DDPMParams, gen_dir: Path, max_steps: int | None = None,
                progress: bool = True) -> TrainResult:
     """Train (or reuse) the DDPM of `p.variant` on `selected` frames; save the EMA pipeline in `gen_dir`.
@@ -303,107 +422,41 @@ def train_ddpm(selected: pd.DataFrame, p: DDPMParams, gen_dir: Path, max_steps: 
     checkpoints of other parameters are deleted. `max_steps` stops after that many optimizer steps in
     all (a time-boxed run: call again to continue); the pipeline is saved only when training finishes.
     """
-    from diffusers.optimization import get_cosine_schedule_with_warmup
-    from diffusers.training_utils import EMAModel
-
     gen_dir = Path(gen_dir)
     key = training_key(p, selected)
-    n_frames = len(selected)
-    steps_per_epoch = math.ceil(n_frames / p.batch_size)
+    steps_per_epoch = math.ceil(len(selected) / p.batch_size)
     epochs = epochs_for(p)
     total_steps = epochs * steps_per_epoch
-    if _pipeline_is_current(gen_dir, key):
-        log = pd.read_csv(gen_dir / "train_log.csv") if (gen_dir / "train_log.csv").is_file() else pd.DataFrame()
-        return TrainResult(gen_dir, gen_dir / "pipeline", True, total_steps, total_steps,
-                           float(read_json(gen_dir / "provenance.json").get("train_seconds", 0.0)), None, log,
-                           _grid_paths(gen_dir))
-
-    device = resolve_device(p.device)
-    torch.set_num_threads(p.num_threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    use_fp16 = device.type == "cuda" and p.mixed_precision == "fp16"
-    torch.manual_seed(p.seed)
-    model = build_unet(p).to(device)
-    noise_scheduler = build_noise_scheduler()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=p.lr, betas=ADAM_BETAS, weight_decay=ADAM_WEIGHT_DECAY)
-    lr_scheduler = get_cosine_schedule_with_warmup(optimizer, p.warmup_steps, total_steps)
-    ema = EMAModel(model.parameters(), decay=p.ema_decay, use_ema_warmup=True, inv_gamma=1.0, power=EMA_POWER,
-                   model_cls=type(model), model_config=model.config)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_fp16)
-
-    start, log, resumed_from = 0, [], None
-    checkpoint = latest_checkpoint(gen_dir)
-    if checkpoint is not None:
-        same = read_json(checkpoint / "state.json").get("training_key") == key
-        if p.resume == "latest" and same:
-            start, log = _load_checkpoint(checkpoint, model, ema, optimizer, lr_scheduler, scaler)
-            resumed_from = start
-            print(f"resuming {gen_dir.name} from {checkpoint.name} ({start} of {total_steps} steps)")
-        else:
-            why = "resume is 'none'" if p.resume != "latest" else "they were made with other parameters or frames"
-            print(f"ignoring the checkpoints in {gen_dir / 'checkpoints'} ({why}); training from scratch")
-            shutil.rmtree(gen_dir / "checkpoints")
-    ema.to(device)
-
+    cached = _cached_result(gen_dir, key, total_steps)
+    if cached is not None:
+        return cached
+    run = _start_training(p, total_steps)
+    start, log, resumed_from = _resume(gen_dir, key, p, run, total_steps)
+    run.ema.to(run.device)
     data = load_training_tensor(selected, p.image_size)
     stop = total_steps if max_steps is None else min(total_steps, max_steps)
     grid_epochs = {math.ceil(k * epochs / p.sample_grids) for k in range(1, p.sample_grids + 1)}
     began = time.perf_counter()
-    model.train()
+    run.model.train()
     bar = tqdm(total=total_steps, initial=start, desc=f"train {gen_dir.name}", unit="step", disable=not progress)
     for step in range(start, stop):
-        epoch, within = divmod(step, steps_per_epoch)
-        order = torch.randperm(n_frames, generator=_generator(p.seed, _STREAM_BATCH_ORDER, epoch))
-        index = order[within * p.batch_size:(within + 1) * p.batch_size]
-        g = _generator(p.seed, _STREAM_STEP, step)
-        batch = data[index]
-        flip = torch.rand(len(index), generator=g) < 0.5
-        batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
-        noise = torch.randn(batch.shape, generator=g)
-        timesteps = torch.randint(0, NUM_TRAIN_TIMESTEPS, (len(index),), generator=g)
-        batch, noise, timesteps = batch.to(device), noise.to(device), timesteps.to(device)
-        noisy = noise_scheduler.add_noise(batch, noise, timesteps)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=use_fp16):
-            prediction = model(noisy, timesteps).sample
-        loss = torch.nn.functional.mse_loss(prediction.float(), noise)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
-        scaler.step(optimizer)
-        scaler.update()
-        lr_scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        ema.step(model.parameters())
-        log.append({"step": step + 1, "epoch": epoch + 1, "loss": float(loss.detach()),
-                    "lr": float(lr_scheduler.get_last_lr()[0])})
+        loss = _optimizer_step(run, *_training_batch(data, p, step, steps_per_epoch))
+        done, epoch = step + 1, step // steps_per_epoch + 1
+        log.append({"step": done, "epoch": epoch, "loss": loss, "lr": float(run.lr_scheduler.get_last_lr()[0])})
         bar.update(1)
-        bar.set_postfix(loss=f"{log[-1]['loss']:.4f}", epoch=epoch + 1)
-        done = step + 1
-        end_of_epoch = done % steps_per_epoch == 0
-        if end_of_epoch and epoch + 1 in grid_epochs:
-            _save_grid(gen_dir / "grids" / f"epoch_{epoch + 1:05d}.png", model, ema, p.seed, device)
+        bar.set_postfix(loss=f"{loss:.4f}", epoch=epoch)
+        if done % steps_per_epoch == 0 and epoch in grid_epochs:
+            _save_grid(gen_dir / "grids" / f"epoch_{epoch:05d}.png", run.model, run.ema, p, run.device)
         if done % p.checkpoint_every == 0 or done == stop:
-            save_checkpoint(gen_dir, done, key, model, ema, optimizer, lr_scheduler, scaler, log)
+            save_checkpoint(gen_dir, done, key, run.model, run.ema, run.optimizer, run.lr_scheduler, run.scaler, log)
     bar.close()
     seconds = time.perf_counter() - began
     log_frame = pd.DataFrame(log, columns=["step", "epoch", "loss", "lr"])
-    if stop < total_steps:
-        return TrainResult(gen_dir, None, False, stop, total_steps, seconds, resumed_from, log_frame,
-                           _grid_paths(gen_dir))
-
-    ema_unet = copy.deepcopy(model).cpu()
-    ema.copy_to(ema_unet.parameters())
-    with atomic_dir(gen_dir / "pipeline") as tmp:
-        make_pipeline(ema_unet).save_pretrained(tmp)
-    write_csv_atomic(gen_dir / "train_log.csv", log_frame)
-    write_json_atomic(gen_dir / "provenance.json", provenance(
-        asdict(p), training_key=key, training_frames=sorted(selected["path"]),
-        leakage_ablation=p.variant == LEAKAGE_VARIANT, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
-        train_seconds=seconds, resumed_from=resumed_from, device=str(device),
-        n_parameters=int(sum(t.numel() for t in model.parameters()))))
-    shutil.rmtree(gen_dir / "checkpoints", ignore_errors=True)
-    return TrainResult(gen_dir, gen_dir / "pipeline", False, total_steps, total_steps, seconds, resumed_from,
-                       log_frame, _grid_paths(gen_dir))
+    finished = stop == total_steps
+    if finished:
+        _save_pipeline(gen_dir, run, p, key, selected, log_frame, seconds, resumed_from, total_steps, steps_per_epoch)
+    return TrainResult(gen_dir, gen_dir / "pipeline" if finished else None, False, stop, total_steps, seconds,
+                       resumed_from, log_frame, _grid_paths(gen_dir))
 
 
 # --- sampling ----------------------------------------------------------------------------------------------
@@ -420,18 +473,30 @@ def load_pipeline(pipeline_dir: Path, device: str | torch.device = "cpu"):
 
 
 def make_sampler(pipeline, sampler: str):
-    """A scheduler for `sampler`, built from the pipeline's training noise schedule (from_config)."""
+    """A scheduler for `sampler` on the pipeline's training noise schedule (`from_config`: betas, 1000 steps,
+    epsilon prediction).
+
+    - ddpm: ancestral DDPM, the training scheduler itself (x0 clipped to [-1, 1], the seed's sampler);
+    - ddim: deterministic DDIM on trailing timesteps (the first step starts at t = 999, pure noise);
+    - dpmsolver: SDE-DPM-Solver++ (2nd order), trailing timesteps, x0 clipped to [-1, 1] (thresholding with
+      sample_max_value 1), fresh noise at every step like DDPM;
+    - dpmsolver_ode: the deterministic DPM-Solver++ with the same settings (the old default).
+    The deterministic solvers follow the probability-flow ODE; a generator trained briefly on few frames
+    predicts noise too poorly for it and their samples stay noisy or grey (bench_ddpm measures this).
+    """
     from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
     config = pipeline.scheduler.config
     if sampler == "ddpm":
         return DDPMScheduler.from_config(config)
     if sampler == "ddim":
-        return DDIMScheduler.from_config(config)
-    if sampler == "dpmsolver":
-        return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", thresholding=True,
-                                                          sample_max_value=1.0)
-    raise ValueError(f"unknown sampler '{sampler}'; known: ddpm, ddim, dpmsolver")
+        return DDIMScheduler.from_config(config, timestep_spacing="trailing")
+    if sampler in ("dpmsolver", "dpmsolver_ode"):
+        algorithm = "sde-dpmsolver++" if sampler == "dpmsolver" else "dpmsolver++"
+        return DPMSolverMultistepScheduler.from_config(config, algorithm_type=algorithm, solver_order=2,
+                                                       thresholding=True, sample_max_value=1.0,
+                                                       timestep_spacing="trailing")
+    raise ValueError(f"unknown sampler '{sampler}'; known: {', '.join(SAMPLERS)}")
 
 
 def sample_seeds(seed: int, n: int) -> list[int]:
@@ -441,45 +506,65 @@ def sample_seeds(seed: int, n: int) -> list[int]:
 
 @torch.no_grad()
 def sample_images(pipeline, sampler: str, steps: int, n: int, batch_size: int, seed: int | list[int],
-                  device: str | torch.device = "cpu", progress: bool = True) -> tuple[np.ndarray, list[int]]:
+                  device: str | torch.device = "cpu", progress: bool = True,
+                  precision: str = "fp32") -> tuple[np.ndarray, list[int]]:
     """`n` grey uint8 images (n, H, W) and the seed of each, denoised `batch_size` at a time.
 
-    `seed` is a base seed (per-image seeds derived with `sample_seeds`) or the list of per-image seeds.
+    `seed` is a base seed (per-image seeds derived with `sample_seeds`) or the list of per-image seeds;
+    every random draw of an image (start noise, the stochastic samplers' noise) comes from its own
+    generator, so an image does not depend on the batch it was made in. `precision` "bf16" runs the UNet
+    under bfloat16 autocast (the scheduler's arithmetic stays fp32).
     """
-    from diffusers import DDPMPipeline
-
     device = resolve_device(device) if isinstance(device, str) else device
     seeds = sample_seeds(seed, n) if isinstance(seed, int) else list(seed)
     if len(seeds) != n:
         raise ValueError(f"{len(seeds)} seeds given for {n} images")
-    runner = DDPMPipeline(unet=pipeline.unet.to(device), scheduler=make_sampler(pipeline, sampler))
-    runner.set_progress_bar_config(disable=True)
+    unet = pipeline.unet.to(device).eval()
+    shape = (1, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
     out = []
     for start in tqdm(range(0, n, batch_size), desc=f"sample {sampler} x{steps}", unit="batch",
                       disable=not progress):
-        chunk = seeds[start:start + batch_size]
-        generators = [torch.Generator().manual_seed(s) for s in chunk]
-        images = runner(batch_size=len(chunk), generator=generators, num_inference_steps=steps,
-                        output_type="np").images
-        out.append(np.clip(np.rint(np.asarray(images)[..., 0] * 255.0), 0, 255).astype(np.uint8))
+        generators = [torch.Generator().manual_seed(s) for s in seeds[start:start + batch_size]]
+        scheduler = make_sampler(pipeline, sampler)
+        scheduler.set_timesteps(steps)
+        x = torch.cat([torch.randn(shape, generator=g) for g in generators]).to(device)
+        for t in scheduler.timesteps:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                eps = unet(x, t).sample
+            x = _step(scheduler, eps.float(), t, x, generators)
+        images = (x / 2 + 0.5).clamp(0, 1).cpu().numpy()[:, 0]
+        out.append(np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8))
     return np.concatenate(out), seeds
+
+
+def _step(scheduler, eps: torch.Tensor, t: torch.Tensor, x: torch.Tensor,
+          generators: list[torch.Generator]) -> torch.Tensor:
+    """One scheduler step; stochastic steps draw each image's noise from that image's generator."""
+    if getattr(scheduler.config, "algorithm_type", "").startswith("sde-"):
+        noise = torch.cat([torch.randn((1, *x.shape[1:]), generator=g) for g in generators]).to(x.device)
+        return scheduler.step(eps, t, x, variance_noise=noise).prev_sample
+    return scheduler.step(eps, t, x, generator=generators).prev_sample
 
 
 # --- gate and synthetic set --------------------------------------------------------------------------------
 def write_synthetic_set(set_dir: Path, images: np.ndarray, seeds: list[int], p: DDPMParams, audit: AuditParams,
-                        selected: pd.DataFrame, split_column: str, gen_dir: Path,
-                        sampling_seconds: float) -> tuple[pd.DataFrame, dict[str, Any]]:
+                        selected: pd.DataFrame, split_column: str, gen_dir: Path, sampling_seconds: float,
+                        frames: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Gate every image (on its generated pixels), resize all to `output_size`, write the set.
 
-    The gate runs before resizing, on what the generator made. Returns the manifest and a summary
-    (generated, kept, rejection rate, sampling time).
+    The gate (`audit.gate`) runs before resizing, on what the generator made; the real_range gate is
+    calibrated on the training part of `split_column` in `frames` (never on validation or test frames).
+    Returns the manifest and a summary (generated, kept, rejection rate, sampling time, the gate's record).
     """
-    rows, resized = [], []
-    for image, image_seed in zip(images, seeds, strict=True):
-        verdict = synthetic.gate(image, audit.min_std, audit.min_entropy)
-        rows.append({"label": MINORITY_CLASS, "generator": "ddpm", "variant": p.variant, "sampler": p.sampler,
-                     "steps": p.sampling_steps, "seed": int(image_seed), **verdict})
-        resized.append(resize(image, p.output_size))
+    real = None
+    if audit.gate != realism.SEED_GATE:
+        real = np.stack([load_image(path, size=realism.GATE_SIZE, grayscale=True)
+                         for path in realism.calibration_paths(frames, split_column, audit.audit_seed)])
+    verdicts, gate_record = realism.quality_gate(images, audit, real)
+    rows = [{"label": MINORITY_CLASS, "generator": "ddpm", "variant": p.variant, "sampler": p.sampler,
+             "steps": p.sampling_steps, "seed": int(image_seed), **verdict}
+            for image_seed, verdict in zip(seeds, verdicts, strict=True)]
+    resized = [resize(image, p.output_size) for image in images]
     kept = sum(r["passed_gate"] for r in rows)
     summary = {"n_generated": len(rows), "n_kept": int(kept),
                "rejection_rate": float(1 - kept / len(rows)) if rows else float("nan"),
@@ -494,6 +579,6 @@ def write_synthetic_set(set_dir: Path, images: np.ndarray, seeds: list[int], p: 
         generator={"name": Path(gen_dir).name, "created": generator_record["created"],
                    "training_key_hash": stable_hash(generator_record["training_key"]),
                    "code_version": generator_record["code_version"]},
-        **summary)
+        quality_gate=gate_record, **summary)
     manifest = synthetic.write_set(set_dir, resized, rows, record)
     return manifest, summary

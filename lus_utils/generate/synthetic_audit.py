@@ -13,26 +13,31 @@ What "close" means for real data is shown beside it: held-out minority frames (o
 training frames, and each minority training frame against the other training frames (its own video's
 neighbours, which are near-copies).
 
-Realism: Fréchet distance and KID between synthetic and real minority frames in the feature space of a
-baseline classifier trained on real training data only (no hub weights needed); Inception or DINOv2
-features are a parameter away where their weights are on disk. Plus grey-level histograms.
+Realism (`realism` module): KID with a subset interval and a classifier two-sample test (C2ST AUROC) of the
+synthetic images against held-out real minority frames (patients the generator never saw), beside the
+real reference (the minority training frames against the same held-out frames, same sizes), in a feature
+space fixed across conditions: a seeded random CNN by default; Inception or DINOv2 where their weights are
+on disk; the baseline classifier's or raw pixels on request. `reached_realism` says whether the set meets
+`realism.REALISM_CRITERION`. The quality gate is also applied to real frames and to noise, so its pass
+rates can be read. Plus grey-level histograms.
 """
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from lus_utils.generate import synthetic
+from lus_utils.generate import realism, synthetic
 from lus_utils.images import load_image, load_images
 from lus_utils.params import MINORITY_CLASS, AuditParams
 from lus_utils.provenance import code_version, write_csv_atomic, write_json_atomic
 
 NO_FEATURES = "none (no baseline classifier run given)"
 HISTOGRAM_BINS = 32
+NOISE_IMAGES = 50  # noise images per kind the gate is checked on
 PIXEL_FEATURE_SIZE = 16  # "pixels" feature space: grey images at 16 x 16, 256 numbers
 INCEPTION_SIZE = 299
 DINOV2_MODEL = "facebook/dinov2-small"
@@ -108,45 +113,6 @@ def similarity_summary(result: dict[str, np.ndarray], params: AuditParams, pool_
 
 
 # --- realism -------------------------------------------------------------------------------------------------
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to two feature sets (FID's formula, any feature space).
-
-    tr(sqrt(S_a S_b)) is computed as the trace of sqrt(S_a^1/2 S_b S_a^1/2), a symmetric matrix, so it stays
-    real and stable when few samples make the covariances singular.
-    """
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if len(a) < 2 or len(b) < 2:
-        raise ValueError(f"Fréchet distance needs at least 2 samples per side, got {len(a)} and {len(b)}")
-    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
-    cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
-    values, vectors = np.linalg.eigh(cov_a)
-    root_a = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
-    middle = root_a @ cov_b @ root_a
-    trace_root = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
-    diff = mu_a - mu_b
-    return float(max(0.0, diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_root))
-
-
-def kernel_inception_distance(a: np.ndarray, b: np.ndarray, subset: int, n_subsets: int,
-                              seed: int) -> dict[str, float]:
-    """KID: unbiased MMD^2 with the cubic polynomial kernel (x.y/d + 1)^3, averaged over seeded subsets."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    m = min(subset, len(a), len(b))
-    if m < 2:
-        raise ValueError(f"KID needs at least 2 samples per side, got {len(a)} and {len(b)}")
-    d = a.shape[1]
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(n_subsets):
-        x = a[rng.choice(len(a), m, replace=False)]
-        y = b[rng.choice(len(b), m, replace=False)]
-        kxx, kyy, kxy = (x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3
-        values.append((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-                      - 2 * kxy.mean())
-    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "subset_size": int(m),
-            "n_subsets": int(n_subsets)}
-
-
 class FeatureExtractorUnavailable(RuntimeError):
     """The chosen feature space cannot be built here (weights not on disk, or no classifier run)."""
 
@@ -157,9 +123,17 @@ def feature_function(kind: str, feature_run_dir: str = "", batch_size: int = 32)
     classifier: `lus_utils.classify.training.load_run_model(run_dir)` then `lus_utils.classify.models.extract_features`;
     inception: torchvision Inception-v3 pool features (ImageNet weights from torchvision's cache);
     dinov2: transformers `facebook/dinov2-small` CLS features (Hugging Face cache);
-    pixels: grey images at 16 x 16 (a crude space that needs no weights).
+    pixels: grey images at 16 x 16 (a crude space that needs no weights);
+    random_cnn: `realism.RandomCNN` (seeded random weights, the default: fixed across conditions).
     Returns (None, NO_FEATURES) for `classifier` without a run folder.
     """
+    if kind == "random_cnn":
+        network = realism.RandomCNN()
+
+        def random_cnn(paths: list[str]) -> np.ndarray:
+            return network(load_grey(paths, realism.FEATURE_SIZE))
+
+        return random_cnn, network.description
     if kind == "pixels":
         def pixels(paths: list[str]) -> np.ndarray:
             return load_grey(paths, PIXEL_FEATURE_SIZE).reshape(len(paths), -1).astype(np.float64) / 255.0
@@ -181,7 +155,7 @@ def feature_function(kind: str, feature_run_dir: str = "", batch_size: int = 32)
         return _inception_features(batch_size), "Inception-v3 pool3 (ImageNet weights)"
     if kind == "dinov2":
         return _dinov2_features(batch_size), f"DINOv2 CLS ({DINOV2_MODEL})"
-    raise ValueError(f"unknown feature_extractor '{kind}'; known: classifier, inception, dinov2, pixels")
+    raise ValueError(f"unknown feature_extractor '{kind}'; known: random_cnn, classifier, inception, dinov2, pixels")
 
 
 def _inception_features(batch_size: int):
@@ -236,38 +210,24 @@ def _dinov2_features(batch_size: int):
     return dinov2
 
 
-def _subset(paths: list[str], n: int, rng: np.random.Generator) -> list[str]:
-    if len(paths) <= n:
-        return list(paths)
-    return [paths[i] for i in sorted(rng.choice(len(paths), n, replace=False))]
-
-
-def realism(synthetic_paths: list[str], train_paths: list[str], holdout_paths: list[str], params: AuditParams,
-            feature_run_dir: str) -> dict[str, Any]:
-    """FD and KID of the synthetic images against real minority frames, and real train vs held-out as scale."""
+def realism_figures(synthetic_paths: list[str], train_paths: list[str], holdout_paths: list[str],
+                    params: AuditParams, feature_run_dir: str = "") -> dict[str, Any]:
+    """KID and C2ST of the synthetic images and of the real training frames against held-out real frames
+    (`realism.compare_sets`), whether the set reached realism, and the feature space used."""
     extract, space = feature_function(params.feature_extractor, feature_run_dir)
-    result: dict[str, Any] = {"feature_space": space, "fd": None, "kid": None}
-    if extract is None:
+    result: dict[str, Any] = {"feature_space": space, "n": {"synthetic": len(synthetic_paths),
+                              "minority_train": len(train_paths), "minority_holdout": len(holdout_paths)},
+                              "reached_realism": None, "criterion": realism.REALISM_CRITERION.text}
+    smallest = min(result["n"].values())
+    if extract is None or smallest < params.c2st_folds:
+        result["not_measured"] = (space if extract is None else
+                                  f"too few images ({result['n']}); KID and C2ST need {params.c2st_folds} per side")
         return result
-    rng = np.random.default_rng([params.audit_seed, 7])
-    sets = {"synthetic": _subset(synthetic_paths, params.fd_subset, rng),
-            "minority_train": _subset(train_paths, params.fd_subset, rng),
-            "minority_holdout": _subset(holdout_paths, params.fd_subset, rng)}
-    features = {name: extract(paths) if len(paths) else None for name, paths in sets.items()}
-    pairs = {"synthetic_vs_minority_train": ("synthetic", "minority_train"),
-             "synthetic_vs_minority_holdout": ("synthetic", "minority_holdout"),
-             "minority_train_vs_minority_holdout (real reference)": ("minority_train", "minority_holdout")}
-    result["fd"], result["kid"] = {}, {}
-    for label, (x, y) in pairs.items():
-        fx, fy = features[x], features[y]
-        if fx is None or fy is None or len(fx) < 2 or len(fy) < 2:
-            result["fd"][label] = result["kid"][label] = None
-            continue
-        result["fd"][label] = frechet_distance(fx, fy)
-        result["kid"][label] = kernel_inception_distance(fx, fy, params.kid_subset, params.kid_subsets,
-                                                         params.audit_seed)
-    result["n"] = {name: len(paths) for name, paths in sets.items()}
-    result["feature_dim"] = int(next(f.shape[1] for f in features.values() if f is not None))
+    features = [extract(paths) for paths in (synthetic_paths, train_paths, holdout_paths)]
+    result.update(realism.compare_sets(*features, params.kid_subset, params.kid_subsets, params.audit_seed,
+                                       params.c2st_folds))
+    result["feature_dim"] = int(features[0].shape[1])
+    result["reached_realism"] = realism.REALISM_CRITERION(result)
     return result
 
 
@@ -376,6 +336,9 @@ def audit_set(set_dir: Path, frames: pd.DataFrame, split_column: str, audit_para
                          for i in order[:p.n_closest_pairs] if pool_found["index"][i] >= 0]
 
     synthetic_paths = manifest.loc[population, "abspath"].tolist()
+    unseen = minority_holdout[~minority_holdout["path"].isin(seen["path"])]
+    figures = realism_figures(synthetic_paths, minority_train["abspath"].tolist(), unseen["abspath"].tolist(), p,
+                              feature_run_dir or p.feature_run_dir)
     audit = {
         "set": set_dir.name,
         "generator": str(manifest["generator"].iloc[0]) if len(manifest) and "generator" in manifest else "",
@@ -384,15 +347,17 @@ def audit_set(set_dir: Path, frames: pd.DataFrame, split_column: str, audit_para
         "n_images": int(len(manifest)), "n_kept": int(kept.sum()),
         "rejection_rate": float(1 - kept.mean()) if len(manifest) else None,
         "population": "kept" if kept.any() else "all (no image passed the gate)",
-        "gate_on_real": gate_on_real({"minority_train": minority_train, "minority_holdout": minority_holdout}, p),
+        "gate_on_real": gate_on_real({"minority_train": minority_train, "minority_holdout": minority_holdout,
+                                      "all_train": train}, frames, split_column, set_gate(record, p)),
         "generator_training_frames": record.get("training_frames", []),
         "generator_training_frame_parts": seen[split_column].value_counts().to_dict(),
         "thresholds": {"correlation": p.memorization_threshold, "ssim": p.ssim_threshold},
         "memorization": memorization,
         "real_reference": reference,
         "closest_pairs": closest,
-        "realism": realism(synthetic_paths, minority_train["abspath"].tolist(), minority_holdout["abspath"].tolist(),
-                           p, feature_run_dir or p.feature_run_dir),
+        "realism": figures,
+        "reached_realism": figures["reached_realism"],
+        "reached_realism_criterion": figures["criterion"],
         "intensity": intensity_histograms({"synthetic": synthetic_grey[population],
                                            "minority_train": pools["minority_train"][1],
                                            "minority_holdout": load_grey(minority_holdout["abspath"].tolist(), size)}),
@@ -404,13 +369,37 @@ def audit_set(set_dir: Path, frames: pd.DataFrame, split_column: str, audit_para
     return audit
 
 
-def gate_on_real(tables: dict[str, pd.DataFrame], p: AuditParams) -> dict[str, Any]:
-    """The quality gate applied to real frames: a gate that rejects real minority frames cannot judge fakes."""
-    out = {}
+def set_gate(record: dict[str, Any], p: AuditParams) -> AuditParams:
+    """The audit parameters with the gate the set was written with (its provenance's `quality_gate`; a set
+    without that record was gated by the seed's gate)."""
+    gate = record.get("quality_gate", {}).get("gate", realism.SEED_GATE)
+    return replace(p, gate=gate if gate in realism.GATES else realism.SEED_GATE)
+
+
+def gate_on_real(tables: dict[str, pd.DataFrame], frames: pd.DataFrame, split_column: str,
+                 p: AuditParams) -> dict[str, Any]:
+    """The quality gate (calibrated as for the set) applied to real frames and to noise: a gate that rejects
+    real frames or keeps noise cannot judge synthetic images. Real groups of more than
+    realism.CALIBRATION_FRAMES frames are a seeded subset."""
+    real = None
+    if p.gate != realism.SEED_GATE:
+        real = load_grey(realism.calibration_paths(frames, split_column, p.audit_seed), realism.GATE_SIZE)
+    rng = np.random.default_rng([p.audit_seed, 17])
+    groups = {}
     for name, table in tables.items():
-        verdicts = [synthetic.gate(load_image(path, grayscale=True), p.min_std, p.min_entropy)["passed_gate"]
-                    for path in table["abspath"]]
-        out[name] = {"n": len(verdicts), "pass_rate": float(np.mean(verdicts)) if verdicts else None}
+        paths = table["abspath"].tolist()
+        if len(paths) > realism.CALIBRATION_FRAMES:
+            paths = [paths[i] for i in sorted(rng.choice(len(paths), realism.CALIBRATION_FRAMES, replace=False))]
+        groups[name] = load_grey(paths, realism.GATE_SIZE)
+    groups.update({f"noise_{k}": v for k, v in realism.noise_images(NOISE_IMAGES, realism.GATE_SIZE,
+                                                                      p.audit_seed).items()})
+    out = {}
+    for name, images in groups.items():
+        verdicts, _ = realism.quality_gate(images, p, real) if len(images) else ([], None)
+        out[name] = {"n": len(verdicts),
+                     "pass_rate": float(np.mean([v["passed_gate"] for v in verdicts])) if verdicts else None,
+                     "seed_gate_pass_rate": float(np.mean([v["passed_seed_gate"] for v in verdicts]))
+                     if verdicts else None}
     return out
 
 
@@ -444,13 +433,19 @@ def summary_table(audit: dict[str, Any]) -> pd.DataFrame:
 
 
 def realism_table(audit: dict[str, Any]) -> pd.DataFrame:
-    """FD and KID per comparison; one row saying why when there is no feature space."""
+    """KID and C2ST AUROC (with intervals) of the synthetic set and of the real reference against held-out
+    real minority frames; one row saying why when nothing was measured."""
     info = audit["realism"]
-    if info["fd"] is None:
-        return pd.DataFrame([{"comparison": "-", "feature space": info["feature_space"], "FD": None, "KID": None}])
-    return pd.DataFrame([{"comparison": k, "feature space": info["feature_space"], "FD": v,
-                          "KID": (info["kid"][k] or {}).get("mean"), "KID std": (info["kid"][k] or {}).get("std")}
-                         for k, v in info["fd"].items()])
+    if "synthetic_vs_holdout" not in info:
+        return pd.DataFrame([{"comparison": "-", "feature space": info["feature_space"],
+                              "why not measured": info.get("not_measured", "")}])
+    names = {"synthetic_vs_holdout": "synthetic vs held-out real",
+             "real_train_vs_holdout": "real training vs held-out real (reference)"}
+    return pd.DataFrame([{"comparison": label, "n per side": info["n_per_side"],
+                          "KID": info[key]["kid"]["mean"], "KID low": info[key]["kid"]["ci_low"],
+                          "KID high": info[key]["kid"]["ci_high"], "C2ST AUROC": info[key]["c2st"]["auroc"],
+                          "C2ST low": info[key]["c2st"]["ci_low"], "C2ST high": info[key]["c2st"]["ci_high"],
+                          "feature space": info["feature_space"]} for key, label in names.items()])
 
 
 def interpretation(audit: dict[str, Any]) -> str:
@@ -458,9 +453,13 @@ def interpretation(audit: dict[str, Any]) -> str:
     threshold = audit["thresholds"]["correlation"]
     lines = [f"{audit['n_kept']} of {audit['n_images']} images passed the quality gate "
              f"(rejection rate {audit['rejection_rate']:.0%})."]
-    real = audit.get("gate_on_real", {}).get("minority_train", {})
-    if real.get("n"):
-        lines.append(f"The same gate keeps {real['pass_rate']:.0%} of the {real['n']} real minority training frames.")
+    on_real = audit.get("gate_on_real", {})
+    shown = [f"{on_real[k]['pass_rate']:.0%} of {on_real[k]['n']} {k.replace('_', ' ')} frames"
+             for k in ("minority_train", "minority_holdout", "all_train") if on_real.get(k, {}).get("n")]
+    noise = [f"{v['pass_rate']:.0%} of {k.replace('noise_', '')}" for k, v in on_real.items()
+             if k.startswith("noise_") and v.get("n")]
+    if shown:
+        lines.append(f"The same gate keeps {', '.join(shown)} (real), and {', '.join(noise)} noise images.")
     mem = audit["memorization"].get("generator_training_frames", {})
     ref = audit["real_reference"].get("holdout_minority_vs_minority_train", {})
     neighbours = audit["real_reference"].get("minority_train_vs_other_minority_train", {})
@@ -478,15 +477,25 @@ def interpretation(audit: dict[str, Any]) -> str:
         lines.append(f"Leakage ablation: against the minority test frames the median is {test['correlation']['median']:.3f} "
                      f"and {test['share_memorized']:.0%} count as copies of test frames; a classifier tested on "
                      "those frames would be flattered.")
-    realism_info = audit["realism"]
-    if realism_info["fd"] is None:
-        lines.append(f"Realism in feature space: not measured, feature space {realism_info['feature_space']}.")
+    info = audit["realism"]
+    if "synthetic_vs_holdout" not in info:
+        lines.append(f"Realism: not measured ({info.get('not_measured', info['feature_space'])}).")
     else:
-        fd = realism_info["fd"]
-        real_fd = fd.get("minority_train_vs_minority_holdout (real reference)")
-        syn_fd = fd.get("synthetic_vs_minority_holdout")
-        if real_fd is not None and syn_fd is not None:
-            lines.append(f"Fréchet distance to held-out minority frames: synthetic {syn_fd:.3g}, real training "
-                         f"frames {real_fd:.3g} ({realism_info['feature_space']}); with so few frames both carry "
-                         "large sampling noise.")
+        syn, ref = info["synthetic_vs_holdout"], info["real_train_vs_holdout"]
+        lines.append(f"Realism against {info['n_per_side']} held-out real minority frames per side "
+                     f"({info['feature_space']}): KID {syn['kid']['mean']:.4f} "
+                     f"[{syn['kid']['ci_low']:.4f}, {syn['kid']['ci_high']:.4f}] for the synthetic set, "
+                     f"{ref['kid']['mean']:.4f} [{ref['kid']['ci_low']:.4f}, {ref['kid']['ci_high']:.4f}] for real "
+                     f"training frames; C2ST AUROC {syn['c2st']['auroc']:.2f} [{syn['c2st']['ci_low']:.2f}, "
+                     f"{syn['c2st']['ci_high']:.2f}] against {ref['c2st']['auroc']:.2f} for real frames "
+                     "(0.5: indistinguishable).")
+        lines.append(("The generator reached realism" if info["reached_realism"] else
+                      "The generator did NOT reach realism") + f" by the criterion: {info['criterion']}.")
     return "\n".join(lines)
+
+
+def gate_table(audit: dict[str, Any]) -> pd.DataFrame:
+    """The quality gate's pass rate (and the seed gate's) on real frames and on noise."""
+    return pd.DataFrame([{"images": name.replace("_", " "), "n": v["n"], "gate pass rate": v["pass_rate"],
+                          "seed gate pass rate": v["seed_gate_pass_rate"]}
+                         for name, v in audit.get("gate_on_real", {}).items()])

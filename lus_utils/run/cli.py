@@ -14,7 +14,7 @@ from lus_utils import params as P
 from lus_utils.data.dataset import DataRootError, resolve_data_root
 from lus_utils.paths import default_out_dir
 from lus_utils.run.executors import LocalExecutor, SubmititExecutor
-from lus_utils.run import preflight
+from lus_utils.run import preflight, rehearsal
 from lus_utils.run.planning import plan
 from lus_utils.run.study import describe_dry_run, execute_study, refresh_report, study_lock
 
@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", default=None, metavar="STAGE", help="run only these stages, e.g. 01 02")
     parser.add_argument("--dry-run", action="store_true", help="say what would run and why, run nothing")
     parser.add_argument("--force", action="store_true", help="run every planned run, cached or not")
+    parser.add_argument("--rehearse", action="store_true", help="the profile's shapes with every loop cut to 1-2 "
+                        "steps and random weights (run/rehearsal.py); outputs in outputs/<profile>-rehearsal")
     parser.add_argument("--executor", choices=("local", "slurm", "submitit-local"), default="local",
                         help="local: on this machine; slurm: one job array per stage and level (submitit); "
                              "submitit-local: the Slurm code path run by submitit on this machine (a check)")
@@ -41,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         profile = P.load_profile(args.profile)
+        if args.rehearse:
+            profile = rehearsal.rehearse(profile, (args.out or default_out_dir(
+                rehearsal.rehearsal_name(profile.name))).resolve())
         data_root = resolve_data_root(args.data_root, fetch_if_missing=not args.dry_run)
         out_dir = (args.out or default_out_dir(profile.name)).resolve()
         runs = plan(profile, out_dir, data_root.resolve(), args.only)
@@ -52,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"profile {profile.name} ({profile.path}): {profile.description}")
     print(f"data root {data_root.resolve()}; outputs {out_dir}; {len(runs)} run(s); executor {args.executor}")
+    if args.rehearse and not args.dry_run and rehearsal.needs_sd_sized_base(profile, out_dir, args.only):
+        print(f"writing the SD-v1.5-sized random base model: {rehearsal.write_sd_sized_base(out_dir)}")
     missing = preflight.check(profile, args.only)
     if missing:
         print(f"{'warning' if args.dry_run else 'error'}: {preflight.message(profile, missing)}", file=sys.stderr)
