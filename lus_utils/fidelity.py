@@ -67,7 +67,9 @@ SETTINGS: tuple[Setting, ...] = (
             why="counted in patients, not videos (fewer than 4 patients is <= 3)"),
     Setting("data", "split fractions", "train int(0.7 n), val int(0.15 n), the rest test", f"{CD}:66-71, 100",
             ("data.val_fraction", "data.test_fraction"), same=True),
-    Setting("data", "protocol", "one hold-out split", f"{CD}:100", ("grid.folds",), seed_value=[-1]),
+    Setting("data", "protocol", "one hold-out split", f"{CD}:100", ("data.protocol", "data.repeats"), same=False,
+            why="with 4 viral patients one hold-out split tests 1-2 of them; patient-grouped cross-validation "
+                "tests each once, and repeats re-deal the other patients"),
     # --- classifier
     Setting("classify", "architectures", "torchvision `resnet50` and `vit_b_16`, ImageNet-1k weights "
             "(IMAGENET1K_V1)", f"{MC}:114-124; {LOG}", ("grid.archs",), same=True,
@@ -155,8 +157,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ddpm", "output size", "224 px (Lanczos)", f"{GD}:63, 87", ("train.image_size",), seed_value=224,
             why="written at the classifier's input size (the runner sets ddpm.output_size from it)"),
     # --- quality gate
+    Setting("gate", "rule", "fixed thresholds on std and entropy", f"{GD}:54-62", ("audit.gate",),
+            seed_value="seed",
+            why="the seed's fixed thresholds reject most real viral frames (benchmarks/seed_gate_check.py); "
+                "real_range keeps images whose statistics lie in the fold's real training frames' range"),
     Setting("gate", "thresholds", "std > 30 and entropy > 4.7", f"{GD}:88-89, 62",
-            ("audit.min_std", "audit.min_entropy"), same=True),
+            ("audit.min_std", "audit.min_entropy"), same=True, why="used when audit.gate is seed"),
     Setting("gate", "computed on", "the 128-px RGB uint8 sample (all channels flattened) before resizing: "
             "`np.std`, and `scipy.stats.entropy` (nats) of a 256-bin histogram over [0, 256)", f"{GD}:12-18, 59-61",
             (), same=True, ours="the generated pixels before resizing (128 px for the DDPM), as grey luma "
