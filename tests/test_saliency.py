@@ -171,7 +171,7 @@ def test_run_saliency_writes_cam_files_and_uses_each_folds_model(tmp_path):
 def test_missing_fold_checkpoint_and_unknown_frames_are_clear(tmp_path):
     run_dir, frames = make_run(tmp_path, folds=[0, 1])
     (run_dir / "best_fold1.pt").unlink()
-    with pytest.raises(FileNotFoundError, match="no checkpoint for fold 1"):
+    with pytest.raises(FileNotFoundError, match="best_fold1.pt does not exist"):
         saliency.run_saliency(run_dir, frames, per_class=2)
     with pytest.raises(ValueError, match="not in the frames table"):
         saliency.run_saliency(run_dir, frames.iloc[:3], per_class=2)

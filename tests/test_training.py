@@ -180,6 +180,7 @@ def test_cv_run_pools_every_frame_once_with_validation_thresholds(study: Path, t
     for name in training.RUN_FILES + tuple(f"best_fold{f}.pt" for f in range(4)):
         assert (run_dir / name).is_file(), name
     assert first["protocol"] == "cv" and first["folds"] == [0, 1, 2, 3] and first["repeat"] == 0
+    assert first["environment"]["packages"]["torch"] and first["environment"]["device"].startswith(("cpu", "cuda:"))
     assert first["condition"] == "balanced_sampler+augment"
     predictions = pd.read_csv(run_dir / "predictions.csv")
     assert list(predictions.columns) == (training.PREDICTION_KEYS + ["pred"] + [f"prob_{c}" for c in CLASSES]

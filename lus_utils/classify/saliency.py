@@ -25,6 +25,7 @@ import torch
 from matplotlib import pyplot as plt
 
 from lus_utils.classify import models
+from lus_utils.classify.training import load_run_model
 from lus_utils.images import load_image, to_grey
 from lus_utils.provenance import atomic_path, write_csv_atomic
 
@@ -157,27 +158,9 @@ def sample_frames(predictions: pd.DataFrame, classes: Sequence[str], per_class: 
     return pd.concat(picks).reset_index(drop=True)
 
 
-def checkpoint_path(run_dir: Path, fold: int) -> Path:
-    """The checkpoint of the model that predicted fold `fold`'s test frames: best_fold<f>.pt (best.pt: hold-out)."""
-    path = run_dir / ("best.pt" if fold < 0 else f"best_fold{fold}.pt")
-    if not path.is_file():
-        found = sorted(p.name for p in run_dir.glob("*.pt"))
-        raise FileNotFoundError(f"run {run_dir} has no checkpoint for fold {fold} ({path.name}; found {found}): run "
-                                "the classifier first (notebook 02/03)")
-    return path
-
-
 def has_network(run_dir: str | Path) -> bool:
     """Whether a run trained a network (the metadata reference trains none: it has no checkpoint, no map)."""
     return any(Path(run_dir).glob("best*.pt"))
-
-
-def load_checkpoint(path: Path) -> tuple[torch.nn.Module, list[str], int]:
-    """Model (eval mode, CPU), classes and input size of one classifier checkpoint."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    model = models.build_model(checkpoint["arch"], len(checkpoint["classes"]), int(checkpoint["image_size"]))
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.eval(), list(checkpoint["classes"]), int(checkpoint["image_size"])
 
 
 @dataclass
@@ -214,7 +197,7 @@ def run_saliency(run_dir: str | Path, frames: pd.DataFrame, per_class: int = CAM
     torch.set_num_threads(threads)
     rows, pictures, arch = [], {}, ""
     for fold, chosen in sample.groupby("fold", sort=True):
-        model, model_classes, image_size = load_checkpoint(checkpoint_path(run_dir, int(fold)))
+        model, model_classes, image_size = load_run_model(run_dir, int(fold))
         arch = model.pretrained_cfg.get("architecture", type(model).__name__)
         if model_classes != classes:
             raise ValueError(f"the checkpoint of fold {fold} has classes {model_classes}, predictions.csv {classes}")
