@@ -159,8 +159,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ddpm", "output size", "224 px (Lanczos)", f"{GD}:63, 87", ("train.image_size",), seed_value=224,
             why="written at the classifier's input size (the runner sets ddpm.output_size from it)"),
     # --- quality gate
+    Setting("gate", "rule", "fixed thresholds on std and entropy", f"{GD}:54-62", ("audit.gate",),
+            seed_value="seed",
+            why="the seed's fixed thresholds reject most real viral frames (benchmarks/seed_gate_check.py); "
+                "real_range keeps images whose statistics lie in the fold's real training frames' range"),
     Setting("gate", "thresholds", "std > 30 and entropy > 4.7", f"{GD}:88-89, 62",
-            ("audit.min_std", "audit.min_entropy"), same=True),
+            ("audit.min_std", "audit.min_entropy"), same=True, why="used when audit.gate is seed"),
     Setting("gate", "computed on", "the 128-px RGB uint8 sample (all channels flattened) before resizing: "
             "`np.std`, and `scipy.stats.entropy` (nats) of a 256-bin histogram over [0, 256)", f"{GD}:12-18, 59-61",
             (), same=True, ours="the generated pixels before resizing (128 px for the DDPM), as grey luma "

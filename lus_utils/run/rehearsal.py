@@ -33,11 +33,12 @@ SD15_TEXT = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, 
 
 # Loop lengths of a rehearsal, by section (every other key keeps the profile's value).
 CUTS: dict[str, dict] = {
+    "data": dict(repeats=1),
     "explore": dict(n_sample_frames=1, n_intensity_frames=10),
     "train": dict(epochs=1, patience=1, lr_patience=0, pretrained=False, n_boot=20),
     "ddpm": dict(epochs_3_mixed=1, epochs_train_all=1, checkpoint_every=1, sample_grids=1, sampling_steps=2,
                  n_samples=4, sample_batch_size=4),
-    "audit": dict(n_holdout_reference=2, n_closest_pairs=2, fd_subset=2, kid_subset=2, kid_subsets=1),
+    "audit": dict(n_holdout_reference=2, n_closest_pairs=2, kid_subset=2, kid_subsets=1, c2st_folds=2),
     "textual_inversion": dict(steps=2, checkpoint_every=1, n_checkpoint_images=1, n_txt2img=2, n_img2img=2,
                               sampling_steps=2, sample_batch_size=2, domain_vae_steps=2, domain_steps=2),
     "compare": dict(n_boot=100, n_example_pairs=1),
