@@ -75,11 +75,12 @@ def memorization_columns(audits: pd.DataFrame) -> list[str]:
 
 
 def realism_columns(audits: pd.DataFrame) -> list[str]:
-    """Fréchet distance and KID figures, whatever the audit calls them (fd, fid, kid.<pair>.mean, ...)."""
+    """Realism figures, whatever the audit calls them (kid.<pair>.mean, c2st.auroc, reached_realism, fd, ...)."""
     def realism(column: str) -> bool:
         last = column.rsplit(".", 1)[-1].lower()
         counts = last in ("std", "n", "subset_size", "feature_dim") or last.startswith(("n_", "subset"))
-        return not counts and any(t.startswith(("fd", "fid", "kid")) for t in re.split(r"[^a-z0-9]+", column.lower()))
+        tokens = re.split(r"[^a-z0-9]+", column.lower())
+        return not counts and any(t.startswith(("fd", "fid", "kid", "c2st", "reached")) for t in tokens)
 
     return [c for c in audits.columns if realism(c)]
 

@@ -149,6 +149,16 @@ def leakage_flags(out_dir: Path, names: Iterable[str]) -> dict[str, bool]:
     return {name: synthetic.SyntheticSet.resolve(name, out_dir).leakage_ablation for name in names if name}
 
 
+def recorded_leakage(record: dict[str, Any]) -> bool | None:
+    """The leakage flag a run recorded for the synthetic sets it read (a cv run reads one set per fold: any
+    leakage-ablation set makes the run one); None when the run recorded none (then the set folder decides)."""
+    synthetic = record.get("synthetic") or {}
+    if "leakage_ablation" not in synthetic:
+        return None
+    per_fold = (synthetic.get("per_fold") or {}).values()
+    return bool(synthetic["leakage_ablation"]) or any(bool(p.get("leakage_ablation")) for p in per_fold)
+
+
 def read_predictions(run_dir: Path, classes: list[str]) -> pd.DataFrame | None:
     """A run's predictions.csv (None when absent); a table without the contract's columns is an error."""
     path = Path(run_dir) / "predictions.csv"
@@ -196,6 +206,7 @@ def load_runs(out_dir: Path, minority: str) -> tuple[pd.DataFrame, dict[str, pd.
         except (OSError, ValueError) as err:
             problems.append(f"run {path.parent.name}: unreadable ({err}); left out")
             continue
+        row["recorded_leakage"] = recorded_leakage(record)
         row["has_predictions"] = table is not None
         if table is not None:
             row.update(recomputed_metrics(table, classes, minority))
@@ -205,8 +216,10 @@ def load_runs(out_dir: Path, minority: str) -> tuple[pd.DataFrame, dict[str, pd.
     runs = pd.DataFrame(rows)
     if runs.empty:
         return runs, predictions, problems
-    flags = leakage_flags(layout.root, runs["synthetic_set"].unique())
-    runs["leakage_ablation"] = [flags.get(s, False) for s in runs["synthetic_set"]]
+    unrecorded = runs.loc[runs["recorded_leakage"].isna(), "synthetic_set"].unique()
+    flags = leakage_flags(layout.root, unrecorded)
+    runs["leakage_ablation"] = [bool(r) if r is not None and r == r else flags.get(s, False)
+                                for r, s in zip(runs.pop("recorded_leakage"), runs["synthetic_set"])]
     runs["has_synthetic"] = runs["synthetic_set"] != ""
     order = runs.apply(_condition_order, axis=1)
     runs = runs.assign(_order=order).sort_values(["arch", "_order", "repeat", "seed"], kind="stable")
