@@ -53,13 +53,10 @@ def checkpoint_name(fold: int) -> str:
 
 
 def minority_threshold(negative_scores: np.ndarray, specificity: float) -> float:
-    """The smallest threshold t such that at least `specificity` of the negatives score below t (a frame is
-    called minority when its score >= t). With no negatives, nan."""
-    scores = np.sort(np.asarray(negative_scores, dtype=np.float64))
-    if len(scores) == 0:
+    """`metrics.threshold_at_specificity` on a fold's validation negatives; nan when the fold has none."""
+    if len(negative_scores) == 0:
         return float("nan")
-    k = int(np.ceil(specificity * len(scores)))
-    return float(np.nextafter(scores[k - 1], np.inf)) if k >= 1 else float(scores[0])
+    return M.threshold_at_specificity(negative_scores, specificity)
 
 
 def predictions_table(rows: pd.DataFrame, prob: np.ndarray, classes: list[str], fold: int, repeat: int,
@@ -128,70 +125,84 @@ def operating_point(predictions: pd.DataFrame, minority: str = MINORITY_CLASS) -
             "specificity": float((~called[~positive]).mean()) if (~positive).any() else None}
 
 
+def _run_fold(data: RunData, run: ClassifierRunParams, train: TrainParams, device: torch.device,
+              folder: Path) -> dict[str, Any]:
+    """Train and test one fold: its validation and test predictions (with the fold's threshold), its history
+    and what metrics.json records of it."""
+    started = time.perf_counter()
+    minority = MINORITY_CLASS
+    reference = run.arch == METADATA_REFERENCE
+    out = _fold_metadata(data, run) if reference else _fold_network(data, run, train, device, folder)
+    val_rows, test = data.part("val"), data.part("test")
+    scores = out["probs"]["val"][:, data.classes.index(minority)] if minority in data.classes else []
+    threshold = minority_threshold(np.asarray(scores)[(val_rows["label"] != minority).to_numpy()],
+                                   run.fixed_specificity) if len(scores) else float("nan")
+    record = {
+        "threshold": threshold, "n_train": data.counts("train"),
+        "n_train_real": part_counts(data)["train (real)"].to_dict(),
+        "n_synthetic": int(data.table.synthetic.sum()), "n_oversampled": int(data.table.oversampled.sum()),
+        "n_val": data.counts("val"), "n_test": data.counts("test"),
+        "n_test_videos": int(test["video_id"].nunique()), "n_test_patients": int(test["patient_id"].nunique()),
+        "split_column": data.split_column, "synthetic": data.synthetic, "oversampling": data.oversampling,
+        "training": out["training"], "seconds": time.perf_counter() - started,
+    }
+    return {"val": predictions_table(val_rows, out["probs"]["val"], data.classes, data.fold, run.repeat, run.seed,
+                                     threshold),
+            "test": predictions_table(test, out["probs"]["test"], data.classes, data.fold, run.repeat, run.seed,
+                                      threshold),
+            "history": out["history"], "record": record}
+
+
+PER_FOLD_KEYS = ("n_train", "n_train_real", "n_synthetic", "n_oversampled", "n_val", "n_test", "n_test_videos",
+                 "n_test_patients", "split_column", "training")
+
+
+def _run_record(run: ClassifierRunParams, train: TrainParams, frames: pd.DataFrame, classes: list[str],
+                predictions: pd.DataFrame, per_fold: dict[int, dict[str, Any]], started: float) -> dict[str, Any]:
+    """metrics.json: what was run, the pooled endpoints, each fold's counts and what made it."""
+    flat = {**as_dict(run), **as_dict(train)}
+    folds = list(per_fold)
+    record = {
+        "run_id": run_id_for(flat), "condition": condition_name(flat), "classes": classes, "protocol": run.protocol,
+        "repeat": run.repeat, "seed": run.seed, "folds": folds,
+        "thresholds": {f: per_fold[f]["threshold"] for f in folds}, "fixed_specificity": run.fixed_specificity,
+        **_evaluate(predictions, classes, run, train),
+        "operating_point": {"fixed_specificity": run.fixed_specificity,
+                            **operating_point(predictions, MINORITY_CLASS)},
+        **{key: {f: per_fold[f][key] for f in folds} for key in PER_FOLD_KEYS},
+        "synthetic": _synthetic_summary(per_fold),
+        "oversampling": next((v["oversampling"] for v in per_fold.values() if v["oversampling"]), None),
+        "params": {"run": as_dict(run), "train": as_dict(train)},
+        "code_version": code_version(), "environment": environment(), "data_fingerprint": data_fingerprint(frames),
+        "timing": {"fold_seconds": {f: per_fold[f]["seconds"] for f in folds},
+                   "total_seconds": time.perf_counter() - started},
+    }
+    return M.to_jsonable(record)
+
+
 def run_classifier(frames: pd.DataFrame, run_params: Any, train_params: Any, out_dir: str | Path) -> dict[str, Any]:
     """Train every fold, select by validation loss, test once; write the run folder; return the record."""
     started = time.perf_counter()
     run = _params(run_params, ClassifierRunParams, "run_classifier run_params")
     train = _params(train_params, TrainParams, "run_classifier train_params")
-    reference = run.arch == METADATA_REFERENCE
-    if not reference:
+    if run.arch != METADATA_REFERENCE:
         models.check_arch(run.arch, train.image_size)
-    flat = {**as_dict(run), **as_dict(train)}
-    run_id = run_id_for(flat)
+    run_id = run_id_for({**as_dict(run), **as_dict(train)})
     layout = OutLayout(resolve_out_dir(out_dir))
     folds = run_folds(frames, run)
     datas = [prepare_data(frames, run, train, layout.root, f) for f in folds]  # every fold checked first
     device = resolve_device(train.device)
     print(f"run {run_id}: {run.arch} at {train.image_size} px on {device}, protocol {run.protocol}, "
           f"repeat {run.repeat}, folds {folds}")
-    minority = MINORITY_CLASS
-    tests, vals, histories, per_fold = [], [], [], {}
     with atomic_dir(layout.run_dir(run_id)) as folder:
-        for data in datas:
-            fold_started = time.perf_counter()
-            out = _fold_metadata(data, run) if reference else _fold_network(data, run, train, device, folder)
-            val_rows = data.part("val")
-            scores = out["probs"]["val"][:, data.classes.index(minority)] if minority in data.classes else []
-            threshold = minority_threshold(np.asarray(scores)[(val_rows["label"] != minority).to_numpy()],
-                                           run.fixed_specificity) if len(scores) else float("nan")
-            vals.append(predictions_table(val_rows, out["probs"]["val"], data.classes, data.fold, run.repeat,
-                                          run.seed, threshold))
-            tests.append(predictions_table(data.part("test"), out["probs"]["test"], data.classes, data.fold,
-                                           run.repeat, run.seed, threshold))
-            if out["history"] is not None:
-                histories.append(out["history"])
-            test = data.part("test")
-            per_fold[data.fold] = {
-                "threshold": threshold, "n_train": data.counts("train"),
-                "n_train_real": part_counts(data)["train (real)"].to_dict(),
-                "n_synthetic": int(data.table.synthetic.sum()), "n_oversampled": int(data.table.oversampled.sum()),
-                "n_val": data.counts("val"), "n_test": data.counts("test"),
-                "n_test_videos": int(test["video_id"].nunique()), "n_test_patients": int(test["patient_id"].nunique()),
-                "split_column": data.split_column, "synthetic": data.synthetic, "oversampling": data.oversampling,
-                "training": out["training"], "seconds": time.perf_counter() - fold_started,
-            }
-        predictions = pd.concat(tests, ignore_index=True)
-        val_predictions = pd.concat(vals, ignore_index=True)
-        classes = datas[0].classes
-        record = {
-            "run_id": run_id, "condition": condition_name(flat), "classes": classes, "protocol": run.protocol,
-            "repeat": run.repeat, "seed": run.seed, "folds": folds,
-            "thresholds": {f: per_fold[f]["threshold"] for f in folds}, "fixed_specificity": run.fixed_specificity,
-            **_evaluate(predictions, classes, run, train),
-            "operating_point": {"fixed_specificity": run.fixed_specificity, **operating_point(predictions, minority)},
-            **{key: {f: per_fold[f][key] for f in folds} for key in
-               ("n_train", "n_train_real", "n_synthetic", "n_oversampled", "n_val", "n_test", "n_test_videos",
-                "n_test_patients", "split_column", "training")},
-            "synthetic": _synthetic_summary(per_fold),
-            "oversampling": next((v["oversampling"] for v in per_fold.values() if v["oversampling"]), None),
-            "params": {"run": as_dict(run), "train": as_dict(train)},
-            "code_version": code_version(), "environment": environment(), "data_fingerprint": data_fingerprint(frames),
-            "timing": {"fold_seconds": {f: per_fold[f]["seconds"] for f in folds},
-                       "total_seconds": time.perf_counter() - started},
-        }
-        record = M.to_jsonable(record)
+        done = {data.fold: _run_fold(data, run, train, device, folder) for data in datas}
+        predictions = pd.concat([d["test"] for d in done.values()], ignore_index=True)
+        record = _run_record(run, train, frames, datas[0].classes, predictions,
+                             {f: d["record"] for f, d in done.items()}, started)
         write_csv_atomic(folder / "predictions.csv", predictions)
+        val_predictions = pd.concat([d["val"] for d in done.values()], ignore_index=True)
         write_csv_atomic(folder / "val_predictions.csv", val_predictions)
+        histories = [d["history"] for d in done.values() if d["history"] is not None]
         history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame(columns=["fold", "epoch"])
         write_csv_atomic(folder / "history.csv", history)
         if histories:

@@ -5,8 +5,9 @@ Rules (printable with `summary`):
   by the label of most of its frames.
 - Hold-out: each class's patients are shuffled with the seed and allocated on their own (stratification):
   `test_fraction` and `val_fraction` of them (at least one each) to test and val, the rest to train.
-  A class with fewer than `few_patients` patients follows the seed study's rule: one patient to
-  train, one to val, the rest to test (with two patients: train and test; with one: train).
+  A class with fewer than `few_patients` patients gets one patient to train, one to val, the rest to
+  test (with two patients: train and test; with one: train); the seed study's rule, counted in videos
+  (3 or fewer), did the same by video.
 - Cross-validation (`data.protocol: cv`): one fold per minority-class patient, so each minority patient
   is in the test part of exactly one fold (the minority assignment is the same in every repeat). The other
   classes' patients are dealt over the folds class by class (fewest patients first, then fewest frames),

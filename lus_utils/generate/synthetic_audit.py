@@ -23,7 +23,7 @@ rates can be read. Plus grey-level histograms.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -256,75 +256,79 @@ def intensity_histograms(groups: dict[str, np.ndarray]) -> dict[str, Any]:
 
 
 # --- the audit -----------------------------------------------------------------------------------------------
-def audit_set(set_dir: Path, frames: pd.DataFrame, split_column: str, audit_params: AuditParams,
-              feature_run_dir: str = "") -> dict[str, Any]:
-    """Audit the synthetic set in `set_dir`; write `<set_dir>/audit.json`, fill the manifest's nearest columns.
+@dataclass
+class AuditFrames:
+    """The real frames an audit compares a set with, from the split its generator was trained for."""
 
-    `frames` is frames.csv (with `abspath`); `split_column` the split the generator was trained for.
-    Shares are over the images that passed the gate (the ones a classifier would use), or over all images
-    when none passed. `feature_run_dir` (else `audit_params.feature_run_dir`) is the baseline classifier
-    run for the classifier feature space; without one, FD/KID are null and the audit says so.
-    """
-    set_dir = Path(set_dir)
-    p = audit_params
-    manifest = synthetic.read_manifest(set_dir)
-    record = synthetic.read_provenance(set_dir)
+    train: pd.DataFrame  # every training frame (all classes)
+    minority_train: pd.DataFrame
+    minority_holdout: pd.DataFrame  # minority validation and test frames
+    minority_test: pd.DataFrame
+    seen: pd.DataFrame  # the frames the generator trained on (its provenance)
+
+
+def audit_frames(frames: pd.DataFrame, split_column: str, label: str, record: dict[str, Any]) -> AuditFrames:
     if split_column not in frames.columns:
         raise ValueError(f"frames have no column '{split_column}'")
-    label = str(manifest["label"].iloc[0]) if len(manifest) else MINORITY_CLASS
-    kept = synthetic.passed_gate(manifest).to_numpy()
-    population = kept if kept.any() else np.ones(len(manifest), bool)
-
     train = frames[frames[split_column] == "train"].reset_index(drop=True)
-    minority_train = train[train["label"] == label].reset_index(drop=True)
-    minority_holdout = frames[(frames["label"] == label) & frames[split_column].isin(["val", "test"])]
-    minority_test = frames[(frames["label"] == label) & (frames[split_column] == "test")].reset_index(drop=True)
-    seen = frames[frames["path"].isin(set(record.get("training_frames", [])))].reset_index(drop=True)
-    ablation = synthetic.SyntheticSet(set_dir.name, Path(set_dir)).leakage_ablation
+    return AuditFrames(
+        train=train,
+        minority_train=train[train["label"] == label].reset_index(drop=True),
+        minority_holdout=frames[(frames["label"] == label) & frames[split_column].isin(["val", "test"])],
+        minority_test=frames[(frames["label"] == label) & (frames[split_column] == "test")].reset_index(drop=True),
+        seen=frames[frames["path"].isin(set(record.get("training_frames", [])))].reset_index(drop=True))
 
-    size = p.audit_size
-    synthetic_grey = load_grey(manifest["abspath"].tolist(), size)
-    train_grey = load_grey(train["abspath"].tolist(), size)
-    is_minority = (train["label"] == label).to_numpy()
-    pools = {"minority_train": (minority_train, train_grey[is_minority]), "all_train": (train, train_grey),
-             "generator_training_frames": (seen, load_grey(seen["abspath"].tolist(), size))}
-    if ablation:
-        pools["minority_test"] = (minority_test, load_grey(minority_test["abspath"].tolist(), size))
 
-    memorization, nearest_by_pool = {}, {}
-    for name, (table, grey) in pools.items():
-        found = nearest(synthetic_grey, grey, p.ssim_candidates)
-        nearest_by_pool[name] = (table, found)
-        memorization[name] = similarity_summary({k: v[population] for k, v in found.items()}, p, len(table))
+def memorization_pools(parts: AuditFrames, train_grey: np.ndarray, label: str, size: int,
+                       ablation: bool) -> dict[str, tuple[pd.DataFrame, np.ndarray]]:
+    """The pools of real frames (table, grey images) a synthetic image may have memorized."""
+    is_minority = (parts.train["label"] == label).to_numpy()
+    pools = {"minority_train": (parts.minority_train, train_grey[is_minority]), "all_train": (parts.train, train_grey),
+             "generator_training_frames": (parts.seen, load_grey(parts.seen["abspath"].tolist(), size))}
+    if ablation:  # the ablation's generator saw test frames: how close it comes to them is the point
+        pools["minority_test"] = (parts.minority_test, load_grey(parts.minority_test["abspath"].tolist(), size))
+    return pools
 
+
+def real_reference(parts: AuditFrames, pools: dict, train_grey: np.ndarray, p: AuditParams) -> dict[str, Any]:
+    """How close real held-out minority frames come to the training frames: the scale for memorization."""
     rng = np.random.default_rng([p.audit_seed, 11])
-    holdout = minority_holdout.iloc[sorted(rng.choice(len(minority_holdout), min(p.n_holdout_reference,
-                                                                                   len(minority_holdout)),
-                                                      replace=False))] if len(minority_holdout) else minority_holdout
-    holdout_grey = load_grey(holdout["abspath"].tolist(), size)
-    reference = {
+    holdout = parts.minority_holdout
+    if len(holdout):
+        holdout = holdout.iloc[sorted(rng.choice(len(holdout), min(p.n_holdout_reference, len(holdout)),
+                                                 replace=False))]
+    holdout_grey = load_grey(holdout["abspath"].tolist(), p.audit_size)
+    minority_grey = pools["minority_train"][1]
+    return {
         "holdout_minority_vs_minority_train": similarity_summary(
-            nearest(holdout_grey, pools["minority_train"][1], p.ssim_candidates), p, len(minority_train)),
+            nearest(holdout_grey, minority_grey, p.ssim_candidates), p, len(parts.minority_train)),
         "holdout_minority_vs_all_train": similarity_summary(
-            nearest(holdout_grey, train_grey, p.ssim_candidates), p, len(train)),
+            nearest(holdout_grey, train_grey, p.ssim_candidates), p, len(parts.train)),
         "minority_train_vs_other_minority_train": similarity_summary(
-            nearest(pools["minority_train"][1], pools["minority_train"][1], p.ssim_candidates, exclude_self=True),
-            p, len(minority_train) - 1),
+            nearest(minority_grey, minority_grey, p.ssim_candidates, exclude_self=True),
+            p, len(parts.minority_train) - 1),
         "holdout_paths": holdout["path"].tolist(),
     }
 
+
+def _paths_at(frame_table: pd.DataFrame, index: np.ndarray) -> list[str]:
+    return [frame_table["path"].iloc[i] if i >= 0 else "" for i in index]
+
+
+def note_nearest(manifest: pd.DataFrame, nearest_by_pool: dict) -> None:
+    """Fill the manifest's columns naming each image's nearest training frame (all classes, and minority)."""
     table, found = nearest_by_pool["all_train"]
     minority_table, minority_found = nearest_by_pool["minority_train"]
-
-    def path_at(frame_table: pd.DataFrame, index: np.ndarray) -> list[str]:
-        return [frame_table["path"].iloc[i] if i >= 0 else "" for i in index]
-
-    manifest["nearest_train_path"] = path_at(table, found["index"])
+    manifest["nearest_train_path"] = _paths_at(table, found["index"])
     manifest["nearest_train_similarity"] = np.round(found["correlation"], 5)
     manifest["nearest_train_ssim"] = np.round(found["ssim"], 5)
-    manifest["nearest_minority_train_path"] = path_at(minority_table, minority_found["index"])
+    manifest["nearest_minority_train_path"] = _paths_at(minority_table, minority_found["index"])
     manifest["nearest_minority_train_similarity"] = np.round(minority_found["correlation"], 5)
 
+
+def closest_pairs(manifest: pd.DataFrame, nearest_by_pool: dict, population: np.ndarray, ablation: bool,
+                  n: int) -> dict[str, list[dict[str, Any]]]:
+    """The `n` synthetic images closest to a real frame (of the training pool; of the test pool for the ablation)."""
     closest = {}
     for name in ("all_train", "minority_test") if ablation else ("all_train",):
         pool_table, pool_found = nearest_by_pool[name]
@@ -333,12 +337,43 @@ def audit_set(set_dir: Path, frames: pd.DataFrame, split_column: str, audit_para
                           "real_label": pool_table["label"].iloc[pool_found["index"][i]],
                           "correlation": float(pool_found["correlation"][i]),
                           "ssim_of_best_candidate": float(pool_found["ssim"][i])}
-                         for i in order[:p.n_closest_pairs] if pool_found["index"][i] >= 0]
+                         for i in order[:n] if pool_found["index"][i] >= 0]
+    return closest
 
-    synthetic_paths = manifest.loc[population, "abspath"].tolist()
-    unseen = minority_holdout[~minority_holdout["path"].isin(seen["path"])]
-    figures = realism_figures(synthetic_paths, minority_train["abspath"].tolist(), unseen["abspath"].tolist(), p,
-                              feature_run_dir or p.feature_run_dir)
+
+def audit_set(set_dir: Path, frames: pd.DataFrame, split_column: str, audit_params: AuditParams,
+              feature_run_dir: str = "") -> dict[str, Any]:
+    """Audit the synthetic set in `set_dir`; write `<set_dir>/audit.json`, fill the manifest's nearest columns.
+
+    `frames` is frames.csv (with `abspath`); `split_column` the split the generator was trained for.
+    Shares are over the images that passed the gate (the ones a classifier would use), or over all images
+    when none passed. Realism is measured in `audit_params.feature_extractor`'s space against minority frames
+    the generator never saw (`realism_figures`); `feature_run_dir` (else `audit_params.feature_run_dir`) is
+    the baseline classifier run, needed only for the `classifier` feature space.
+    """
+    set_dir = Path(set_dir)
+    p = audit_params
+    manifest = synthetic.read_manifest(set_dir)
+    record = synthetic.read_provenance(set_dir)
+    label = str(manifest["label"].iloc[0]) if len(manifest) else MINORITY_CLASS
+    parts = audit_frames(frames, split_column, label, record)
+    kept = synthetic.passed_gate(manifest).to_numpy()
+    population = kept if kept.any() else np.ones(len(manifest), bool)
+    ablation = synthetic.SyntheticSet(set_dir.name, Path(set_dir)).leakage_ablation
+
+    synthetic_grey = load_grey(manifest["abspath"].tolist(), p.audit_size)
+    train_grey = load_grey(parts.train["abspath"].tolist(), p.audit_size)
+    pools = memorization_pools(parts, train_grey, label, p.audit_size, ablation)
+    memorization, nearest_by_pool = {}, {}
+    for name, (table, grey) in pools.items():
+        found = nearest(synthetic_grey, grey, p.ssim_candidates)
+        nearest_by_pool[name] = (table, found)
+        memorization[name] = similarity_summary({k: v[population] for k, v in found.items()}, p, len(table))
+    note_nearest(manifest, nearest_by_pool)
+
+    unseen = parts.minority_holdout[~parts.minority_holdout["path"].isin(parts.seen["path"])]
+    figures = realism_figures(manifest.loc[population, "abspath"].tolist(), parts.minority_train["abspath"].tolist(),
+                              unseen["abspath"].tolist(), p, feature_run_dir or p.feature_run_dir)
     audit = {
         "set": set_dir.name,
         "generator": str(manifest["generator"].iloc[0]) if len(manifest) and "generator" in manifest else "",
@@ -347,20 +382,20 @@ def audit_set(set_dir: Path, frames: pd.DataFrame, split_column: str, audit_para
         "n_images": int(len(manifest)), "n_kept": int(kept.sum()),
         "rejection_rate": float(1 - kept.mean()) if len(manifest) else None,
         "population": "kept" if kept.any() else "all (no image passed the gate)",
-        "gate_on_real": gate_on_real({"minority_train": minority_train, "minority_holdout": minority_holdout,
-                                      "all_train": train}, frames, split_column, set_gate(record, p)),
+        "gate_on_real": gate_on_real({"minority_train": parts.minority_train, "minority_holdout": parts.minority_holdout,
+                                      "all_train": parts.train}, frames, split_column, set_gate(record, p)),
         "generator_training_frames": record.get("training_frames", []),
-        "generator_training_frame_parts": seen[split_column].value_counts().to_dict(),
+        "generator_training_frame_parts": parts.seen[split_column].value_counts().to_dict(),
         "thresholds": {"correlation": p.memorization_threshold, "ssim": p.ssim_threshold},
         "memorization": memorization,
-        "real_reference": reference,
-        "closest_pairs": closest,
+        "real_reference": real_reference(parts, pools, train_grey, p),
+        "closest_pairs": closest_pairs(manifest, nearest_by_pool, population, ablation, p.n_closest_pairs),
         "realism": figures,
         "reached_realism": figures["reached_realism"],
         "reached_realism_criterion": figures["criterion"],
-        "intensity": intensity_histograms({"synthetic": synthetic_grey[population],
-                                           "minority_train": pools["minority_train"][1],
-                                           "minority_holdout": load_grey(minority_holdout["abspath"].tolist(), size)}),
+        "intensity": intensity_histograms({
+            "synthetic": synthetic_grey[population], "minority_train": pools["minority_train"][1],
+            "minority_holdout": load_grey(parts.minority_holdout["abspath"].tolist(), p.audit_size)}),
         "params": asdict(p),
         "code_version": code_version(),
     }
