@@ -19,7 +19,7 @@ from lus_utils.run.planning import plan
 from lus_utils.run.study import describe_dry_run, execute_study, refresh_report, study_lock
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="run_all.py", description="Run the study's notebooks with papermill, "
                                      "skipping runs whose parameters, code and inputs are unchanged.")
     parser.add_argument("--profile", default="quick", help="smoke, quick, full, or a path to a profile .yaml")
@@ -39,7 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpus", type=int, default=None, help="GPUs per Slurm job (default: slurm.gpus_per_node)")
     parser.add_argument("--time", type=int, default=None, metavar="MIN", help="Slurm time limit per job in minutes")
     parser.add_argument("--mem", type=int, default=None, metavar="GB", help="memory per Slurm job in GB")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     try:
         profile = P.load_profile(args.profile)
