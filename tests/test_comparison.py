@@ -302,3 +302,21 @@ def test_holdout_runs_still_compare(tmp_path):
     primary = comp.effects[comp.effects["primary"]].iloc[0]
     assert primary["n_pairs"] == 3 and primary["p"] == pytest.approx(0.25)  # 3 positive pairs: 2/2^3
     assert primary["mde"] == math.inf and "no result could reach" in comp.conclusions
+
+
+def test_realism_note_reads_each_folds_audit(tmp_path):
+    from types import SimpleNamespace
+
+    from lus_utils.compare.conclusions import realism_note
+
+    for name, reached in (("ddpm_3_mixed_fold0", True), ("ddpm_3_mixed_fold1", False), ("ddpm_3_mixed_fold2", None),
+                          ("ddpm_train_all_fold0", True)):
+        (tmp_path / "synthetic" / name).mkdir(parents=True)
+        (tmp_path / "synthetic" / name / "audit.json").write_text(json.dumps({"reached_realism": reached}))
+    runs = pd.DataFrame({"condition": ["ddpm_3_mixed@1ratio", "none", "ddpm_train_all@1ratio"],
+                         "synthetic_set": ["ddpm_3_mixed", "", "ddpm_train_all"]})
+    comp = SimpleNamespace(runs=runs, out_dir=tmp_path)
+    assert realism_note(comp, "none") == ""
+    note = realism_note(comp, "ddpm_3_mixed@1ratio")
+    assert "only 1 of 2 folds" in note and "1 fold not measured" in note
+    assert "reached realism in 1 of 1 fold " in realism_note(comp, "ddpm_train_all@1ratio")

@@ -74,6 +74,40 @@ def what_was_compared(comp: Comparison) -> list[str]:
             f"patients like these, and no method can make {n_min} patients say more.", ""]
 
 
+def realism_note(comp: Comparison, condition: str) -> str:
+    """Whether the generators behind a synthetic condition reached realism (each fold's audit), so a result is
+    not read as "synthetic data hurts" when the images were noise; empty for a condition without synthetic data."""
+    import re
+
+    from lus_utils.paths import OutLayout
+    from lus_utils.provenance import read_json
+
+    families = comp.runs.loc[comp.runs["condition"] == condition, "synthetic_set"]
+    family = str(families.iloc[0]) if len(families) else ""
+    if not family:
+        return ""
+    pattern = re.compile(rf"{re.escape(family)}(_r\d+)?(_fold\d+)?")
+    verdicts = []
+    for path in sorted(OutLayout(comp.out_dir).synthetic.glob("*/audit.json")):
+        if pattern.fullmatch(path.parent.name):
+            try:
+                verdicts.append(read_json(path).get("reached_realism"))
+            except (OSError, ValueError):
+                verdicts.append(None)
+    measured = [v for v in verdicts if v is not None]
+    missing = len(verdicts) - len(measured)
+    unmeasured = f" ({plural(missing, 'fold')} not measured)" if missing else ""
+    if not measured:
+        return " Whether its generators reached realism was not measured."
+    reached = sum(bool(v) for v in measured)
+    if reached < len(measured):
+        return (f" Caution: its generator reached realism in only {reached} of {plural(len(measured), 'fold')}"
+                f"{unmeasured} (audit criterion), so this compares these images, not synthetic data that looks "
+                "like ultrasound.")
+    return (f" Its generator reached realism in {reached} of {plural(len(measured), 'fold')}{unmeasured} "
+            "(audit criterion).")
+
+
 def _primary_sentence(comp: Comparison, r: pd.Series) -> str:
     p = comp.params
     alpha = 1 - p.ci_level
@@ -97,7 +131,7 @@ def _primary_sentence(comp: Comparison, r: pd.Series) -> str:
     else:
         verdict = "Not significant after Holm correction" + (
             "; the interval excludes zero" if r["ci_excludes_zero"] else "; the interval includes zero") + "."
-    return head + test + verdict
+    return head + test + verdict + realism_note(comp, r["condition"])
 
 
 def primary_section(comp: Comparison) -> list[str]:
