@@ -320,3 +320,18 @@ def test_realism_note_reads_each_folds_audit(tmp_path):
     note = realism_note(comp, "ddpm_3_mixed@1ratio")
     assert "only 1 of 2 folds" in note and "1 fold not measured" in note
     assert "reached realism in 1 of 1 fold " in realism_note(comp, "ddpm_train_all@1ratio")
+
+
+def test_missing_runs_match_run_folders_without_the_stage_prefix(tmp_path):
+    from lus_utils.compare.runs import RUNNER_SUMMARY, missing_runs
+
+    summary = tmp_path / RUNNER_SUMMARY
+    summary.parent.mkdir(parents=True, exist_ok=True)
+    summary.write_text(json.dumps({"runs": [
+        {"run_id": "02_resnet18-none-seed0-cv-r0", "stage": "02", "status": "ran"},
+        {"run_id": "02_resnet18-none-seed1-cv-r0", "stage": "02", "status": "cached"},
+        {"run_id": "03_resnet18-weighted_loss-seed0-cv-r0", "stage": "03", "status": "failed", "message": "boom"}]}))
+    runs = pd.DataFrame({"run_id": ["resnet18-none-seed0-cv-r0"]})  # runs/<id> folders carry no stage prefix
+    missing = missing_runs(tmp_path, runs)
+    assert missing.set_index("run_id")["status"].to_dict() == {
+        "02_resnet18-none-seed1-cv-r0": "no metrics.json", "03_resnet18-weighted_loss-seed0-cv-r0": "failed"}

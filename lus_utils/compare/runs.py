@@ -257,7 +257,9 @@ def missing_runs(out_dir: Path, runs: pd.DataFrame | None = None) -> pd.DataFram
         entries = []
     for entry in entries:
         run_id, stage, status = str(entry.get("run_id", "")), str(entry.get("stage", "")), str(entry.get("status", ""))
-        lost = runs is not None and stage in ("02", "03") and run_id not in present and status in ("ran", "cached")
+        folder = run_id[len(stage) + 1:] if run_id.startswith(f"{stage}_") else run_id  # runs/<id> drops the stage
+        lost = (runs is not None and stage in ("02", "03") and run_id not in present and folder not in present
+                and status in ("ran", "cached"))
         if status in ("failed", "blocked", "interrupted") or lost:
             rows.append({"run_id": run_id, "stage": stage, "status": status if not lost else "no metrics.json",
                          "message": str(entry.get("message", ""))[:200]})
