@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lus_utils.data import dataset
+from lus_utils.data import dataset, splits
 from lus_utils.generate import ddpm, realism, synthetic
 from lus_utils.images import load_image
 from lus_utils.params import MINORITY_CLASS, DataParams, DDPMParams, build
@@ -98,7 +98,7 @@ def samplers(args: argparse.Namespace) -> None:
 
     out = Path(args.out)
     frames = dataset.build_frames(args.data_root, out / "out", DataParams(n_workers=1))
-    column = f"split_fold{args.fold}"
+    column = splits.split_column(args.fold)  # repeat 0: a fold's minority frames are the same in every repeat
     minority = frames[frames.label == MINORITY_CLASS]
 
     def grey(paths: list[str]) -> np.ndarray:
