@@ -144,6 +144,7 @@ class TrainParams:
     synthetic_amount_unit: str = choice("ratio", SYNTHETIC_AMOUNT_UNITS)  # x real minority frames, share of set, count
     device: str = choice("auto", ("auto", "cpu", "cuda"))  # auto: cuda when available
     amp: bool = True  # bfloat16 autocast on cuda and cpu (a resnet18 step measured 1.6x faster on this AMX CPU)
+    max_steps_per_epoch: int = 0  # optimiser steps per epoch at most (0: every batch; the rehearsal sets 2)
 
     def check(self) -> None:
         _require(self.image_size >= 16, "image_size", "must be >= 16")
@@ -155,6 +156,7 @@ class TrainParams:
         _require(0 < self.lr_factor < 1, "lr_factor", "must lie in (0, 1)")
         _require(self.num_threads >= 1, "num_threads", "must be >= 1")
         _require(self.n_boot >= 0, "n_boot", "must be >= 0 (0: no confidence intervals)")
+        _require(self.max_steps_per_epoch >= 0, "max_steps_per_epoch", "must be >= 0 (0: every batch)")
 
 
 @dataclass

@@ -16,7 +16,6 @@ SHAPE_KEYS = {
     "textual_inversion": ("resolution", "batch_size", "gradient_accumulation", "guidance_scale", "mixed_precision",
                           "domain_resolution", "domain_width", "domain_batch_size", "sampler"),
     "ddpm_runs": ("variants",),
-    "data": ("protocol",),
     "study": ("stages",),
 }
 
@@ -29,9 +28,9 @@ def test_rehearsal_keeps_shapes_and_cuts_loops(tmp_path):
         for key in keys:
             assert getattr(r.sections[section], key) == getattr(full.sections[section], key), (section, key)
     assert (r.train.epochs, r.train.pretrained, r.grid.seeds, r.grid.synthetic_amounts) == (1, False, [0], [1.0])
-    assert r.data.repeats == 1
+    assert (r.data.repeats, r.data.protocol, r.train.max_steps_per_epoch) == (1, "holdout", 2)
     assert (r.ddpm.epochs_3_mixed, r.ddpm.epochs_train_all, r.ddpm.sampling_steps) == (1, 1, 2)
-    assert (r.textual_inversion.steps, r.textual_inversion.domain_steps, r.textual_inversion.n_txt2img) == (2, 2, 2)
+    assert (r.textual_inversion.steps, r.textual_inversion.domain_steps, r.textual_inversion.n_txt2img) == (2, 2, 1)
     assert r.textual_inversion_runs.base_models == [str(tmp_path / rehearsal.SD_FOLDER), "domain"]
     assert full.train.epochs == 50 and full.grid.seeds == [0, 1, 2, 3, 4], "the profile itself is untouched"
 

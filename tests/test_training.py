@@ -324,3 +324,20 @@ def test_three_class_data_is_supported_under_holdout(study: Path, tmp_path: Path
     three = frames[frames.label != "viral"].copy()
     data = run_data.prepare_data(three, ClassifierRunParams(**HOLDOUT), TrainParams(), tmp_path, -1)
     assert data.classes == ["covid", "pneumonia", "regular"]
+
+
+def test_max_steps_per_epoch_cuts_every_epoch(study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+    real = loop.train_one_epoch
+
+    def counting(model, images, labels, batches, *args, **kwargs):
+        seen.append(len(batches))
+        return real(model, images, labels, batches, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_one_epoch", counting)
+    small = {**FAST, "batch_size": 2, "epochs": 2, "patience": 5}
+    training.run_classifier(frames_of(study), HOLDOUT, small, tmp_path / "all")
+    training.run_classifier(frames_of(study), HOLDOUT, {**small, "max_steps_per_epoch": 1}, tmp_path / "cut")
+    assert len(seen) == 4 and min(seen[:2]) > 1 and seen[2:] == [1, 1]
+    with pytest.raises(ParamError, match="max_steps_per_epoch"):
+        params.build(TrainParams, {"max_steps_per_epoch": -1}, "test")

@@ -178,6 +178,8 @@ def fit(model: torch.nn.Module, data: RunData, images: torch.Tensor, train: Trai
     for epoch in range(1, train.epochs + 1):
         t0 = time.perf_counter()
         batches = epoch_batches(strategy, train_label_np, train.batch_size, order_gen)
+        if train.max_steps_per_epoch:  # a rehearsal: the same shapes, a few steps
+            batches = batches[:train.max_steps_per_epoch]
         train_loss = train_one_epoch(model, train_images, train_labels, batches, optimizer, loss_fn, augment,
                                      augment_gen, train.amp, desc=f"epoch {epoch}/{train.epochs}")
         val_loss, val_prob = validation_pass(model, val_images, val_labels, loss_fn, train.batch_size * 2, train.amp)
