@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 from pathlib import Path
 
 from lus_utils import params as P
@@ -31,6 +32,8 @@ SD15_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_chan
 SD15_TEXT = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
                  projection_dim=768)
 
+THREADS = min(8, os.cpu_count() or 1)  # the profile's thread count, or this machine's cores when fewer
+
 # Loop lengths of a rehearsal, by section (every other key keeps the profile's value). The fold loop is cut
 # too: one hold-out split instead of one fold per minority patient (each generator and classifier runs once;
 # the cv protocol's wiring is exercised on every CI run by the smoke profile). Three frames per video leave
@@ -38,12 +41,14 @@ SD15_TEXT = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, 
 CUTS: dict[str, dict] = {
     "data": dict(repeats=1, protocol="holdout", max_frames_per_video=3),
     "explore": dict(n_sample_frames=1, n_intensity_frames=10),
-    "train": dict(epochs=1, patience=1, lr_patience=0, pretrained=False, n_boot=20, max_steps_per_epoch=2),
+    "train": dict(epochs=1, patience=1, lr_patience=0, pretrained=False, n_boot=20, max_steps_per_epoch=2,
+                  num_threads=THREADS),
     "ddpm": dict(epochs_3_mixed=1, epochs_train_all=1, checkpoint_every=1, sample_grids=1, sampling_steps=2,
-                 n_samples=4, sample_batch_size=4),
+                 n_samples=4, sample_batch_size=4, num_threads=THREADS),
     "audit": dict(n_holdout_reference=2, n_closest_pairs=2, kid_subset=2, kid_subsets=1, c2st_folds=2),
     "textual_inversion": dict(steps=2, checkpoint_every=2, n_checkpoint_images=1, n_txt2img=1, n_img2img=1,
-                              sampling_steps=2, sample_batch_size=2, domain_vae_steps=2, domain_steps=2),
+                              sampling_steps=2, sample_batch_size=2, domain_vae_steps=2, domain_steps=2,
+                              num_threads=THREADS),
     "compare": dict(n_boot=100, n_example_pairs=1),
 }
 
