@@ -123,6 +123,9 @@ ARCHS = ArchNames(("resnet18", "resnet50", "vit_tiny_patch16_224", "vit_base_pat
 STRATEGIES = ("none", "weighted_loss", "balanced_sampler")
 METADATA_REFERENCE = "metadata_reference"  # the shortcut reference: logistic regression on probe and native size
 SYNTHETIC_AMOUNT_UNITS = ("ratio", "fraction", "count")
+SEED_VIDEO = "seed_video"  # the seed study's split by video: a patient's videos may sit in train and test
+RUN_PROTOCOLS = ("cv", "holdout", SEED_VIDEO)
+CHECKPOINTS = ("best", "last")
 
 
 @dataclass
@@ -166,8 +169,9 @@ class ClassifierRunParams:
     arch: str = choice("resnet18", ArchNames((*ARCHS, METADATA_REFERENCE)))  # timm architecture, or metadata_reference (logistic regression on probe and native frame size)
     strategy: str = choice("none", STRATEGIES)  # imbalance strategy: none, weighted_loss or balanced_sampler
     seed: int = 0  # seed of initialisation, batch order and augmentation
-    protocol: str = choice("cv", ("cv", "holdout"))  # cv: one model per fold of the repeat, predictions pooled; holdout: the one split
-    repeat: int = 0  # cv: which fold assignment (0 .. data.repeats - 1); holdout: 0
+    protocol: str = choice("cv", RUN_PROTOCOLS)  # cv: one model per fold of the repeat, predictions pooled; holdout: the one split; seed_video: the seed study's video split (leaky, the seed replica only)
+    repeat: int = 0  # cv: which fold assignment (0 .. data.repeats - 1); seed_video: which shuffle of the videos; holdout: 0
+    checkpoint: str = choice("best", CHECKPOINTS)  # epoch tested: best (lowest validation loss) or last (the seed study's)
     synthetic_set: str = ""  # synthetic set family for training: name in <out_dir>/synthetic (fold f reads <name>_fold<f>), or a path ("": none)
     synthetic_amount: float = 1.0  # how many synthetic images, in train.synthetic_amount_unit
     oversample_amount: float = 0.0  # real minority training frames added again (the oversampling control), in train.synthetic_amount_unit
@@ -176,7 +180,7 @@ class ClassifierRunParams:
 
     def check(self) -> None:
         _require(self.repeat >= 0, "repeat", "must be >= 0")
-        _require(self.protocol == "cv" or self.repeat == 0, "repeat", "must be 0 under the holdout protocol")
+        _require(self.protocol != "holdout" or self.repeat == 0, "repeat", "must be 0 under the holdout protocol")
         _require(self.synthetic_amount >= 0 and self.oversample_amount >= 0, "synthetic_amount/oversample_amount",
                  "must be >= 0")
         _require(not (self.synthetic_set and self.oversample_amount > 0), "oversample_amount",
@@ -203,6 +207,7 @@ class GridParams:
     augment_strategies: list[str] = choice(["none"], STRATEGIES)  # strategies also run with classical augmentation (comparator)
     oversampling: bool = True  # the oversampling control (real minority frames repeated) at every synthetic amount
     metadata_reference: bool = True  # the shortcut reference (logistic regression on probe and native size), per repeat
+    seed_replica: bool = True  # the seed study's recipe as it ran (section seed_replica), per arch, repeat and seed
 
     def check(self) -> None:
         for key in ("archs", "seeds"):
@@ -212,7 +217,7 @@ class GridParams:
 
 
 # --- ddpm: DDPM generators of synthetic minority frames (notebook 05) -----------------------------------
-DDPM_VARIANTS = ("3_mixed", "train_all", "3_mixed_any_split")
+DDPM_VARIANTS = ("3_mixed", "train_all", "3_mixed_any_split", "seed_3_mixed")
 DDPM_SAMPLERS = ("ddpm", "ddim", "dpmsolver", "dpmsolver_ode")
 FEATURE_EXTRACTORS = ("random_cnn", "classifier", "inception", "dinov2", "pixels")
 QUALITY_GATES = ("real_range", "seed")
@@ -220,7 +225,7 @@ QUALITY_GATES = ("real_range", "seed")
 
 @dataclass
 class DDPMRunsParams:
-    variants: list[str] = choice(["3_mixed"], DDPM_VARIANTS)  # generators the runner trains, each once per fold (quick: the seed's 3-frame DDPM only)
+    variants: list[str] = choice(["3_mixed"], DDPM_VARIANTS[:3])  # generators the runner trains, each once per fold (quick: the seed's 3-frame DDPM only; seed_3_mixed comes with grid.seed_replica)
 
     def check(self) -> None:
         _require(len(self.variants) == len(set(self.variants)), "variants", "must not repeat a variant")
@@ -249,6 +254,7 @@ class DDPMParams:
     sampling_steps: int = 20  # denoising steps (seed: ddpm 500; usual: ddim 50, dpmsolver 20)
     sampling_precision: str = choice("fp32", ("fp32", "bf16"))  # UNet precision while sampling (bf16: autocast)
     n_samples: int = 160  # images generated, kept and rejected alike
+    gate_retries: int = 0  # seed gate only: an image failing both criteria is redrawn (seed + 1000 x attempt), at most this often (the seed's loop)
     sample_batch_size: int = 40  # images denoised together
     output_size: int = planned(48, "train.image_size")  # side in px of the written images: the classifier's input size
     num_threads: int = 1  # CPU threads torch may use
@@ -276,6 +282,7 @@ class DDPMParams:
         _require(self.sample_grids >= 0, "sample_grids", "must be >= 0")
         _require(1 <= self.sampling_steps <= 1000, "sampling_steps", "must lie in [1, 1000] (1000 training steps)")
         _require(self.n_samples >= 1, "n_samples", "must be >= 1")
+        _require(self.gate_retries >= 0, "gate_retries", "must be >= 0 (0: no redraw)")
         _require(self.output_size >= 8, "output_size", "must be >= 8")
         _require(self.num_threads >= 1, "num_threads", "must be >= 1")
 
@@ -313,6 +320,28 @@ class AuditParams:
         _require(self.c2st_folds >= 2, "c2st_folds", "must be >= 2")
         _require(0 <= self.gate_quantile < 0.5 and self.gate_margin >= 0, "gate_quantile/gate_margin",
                  "must lie in [0, 0.5) and be >= 0")
+
+
+# --- seed_replica: the seed study's recipe end to end, to test its claim as it was run -------------------
+@dataclass
+class SeedReplicaParams:
+    """The seed replica (`grid.seed_replica`): one DDPM trained on three minority frames chosen whatever their
+    split (the seed's hand-picked folder), sampled and gated the seed's way; two classifier conditions on the
+    seed's video split, tested at their last epoch: `seed_replica` (no synthetic image) and
+    `seed_replica_ddpm_seed_3_mixed@1fraction` (every image that passed the gate). The classifier's optimiser is
+    the profile's `train` section (in `full`, the seed's settings)."""
+
+    sampling_steps: int = 100  # the seed's DDPM sampler, steps (seed 500; fewer on a CPU)
+    n_samples: int = 32  # images tried, each redrawn while it fails both gate criteria (seed 1000)
+    gate_retries: int = 2  # redraws of an image failing both criteria (the seed's loop is unbounded)
+    min_std: float = 30.0  # the seed's gate: grey-level std must exceed this (seed 30)
+    min_entropy: float = 4.7  # the seed's gate: histogram entropy in nats must exceed this (seed 4.7)
+
+    def check(self) -> None:
+        _require(1 <= self.sampling_steps <= 1000, "sampling_steps", "must lie in [1, 1000]")
+        _require(self.n_samples >= 1, "n_samples", "must be >= 1")
+        _require(self.gate_retries >= 0, "gate_retries", "must be >= 0")
+        _require(self.min_std >= 0 and self.min_entropy >= 0, "min_std/min_entropy", "must be >= 0")
 
 
 # --- textual_inversion: a minority token learned on a Stable-Diffusion-style model (notebook 04) ----------
@@ -441,6 +470,9 @@ def parse_primary(entries: list[str]) -> list[PrimaryComparison]:
         _require("any_split" not in condition + baseline, "compare.primary",
                  f"entry '{entry}': the leakage ablation is never a primary comparison (its generator saw "
                  "validation/test frames)")
+        _require("seed_replica" not in condition + baseline, "compare.primary",
+                 f"entry '{entry}': the seed replica is never a primary comparison (its video split puts a "
+                 "patient in train and test)")
         out.append(PrimaryComparison(condition, baseline, metric))
     _require(len(set(out)) == len(out), "compare.primary", "lists a comparison twice")
     _require(len(out) <= MAX_PRIMARY, "compare.primary",
@@ -503,6 +535,7 @@ SECTIONS: dict[str, type] = {
     "audit": AuditParams,
     "train": TrainParams,
     "grid": GridParams,
+    "seed_replica": SeedReplicaParams,
     "textual_inversion_runs": TextualInversionRunsParams,
     "textual_inversion": TextualInversionParams,
     "compare": CompareParams,

@@ -122,16 +122,20 @@ def predictions(repeat: int, seed: int, boost: float) -> pd.DataFrame:
 
 
 def write_run(out: Path, run_id: str, condition: str, repeat: int, seed: int, boost: float = 0.0,
-              synthetic_set: str = "", arch: str = "resnet18", with_predictions: bool = True) -> None:
+              synthetic_set: str = "", arch: str = "resnet18", with_predictions: bool = True,
+              protocol: str = "cv") -> None:
     folder = out / "runs" / run_id
     folder.mkdir(parents=True, exist_ok=True)
-    record = {"run_id": run_id, "condition": condition, "classes": CLASSES, "protocol": "cv", "repeat": repeat,
-              "seed": seed, "folds": [0, 1, 2, 3],
+    seed_replica = protocol == "seed_video"
+    record = {"run_id": run_id, "condition": condition, "classes": CLASSES, "protocol": protocol, "repeat": repeat,
+              "seed": seed, "folds": [-1] if seed_replica else [0, 1, 2, 3],
               "params": {"run": {"arch": arch, "strategy": "weighted_loss" if condition == "weighted_loss" else "none",
                                  "seed": seed, "repeat": repeat, "synthetic_set": synthetic_set,
-                                 "synthetic_amount": 1.0,
+                                 "synthetic_amount": 1.0, "protocol": protocol,
+                                 "checkpoint": "last" if seed_replica else "best",
                                  "oversample_amount": 1.0 if "oversampl" in condition else 0},
-                         "train": {"image_size": 64, "epochs": 2, "augment": False, "synthetic_amount_unit": "ratio"}}}
+                         "train": {"image_size": 64, "epochs": 2, "augment": False,
+                                   "synthetic_amount_unit": "fraction" if seed_replica else "ratio"}}}
     (folder / "metrics.json").write_text(json.dumps(record))
     if with_predictions:
         predictions(repeat, seed, boost).to_csv(folder / "predictions.csv", index=False)
@@ -148,7 +152,10 @@ def study(tmp_path: Path, repeats: int = 2, seeds: int = 4) -> Path:
         write_run(out, f"leak-{unit}", "ddpm_3_mixed_any_split@1ratio", r, s, boost=3.0,
                   synthetic_set="ddpm_3_mixed_any_split")
         write_run(out, f"meta-{unit}", "metadata_reference", r, s, boost=0.5, arch="metadata")
-    for name, leak in (("ddpm_3_mixed", False), ("ddpm_3_mixed_any_split", True)):
+        write_run(out, f"seed-{unit}", "seed_replica", r, s, protocol="seed_video")
+        write_run(out, f"seedsyn-{unit}", "seed_replica_ddpm_seed_3_mixed@1fraction", r, s, boost=2.0,
+                  synthetic_set="ddpm_seed_3_mixed", protocol="seed_video")
+    for name, leak in (("ddpm_3_mixed", False), ("ddpm_3_mixed_any_split", True), ("ddpm_seed_3_mixed", True)):
         (out / "synthetic" / name).mkdir(parents=True)
         (out / "synthetic" / name / "provenance.json").write_text(json.dumps({"leakage_ablation": leak}))
     return out
@@ -167,10 +174,11 @@ def comp(tmp_path_factory) -> C.Comparison:
 
 def test_results_csv_one_row_per_run_with_identity(comp):
     results = pd.read_csv(comp.out_dir / "results.csv")
-    assert len(results) == 6 * 8 and results["run_id"].is_unique
+    assert len(results) == 8 * 8 and results["run_id"].is_unique
     wanted = {"repeat", "fold", "seed", "protocol", "viral_auroc", "viral_ap", "viral_sens_at_spec"}
     assert wanted <= set(results.columns)
-    assert set(results["fold"]) == {"cv"} and set(results["protocol"]) == {"cv"}
+    assert set(results["fold"].astype(str)) == {"cv", "-1"} and set(results["protocol"]) == {"cv", "seed_video"}
+    assert results.loc[results["protocol"] == "seed_video", "seed_replica"].all()
     assert results.loc[results["condition"] == "metadata_reference", "reference"].all()
     assert results.loc[results["condition"] == "oversampling@1ratio", "control"].all()
 
@@ -221,7 +229,7 @@ def test_condition_intervals_stay_in_range_and_reference_points(comp):
     refs = comp.references.reset_index()
     row = refs[(refs["condition"] == "ddpm_3_mixed@1ratio") & refs["metric"].str.contains("AP")].iloc[0]
     assert row["metadata reference"] != "n/a" and "oversampling@1ratio" in row["oversampling control"]
-    assert row["baseline (none)"].count("[") == 1
+    assert row["baseline"].count("[") == 1 and row["baseline"].endswith("(none)")
     assert comp.n_minority_patients == 4 and "4 viral patients" in comp.conclusions
 
 
@@ -293,6 +301,7 @@ def test_holdout_runs_still_compare(tmp_path):
             for key in ("protocol", "repeat", "folds"):
                 record.pop(key)
             record["params"]["run"].update(fold=-1)
+            record["params"]["run"].pop("protocol")
             (out / "runs" / run_id / "metrics.json").write_text(json.dumps(record))
             table = pd.read_csv(out / "runs" / run_id / "predictions.csv").drop(columns=["threshold"])
             table.to_csv(out / "runs" / run_id / "predictions.csv", index=False)
@@ -335,3 +344,31 @@ def test_missing_runs_match_run_folders_without_the_stage_prefix(tmp_path):
     missing = missing_runs(tmp_path, runs)
     assert missing.set_index("run_id")["status"].to_dict() == {
         "02_resnet18-none-seed1-cv-r0": "no metrics.json", "03_resnet18-weighted_loss-seed0-cv-r0": "failed"}
+
+
+def test_seed_replica_pairs_with_itself_stands_apart_and_leads_the_ladder(comp):
+    pairs = comp.pairs[comp.pairs["condition"] == "seed_replica_ddpm_seed_3_mixed@1fraction"]
+    assert set(pairs["baseline"]) == {"seed_replica"} and pairs["baseline_run_id"].str.startswith("seed-").all()
+    assert not comp.pairs["baseline"].eq("none").loc[comp.pairs["condition"].str.startswith("seed_replica")].any()
+    seed_rows = comp.effects[comp.effects["condition"].str.startswith("seed_replica")]
+    assert len(seed_rows) and not seed_rows["primary"].any()
+    assert any("seed replica" in name for name in comp.tables)
+    valid = next(t for name, t in comp.tables.items() if name == "resnet18")
+    assert not any(str(c).startswith("seed_replica") for c in valid.index)
+    ladder = comp.seed_claim
+    ap = ladder[ladder["metric"] == "viral AP"]
+    assert ap["step"].tolist() == [1, 2, 3]  # seed recipe, leakage ablation, the primary comparison vs none
+    assert ap.iloc[0]["comparison"] == "seed_replica_ddpm_seed_3_mixed@1fraction vs seed_replica"
+    assert bool(ap.iloc[0]["excludes zero"])  # the boost written into this fixture is found
+    assert "correction by correction" in comp.conclusions
+    assert "Leakage ablation" in comp.conclusions and "seed_replica_ddpm" not in comp.conclusions.split(
+        "**Leakage ablation**")[1]
+    refs = comp.references.reset_index()
+    seed_ref = refs[refs["condition"] == "seed_replica_ddpm_seed_3_mixed@1fraction"].iloc[0]
+    assert seed_ref["baseline"].endswith("(seed_replica)") and "seed ran none" in seed_ref["oversampling control"]
+    assert (comp.folder / "seed_claim.csv").is_file()
+
+
+def test_seed_replica_is_never_primary():
+    with pytest.raises(ParamError, match="seed replica"):
+        parse_primary(["seed_replica_ddpm_seed_3_mixed@1fraction vs seed_replica: minority_ap"])

@@ -195,6 +195,25 @@ def test_samplers_are_seeded_and_batch_size_free(trained, sampler):
     assert bf16.shape == images.shape and bf16.dtype == np.uint8
 
 
+def test_seed_gate_redraws_images_failing_both_criteria_as_the_seed_did(trained):
+    _, _, result = trained
+    pipeline = ddpm.load_pipeline(result.pipeline_dir)
+    p = tiny_params(sampler="ddpm", n_samples=3, gate_retries=2)
+    first, seeds = ddpm.sample_images(pipeline, "ddpm", 2, 3, 2, seed=p.seed, progress=False)
+    kept, same_seeds, redraws = ddpm.sample_set(pipeline, p, AuditParams(gate="seed", min_std=0, min_entropy=0),
+                                                progress=False)
+    assert np.array_equal(kept, first) and same_seeds == seeds and redraws == [0, 0, 0]
+    hopeless = AuditParams(gate="seed", min_std=1e9, min_entropy=1e9)  # every image fails both: two redraws each
+    images, redrawn_seeds, redraws = ddpm.sample_set(pipeline, p, hopeless, progress=False)
+    assert redraws == [2, 2, 2] and redrawn_seeds == [s + 1000 + 2000 for s in seeds]
+    again, _ = ddpm.sample_images(pipeline, "ddpm", 2, 3, 3, seed=redrawn_seeds, progress=False)
+    assert np.abs(images.astype(int) - again.astype(int)).max() <= 1  # the last draw of each slot is kept
+    one_criterion = AuditParams(gate="seed", min_std=1e9, min_entropy=0)  # fails std only: the seed stopped
+    assert ddpm.sample_set(pipeline, p, one_criterion, progress=False)[2] == [0, 0, 0]
+    assert ddpm.sample_set(pipeline, p, AuditParams(gate="real_range", min_std=1e9, min_entropy=1e9),
+                           progress=False)[2] == [0, 0, 0]  # only the seed gate redraws
+
+
 def test_sampler_schedulers_come_from_the_training_config(trained):
     _, _, result = trained
     pipeline = ddpm.load_pipeline(result.pipeline_dir)
@@ -221,7 +240,7 @@ def test_gate_numbers():
     assert not synthetic.gate(noise, min_entropy=6.0)["passed_gate"]
 
 
-@pytest.mark.parametrize("variant", ["3_mixed", "3_mixed_any_split"])
+@pytest.mark.parametrize("variant", ["3_mixed", "3_mixed_any_split", "seed_3_mixed"])
 def test_synthetic_set_gates_resizes_and_records(trained, frames, tmp_path, variant):
     p, _, result = trained
     p = tiny_params(variant=variant)
@@ -243,7 +262,7 @@ def test_synthetic_set_gates_resizes_and_records(trained, frames, tmp_path, vari
     assert load_image(set_dir / manifest.path[1], grayscale=True).shape == (20, 20)
     record = synthetic.read_provenance(set_dir)
     assert record["training_frames"] == sorted(selected.path)
-    assert record["leakage_ablation"] is (variant == "3_mixed_any_split")
+    assert record["leakage_ablation"] is (variant != "3_mixed")  # the seed replica's generator saw any split too
     assert record["params"]["ddpm"]["variant"] == variant and "code_version" in record
     assert record["quality_gate"] == {"gate": "seed", "min_std": AuditParams().min_std, "min_entropy": AuditParams().min_entropy}
     assert not list(set_dir.parent.glob(".*"))  # no temporary folder left behind

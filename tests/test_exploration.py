@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from lus_utils.data import exploration
+from lus_utils.params import DataParams
 
 matplotlib.use("Agg")
 
@@ -73,3 +74,15 @@ def test_separability_without_minority_is_a_clear_error():
 def test_native_size_plot_draws_both_axes():
     fig = exploration.plot_native_sizes(toy_frames())
     assert len(fig.axes) == 2 and all(np.isfinite(ax.get_ylim()).all() for ax in fig.axes)
+
+
+def test_split_overview_without_folds_shows_the_holdout():
+    from lus_utils.data import splits
+
+    rows = [{"path": f"{c}{p}_{f}.png", "video_id": f"{c}{p}", "patient_id": f"{c}{p}", "label": c}
+            for c in ("covid", "pneumonia", "regular", "viral") for p in range(6) for f in range(2)]
+    frames = splits.assign_all(pd.DataFrame(rows), DataParams(protocol="holdout"))
+    tables = exploration.split_tables(frames, 0)
+    assert set(tables) == {"hold-out", "seed video split (repeat 0)"}
+    overview = exploration.folds_overview(tables)
+    assert list(overview.columns.get_level_values(0).unique()) == ["hold-out"]

@@ -23,8 +23,10 @@ def test_generators_are_planned_per_fold_one_fold_per_minority_patient(tmp_path,
     assert generator_folds(profile, {"out_dir": str(tmp_path / "out"), "data_root": str(tiny_root)}) == [0, 1, 2, 3]
     ddpm = [r for r in runs if r.stage == "05"]
     assert sorted((r.params["variant"], r.params["fold"]) for r in ddpm) == sorted(
-        (v, f) for v in profile.ddpm_runs.variants for f in range(4))  # once per fold, shared by the repeats
+        [(v, f) for v in profile.ddpm_runs.variants for f in range(4)]  # once per fold, shared by the repeats
+        + [("seed_3_mixed", -1)])  # the seed replica's generator: one for the study
     families = synthetic_sets(runs)
+    assert [p for _, p in families.pop("ddpm_seed_3_mixed")] == ["05_ddpm_seed_3_mixed"]
     made = {f"ddpm_{v}" for v in profile.ddpm_runs.variants} | {"ti_txt2img_tiny", "ti_img2img_tiny"}
     assert made <= set(families) and len(made) >= 3
     assert all(len(producers) == 4 for producers in families.values())
@@ -36,12 +38,14 @@ def test_every_family_amount_strategy_repeat_and_seed_gets_a_run_after_all_its_f
     profile, runs = _plan(tmp_path, tiny_root, synthetic_strategies=["none", "weighted_loss"],
                           synthetic_amounts=[0.5, 2.0], seeds=[0, 1])
     families = synthetic_sets(runs)
+    families.pop("ddpm_seed_3_mixed")
     synthetic_runs = {(r.params["arch"], r.params["strategy"], r.params["synthetic_set"], r.params["synthetic_amount"],
-                       r.params["repeat"], r.params["seed"]) for r in runs if r.params.get("synthetic_set")}
+                       r.params["repeat"], r.params["seed"]) for r in runs
+                      if r.params.get("synthetic_set") and r.params["protocol"] == "cv"}
     assert synthetic_runs == {(a, s, n, x, rep, seed) for a in profile.grid.archs for s in ("none", "weighted_loss")
                               for n in families for x in (0.5, 2.0) for rep in (0, 1) for seed in (0, 1)}
     for run in runs:
-        if run.stage in ("02", "03"):
+        if run.stage in ("02", "03") and run.params["protocol"] != P.SEED_VIDEO:
             assert run.stage == ("02" if run.params["strategy"] == "none" else "03")
             assert run.params["protocol"] == "cv"
             if run.params.get("synthetic_set"):
@@ -82,3 +86,23 @@ def test_comparison_runs_last_after_everything(tmp_path, tiny_root):
     _, runs = _plan(tmp_path, tiny_root)
     assert runs[0].stage == "01" and runs[-1].stage == "06"
     assert set(runs[-1].after) == {r.run_id for r in runs[:-1]}
+
+
+def test_seed_replica_runs_the_seed_recipe_per_arch_repeat_and_seed(tmp_path, tiny_root):
+    profile, runs = _plan(tmp_path, tiny_root, seeds=[0, 1])
+    generator = next(r for r in runs if r.run_id == "05_ddpm_seed_3_mixed")
+    seed = profile.seed_replica
+    assert (generator.params["sampler"], generator.params["sampling_steps"], generator.params["gate"],
+            generator.params["gate_retries"], generator.params["min_std"], generator.params["min_entropy"]) == (
+        "ddpm", seed.sampling_steps, "seed", seed.gate_retries, seed.min_std, seed.min_entropy)
+    replica = [r for r in runs if r.params.get("protocol") == P.SEED_VIDEO]
+    assert len(replica) == 2 * 2 * 2 * len(profile.grid.archs)  # (plain, with its set) x repeats x seeds x archs
+    for run in replica:
+        assert run.stage == "02" and run.params["checkpoint"] == "last" and run.params["strategy"] == "none"
+        if run.params["synthetic_set"]:
+            assert run.params["synthetic_set"] == "ddpm_seed_3_mixed" and "05_ddpm_seed_3_mixed" in run.after
+            assert (run.params["synthetic_amount"], run.params["synthetic_amount_unit"]) == (1.0, "fraction")
+    cv_sets = {r.params.get("synthetic_set") for r in runs if r.params.get("protocol") == "cv"}
+    assert "ddpm_seed_3_mixed" not in cv_sets  # its set joins no other condition
+    _, without = _plan(tmp_path, tiny_root, seed_replica=False)
+    assert not [r for r in without if r.params.get("protocol") == P.SEED_VIDEO or r.run_id == "05_ddpm_seed_3_mixed"]

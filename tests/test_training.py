@@ -24,7 +24,7 @@ CLASSES = ["covid", "pneumonia", "regular", "viral"]
 FAST = {"image_size": 32, "epochs": 1, "batch_size": 8, "n_boot": 10, "num_threads": 1, "patience": 2}
 
 
-def make_frames(root: Path, frames_per_video: int = 3, size: int = 24) -> Path:
+def make_frames(root: Path, frames_per_video: int = 3, size: int = 24, patients: int = 4) -> Path:
     """frames.csv over tiny PNGs: per class 4 patients, one video each, split by `splits.assign_all` (hold-out
     and one cv repeat: 4 folds, one per viral patient); class brightness differs so a model can learn, and
     viral frames are linear-probe and smaller, as in the real data."""
@@ -33,7 +33,7 @@ def make_frames(root: Path, frames_per_video: int = 3, size: int = 24) -> Path:
     rng = np.random.default_rng(0)
     rows = []
     for c, label in enumerate(CLASSES):
-        for p in range(4):
+        for p in range(patients):
             patient = f"p{c}{p}"
             video = f"{label[:3]}_{patient}"
             folder = root / "frames" / video
@@ -341,3 +341,39 @@ def test_max_steps_per_epoch_cuts_every_epoch(study: Path, tmp_path: Path, monke
     assert len(seen) == 4 and min(seen[:2]) > 1 and seen[2:] == [1, 1]
     with pytest.raises(ParamError, match="max_steps_per_epoch"):
         params.build(TrainParams, {"max_steps_per_epoch": -1}, "test")
+
+
+def test_seed_replica_run_uses_the_seed_video_split_and_its_last_epoch(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # 7 videos per class: the seed's rule gives 4 train / 1 val / 2 test videos (the minority has no val part)
+    frames_csv = make_frames(tmp_path / "study", frames_per_video=2, patients=7)
+    frames = run_data.frames_for_run(str(frames_csv), "", tmp_path / "study")
+    run = {"protocol": "seed_video", "checkpoint": "last", "seed": 1}
+    train = {**FAST, "epochs": 3, "patience": 1}
+    real_pass = loop.validation_pass
+    calls = []
+
+    def worsening(*args, **kwargs):  # the validation loss rises every epoch: best epoch 1, stop after epoch 2
+        loss, prob = real_pass(*args, **kwargs)
+        calls.append(1)
+        return loss + 10.0 * len(calls), prob
+
+    monkeypatch.setattr(loop, "validation_pass", worsening)
+    record = training.run_classifier(frames, run, train, tmp_path / "out")
+    assert record["condition"] == "seed_replica" and record["run_id"].endswith("seedvideo-r0-lastepoch")
+    assert record["split_column"] == {"-1": "seed_video_r0"} or record["split_column"] == {-1: "seed_video_r0"}
+    fold = record["training"].get("-1", record["training"].get(-1))
+    assert fold["checkpoint"] == "last" and fold["tested_epoch"] == fold["epochs_run"] == 2
+    assert fold["best_epoch"] == 1
+    run_dir = tmp_path / "out" / "runs" / record["run_id"]
+    assert (run_dir / "last.pt").is_file() and not (run_dir / "best.pt").exists()
+    checkpoint = torch.load(run_dir / "last.pt", weights_only=True)
+    assert checkpoint["epoch"] == fold["epochs_run"] and checkpoint["checkpoint"] == "last"
+    predictions = pd.read_csv(run_dir / "predictions.csv")
+    assert set(predictions["path"]) == set(frames.loc[frames["seed_video_r0"] == "test", "path"])
+    calls.clear()
+    best = training.run_classifier(frames, {**run, "checkpoint": "best"}, train, tmp_path / "out")
+    best_fold = best["training"].get("-1", best["training"].get(-1))
+    assert best_fold["tested_epoch"] == best_fold["best_epoch"] == 1
+    assert (tmp_path / "out" / "runs" / best["run_id"] / "best.pt").is_file()
+    assert not predictions.equals(pd.read_csv(tmp_path / "out" / "runs" / best["run_id"] / "predictions.csv"))

@@ -1,5 +1,6 @@
 """The training loop of one classifier: AdamW, ReduceLROnPlateau and early stopping on the validation loss,
-the weights of the best validation epoch kept; seeded batch order and augmentation.
+the weights of the best validation epoch kept (or, for the seed replica, those of the last epoch); seeded
+batch order and augmentation.
 
 - Imbalance strategies: `none`; `weighted_loss` (cross entropy weighted by inverse class frequency of the
   REAL training frames, scikit-learn's "balanced" weights, so the mean weight per real frame is 1);
@@ -140,6 +141,8 @@ def validation_pass(model: torch.nn.Module, images: torch.Tensor, labels: torch.
 class FitResult:
     history: pd.DataFrame
     best_state: dict[str, torch.Tensor]
+    tested_state: dict[str, torch.Tensor]  # the weights tested: best_state, or the last epoch's
+    tested_epoch: int
     best_epoch: int
     best_val_loss: float
     stopped_early: bool
@@ -148,8 +151,10 @@ class FitResult:
 
 
 def fit(model: torch.nn.Module, data: RunData, images: torch.Tensor, train: TrainParams, strategy: str, seed: int,
-        history_path: Path | None = None) -> FitResult:
-    """AdamW + ReduceLROnPlateau on the validation loss, early stopping, best-by-validation-loss weights."""
+        history_path: Path | None = None, checkpoint: str = "best") -> FitResult:
+    """AdamW + ReduceLROnPlateau on the validation loss, early stopping; the model is left with the weights of
+    the epoch with the lowest validation loss (`checkpoint` best) or of the last epoch run (last: the seed
+    study tested its newest checkpoint, `patience` epochs past the best when training stopped early)."""
     device = models.model_device(model)
     index = {c: i for i, c in enumerate(data.classes)}
     labels = torch.tensor(data.table["label"].map(index).to_numpy(dtype=np.int64))
@@ -201,10 +206,16 @@ def fit(model: torch.nn.Module, data: RunData, images: torch.Tensor, train: Trai
             stopped_early = True
             print(f"early stop: no better validation loss for {train.patience} epochs (best: epoch {best_epoch})")
             break
-    model.load_state_dict(best_state)
+    if checkpoint == "last":
+        tested_state, tested_epoch = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}, epoch
+    elif checkpoint == "best":
+        tested_state, tested_epoch = best_state, best_epoch
+    else:
+        raise ValueError(f"checkpoint '{checkpoint}' unknown; allowed: best, last")
+    model.load_state_dict(tested_state)
     extra = {"class_weights": weights.tolist() if weights is not None else None}
-    return FitResult(pd.DataFrame(rows), best_state, best_epoch, best_loss, stopped_early,
-                     time.perf_counter() - started, extra)
+    return FitResult(pd.DataFrame(rows), best_state, tested_state, tested_epoch, best_epoch, best_loss,
+                     stopped_early, time.perf_counter() - started, extra)
 
 
 def _derived_seed(seed: int, stream: int) -> int:

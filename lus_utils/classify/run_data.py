@@ -24,7 +24,8 @@ import pandas as pd
 from lus_utils.classify.run_identity import fold_set_names, synthetic_set_name
 from lus_utils.data import splits
 from lus_utils.generate import synthetic
-from lus_utils.params import CLASSES, MINORITY_CLASS, ClassifierRunParams, DataParams, ParamError, TrainParams
+from lus_utils.params import (CLASSES, MINORITY_CLASS, SEED_VIDEO, ClassifierRunParams, DataParams, ParamError,
+                              TrainParams)
 from lus_utils.paths import OutLayout, resolve_out_dir
 from lus_utils.provenance import sha256_file, sha256_text
 
@@ -66,8 +67,9 @@ def data_fingerprint(frames: pd.DataFrame) -> dict[str, Any]:
 
 
 def run_folds(frames: pd.DataFrame, run: ClassifierRunParams) -> list[int]:
-    """The folds a run covers: [-1] for the hold-out, else every fold of its repeat in frames.csv."""
-    if run.protocol == "holdout":
+    """The folds a run covers: [-1] for a single split (the hold-out, the seed's video split), else every fold of
+    its repeat in frames.csv."""
+    if run.protocol in ("holdout", SEED_VIDEO):
         return [-1]
     repeats = splits.cv_repeats(frames)
     if run.repeat not in repeats:
@@ -151,7 +153,8 @@ def add_synthetic(table: pd.DataFrame, set_dir: Path, classes: list[str], amount
     real_train = table[(table.part == "train") & ~table.synthetic]
     record = synthetic.read_provenance(set_dir)
     made_for = record.get("split_column")
-    if made_for and split_column != "split" and made_for.rsplit("_f", 1)[-1] != split_column.rsplit("_f", 1)[-1]:
+    if (made_for and split_column.startswith("cv_r")
+            and made_for.rsplit("_f", 1)[-1] != split_column.rsplit("_f", 1)[-1]):
         raise synthetic.SyntheticSetError(f"{set_dir}: made for split '{made_for}', but this run's fold is "
                                           f"'{split_column}'; a fold reads only its own fold's set")
     manifest = synthetic.load_for_training(set_dir, classes, real_train["path"])
@@ -208,18 +211,25 @@ def add_oversampling(table: pd.DataFrame, minority: str, amount: float, unit: st
 def prepare_data(frames: pd.DataFrame, run: ClassifierRunParams, train: TrainParams, out_dir: str | Path,
                  fold: int) -> RunData:
     """Check one fold's split and assemble its table (real frames by part, plus synthetic images or copies)."""
-    column = splits.split_column(fold, run.repeat)
+    column = splits.split_column(fold, run.repeat, run.protocol)
     if column not in frames.columns:
         raise ParamError(f"fold {fold} of repeat {run.repeat}: frames.csv has no column '{column}'; its splits: "
-                         f"{[c for c in frames.columns if c == 'split' or c.startswith('cv_r')]}")
+                         f"{[c for c in frames.columns if c == 'split' or c.startswith(('cv_r', 'seed_video_r'))]}; "
+                         "rebuild it (notebook 01) with this version and enough data.repeats")
     classes = class_order(frames["label"])
-    splits.check(frames, column, classes)
+    if run.protocol == SEED_VIDEO:  # the seed replica's split: by video, so patients may straddle parts
+        splits.check_seed_video(frames, column, classes)
+        print(f"{column}: the seed study's video split; patients in more than one part: "
+              f"{splits.straddling_patients(frames, column)}")
+    else:
+        splits.check(frames, column, classes)
     table = frames.assign(part=frames[column], synthetic=False, oversampled=False)
     for name in ("probe", "width", "height"):
         if name not in table.columns:
             table[name] = "" if name == "probe" else np.nan
     table = table[TABLE_COLUMNS].reset_index(drop=True)
-    exempt = (MINORITY_CLASS,) if fold >= 0 else ()
+    # Under cv no minority patient validates (data.splits); the seed's rule gives 5 minority videos none.
+    exempt = (MINORITY_CLASS,) if fold >= 0 or run.protocol == SEED_VIDEO else ()
     check_parts(table, classes, column, exempt)
     summary = oversampled = None
     if run.synthetic_set:

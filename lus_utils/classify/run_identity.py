@@ -8,7 +8,9 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from lus_utils.generate.synthetic import set_name as synthetic_set_name
-from lus_utils.params import METADATA_REFERENCE
+from lus_utils.params import METADATA_REFERENCE, SEED_VIDEO
+
+SEED_REPLICA = "seed_replica"  # the conditions of the seed study's recipe: `seed_replica[_<set>@<amount>]`
 
 
 def _amount(amount: Any, params: Mapping[str, Any]) -> str:
@@ -16,10 +18,11 @@ def _amount(amount: Any, params: Mapping[str, Any]) -> str:
 
 
 def split_label(params: Mapping[str, Any]) -> str:
-    """`holdout`, or `cv-r<repeat>`."""
-    if params.get("protocol", "cv") == "holdout":
+    """`holdout`, `cv-r<repeat>`, or `seedvideo-r<repeat>` (the seed study's video split)."""
+    protocol = params.get("protocol", "cv")
+    if protocol == "holdout":
         return "holdout"
-    return f"cv-r{int(params.get('repeat', 0))}"
+    return f"{'seedvideo' if protocol == SEED_VIDEO else 'cv'}-r{int(params.get('repeat', 0))}"
 
 
 def run_id_for(params: Mapping[str, Any]) -> str:
@@ -29,6 +32,8 @@ def run_id_for(params: Mapping[str, Any]) -> str:
     """
     parts = [str(params["arch"]), str(params.get("strategy", "none")), f"seed{int(params.get('seed', 0))}",
              split_label(params)]
+    if params.get("checkpoint", "best") != "best":
+        parts.append(f"{params['checkpoint']}epoch")
     if params.get("synthetic_set"):
         parts.append(f"{synthetic_set_name(params['synthetic_set'])}@{_amount(params.get('synthetic_amount', 1.0), params)}")
     elif float(params.get("oversample_amount", 0) or 0) > 0:
@@ -40,7 +45,11 @@ def run_id_for(params: Mapping[str, Any]) -> str:
 
 def condition_name(params: Mapping[str, Any]) -> str:
     """What a run measures: `metadata_reference`; the strategy; `<set>@<amount><unit>[+strategy]`; or
-    `oversampling@<amount><unit>[+strategy]` (the control of a synthetic set); `+augment` when augmented."""
+    `oversampling@<amount><unit>[+strategy]` (the control of a synthetic set); `+augment` when augmented.
+    Runs on the seed study's video split are the seed replica: `seed_replica`, `seed_replica_<that name>`."""
+    if params.get("protocol") == SEED_VIDEO:
+        plain = condition_name({**params, "protocol": "cv"})
+        return SEED_REPLICA if plain == "none" else f"{SEED_REPLICA}_{plain}"
     if params.get("arch") == METADATA_REFERENCE:
         return METADATA_REFERENCE
     strategy = str(params.get("strategy", "none"))

@@ -48,8 +48,9 @@ def _params(obj: Any, cls: type, source: str) -> Any:
     return obj if isinstance(obj, cls) else build(cls, dict(obj), source)
 
 
-def checkpoint_name(fold: int) -> str:
-    return "best.pt" if fold < 0 else f"best_fold{fold}.pt"
+def checkpoint_name(fold: int, checkpoint: str = "best") -> str:
+    """`best.pt` / `best_fold<f>.pt`, or `last...` for a run tested at its last epoch (`run.checkpoint`)."""
+    return f"{checkpoint}.pt" if fold < 0 else f"{checkpoint}_fold{fold}.pt"
 
 
 def minority_threshold(negative_scores: np.ndarray, specificity: float) -> float:
@@ -79,16 +80,18 @@ def _fold_network(data: RunData, run: ClassifierRunParams, train: TrainParams, d
     model = models.prepare(models.build_model(run.arch, len(data.classes), train.image_size, train.pretrained), device)
     print(f"fold {data.fold}: train/val/test frames {len(data.part('train'))}/{len(data.part('val'))}/"
           f"{len(data.part('test'))}")
-    result = fit(model, data, images, train, run.strategy, run.seed)
+    result = fit(model, data, images, train, run.strategy, run.seed, checkpoint=run.checkpoint)
     probs = {}
     for part in ("val", "test"):
         rows = data.part(part)
         probs[part] = models.predict_proba(model, images[torch.tensor(rows.index.to_numpy(dtype=np.int64))],
                                            train.batch_size * 2, amp=train.amp)
-    torch.save({"state_dict": result.best_state, "arch": run.arch, "classes": data.classes, "fold": data.fold,
-                "image_size": train.image_size, "epoch": result.best_epoch, "repeat": run.repeat},
-               folder / checkpoint_name(data.fold))
+    torch.save({"state_dict": result.tested_state, "arch": run.arch, "classes": data.classes, "fold": data.fold,
+                "image_size": train.image_size, "epoch": result.tested_epoch, "checkpoint": run.checkpoint,
+                "repeat": run.repeat},
+               folder / checkpoint_name(data.fold, run.checkpoint))
     training = {"epochs_run": int(len(result.history)), "best_epoch": result.best_epoch,
+                "tested_epoch": result.tested_epoch, "checkpoint": run.checkpoint,
                 "best_val_loss": result.best_val_loss, "stopped_early": result.stopped_early,
                 "device": device.type, "amp": bool(train.amp), "seconds": result.seconds, **result.extra}
     return {"probs": probs, "history": result.history.assign(fold=data.fold), "training": training}
@@ -247,10 +250,16 @@ def _save_curves(history: pd.DataFrame, target: Path) -> None:
 
 # --- reading runs back ---------------------------------------------------------------------------------------
 def load_run_model(run_dir: str | Path, fold: int | None = None) -> tuple[torch.nn.Module, list[str], int]:
-    """One fold's best checkpoint of a run, for inference (the first fold's when `fold` is None)."""
+    """One fold's tested checkpoint of a run (best or last epoch), for inference (the first fold's when `fold`
+    is None)."""
     run_dir = Path(run_dir)
-    found = sorted(run_dir.glob("best*.pt"), key=lambda p: (len(p.name), p.name))
-    path = run_dir / checkpoint_name(fold) if fold is not None else (found[0] if found else run_dir / "best.pt")
+    found = sorted([p for p in run_dir.glob("*.pt") if p.name.startswith(("best", "last"))],
+                   key=lambda p: (len(p.name), p.name))
+    if fold is None:
+        path = found[0] if found else run_dir / "best.pt"
+    else:
+        names = [checkpoint_name(fold, which) for which in ("best", "last")]
+        path = next((run_dir / n for n in names if (run_dir / n).is_file()), run_dir / names[0])
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: run the classifier first (notebook 02/03); "
                                 f"checkpoints there: {[p.name for p in found]}")

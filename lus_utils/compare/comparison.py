@@ -20,8 +20,10 @@ from lus_utils.compare import conditions as K
 from lus_utils.compare import effects as E
 from lus_utils.compare import patients as PT
 from lus_utils.compare import runs as R
+from lus_utils.compare import seed_claim
 from lus_utils.compare import statistics as S
-from lus_utils.compare.conclusions import LEAKAGE_NOTE, conclusions, fmt_p
+from lus_utils.classify.run_identity import SEED_REPLICA
+from lus_utils.compare.conclusions import LEAKAGE_NOTE, SEED_REPLICA_NOTE, conclusions, fmt_p
 from lus_utils.params import CompareParams, as_dict
 from lus_utils.paths import OutLayout
 from lus_utils.provenance import (fingerprint_files, provenance, write_csv_atomic, write_json_atomic,
@@ -48,6 +50,7 @@ class Comparison:
     synthetic: pd.DataFrame = field(default_factory=pd.DataFrame)
     missing: pd.DataFrame = field(default_factory=pd.DataFrame)
     missing_primary: list[str] = field(default_factory=list)
+    seed_claim: pd.DataFrame = field(default_factory=pd.DataFrame)  # see compare.seed_claim
     problems: list[str] = field(default_factory=list)
     n_minority_patients: int = 0
     conclusions: str = ""
@@ -94,6 +97,7 @@ def _effects_step(comp: Comparison, draws: dict, metrics: list[str]) -> None:
     comp.diffs = E.paired_differences(comp.runs, comp.pairs, metrics)
     comp.effects = E.effects(comp.diffs, draws, comp.params)
     comp.missing_primary = E.missing_primary(comp.effects, comp.runs, comp.params)
+    comp.seed_claim = seed_claim.ladder(comp.effects, comp.params.minority_class)
 
 
 def _patients_step(comp: Comparison, predictions: dict[str, pd.DataFrame]) -> None:
@@ -142,13 +146,14 @@ def write(comp: Comparison) -> None:
         write_csv_atomic(comp.out_dir / "results.csv", R.results_table(comp.runs, minority))
     outputs = {"summary.csv": comp.summary, "pairs.csv": comp.pairs, "effects.csv": comp.effects,
                "audits.csv": comp.audits, "patients.csv": comp.patients, "patient_effects.csv": comp.patient_effects,
-               "missing_runs.csv": comp.missing}
+               "missing_runs.csv": comp.missing, "seed_claim.csv": comp.seed_claim}
     for name, table in outputs.items():
         write_csv_atomic(folder / name, table)
     write_text_atomic(folder / "conclusions.md", comp.conclusions)
     write_text_atomic(folder / "tables.html", tables_html(comp))
     write_text_atomic(folder / "effects.html", html_table(effects_display(comp.effects, comp.params)))
     write_text_atomic(folder / "references.html", html_table(comp.references))
+    write_text_atomic(folder / "seed_claim.html", html_table(comp.seed_claim, index=False))
     write_text_atomic(folder / "patients.html", html_table(patient_display(comp), index=False))
     write_text_atomic(folder / "synthetic.html", html_table(comp.synthetic, index=False))
     layout = OutLayout(comp.out_dir)
@@ -176,7 +181,9 @@ def tables_html(comp: Comparison) -> str:
              "has no predictions.csv.</p>"]
     for name, table in comp.tables.items():
         parts.append(f"<h3>{name}</h3>")
-        if "leakage" in name:
+        if "seed replica" in name:
+            parts.append(f"<p><strong>{SEED_REPLICA_NOTE}.</strong></p>")
+        elif "leakage" in name:
             parts.append(f"<p><strong>{LEAKAGE_NOTE}.</strong></p>")
         parts.append(html_table(table))
     return "\n".join(parts)
@@ -187,7 +194,8 @@ def effects_display(table: pd.DataFrame, params: CompareParams) -> pd.DataFrame:
     level = f"{params.ci_level:.0%}"
     rows = []
     for _, r in table.iterrows():
-        kind = "leakage ablation" if r["leakage"] else ("primary" if r["primary"] else "exploratory")
+        kind = ("seed replica" if str(r["condition"]).startswith(SEED_REPLICA) else "leakage ablation" if r["leakage"]
+                else "primary" if r["primary"] else "exploratory")
         rows.append({"kind": kind, "arch": r["arch"], "comparison": f"{r['condition']} vs {r['baseline']}",
                      "metric": R.metric_label(r["metric"], params.minority_class), "pairs": r["n_pairs"],
                      f"difference [{level} interval]": K.cell(r["mean_diff"], r["ci_low"], r["ci_high"], r["n_pairs"]),
@@ -242,5 +250,7 @@ def matching_summary(comp: Comparison) -> pd.DataFrame:
 
 def run_counts(comp: Comparison) -> pd.DataFrame:
     """Runs per condition and architecture ((repeat, seed) units): where the n of every interval comes from."""
+    if comp.runs.empty:
+        return pd.DataFrame()
     return comp.runs.pivot_table(index="condition", columns="arch", values="run_id", aggfunc="count",
                                  sort=False).fillna(0).astype(int)

@@ -1,8 +1,9 @@
 """The comparison's conclusions as prose a clinician-researcher can read: sentences and small tables
 generated from the numbers (never typed in). Primary comparisons first, with their pairs, intervals and
 tests; then the reference points (baseline, metadata-only reference, oversampling control); the
-per-patient view; the exploratory effects (intervals only, no p-values); the synthetic sets; the leakage
-ablation apart; and what failed or is missing.
+per-patient view; the exploratory effects (intervals only, no p-values); the synthetic sets; the seed
+study's claim, correction by correction (`seed_claim`); the leakage ablation apart; and what failed or is
+missing.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import pandas as pd
 
+from lus_utils.classify.run_identity import SEED_REPLICA
 from lus_utils.compare import statistics as S
 from lus_utils.compare.runs import metric_label, num
 
@@ -20,6 +22,9 @@ if TYPE_CHECKING:
 
 LEAKAGE_NOTE = ("leakage ablation: its generator also saw validation/test frames, so it is not a valid "
                 "condition; shown only to see what leakage does")
+SEED_REPLICA_NOTE = ("seed replica: the seed study's recipe as it ran (its video split puts a patient's videos in "
+                     "train and test, its last epoch is tested, its generator saw frames of any split), so it is "
+                     "not a valid condition; shown to test the seed's claim as the seed made it")
 
 
 def plural(count: int, noun: str) -> str:
@@ -225,9 +230,22 @@ def synthetic_section(comp: Comparison) -> list[str]:
     return lines + [""]
 
 
+def seed_claim_section(comp: Comparison) -> list[str]:
+    from lus_utils.compare import seed_claim
+
+    table = comp.seed_claim
+    if table.empty:
+        return []
+    lines = [f"**The seed study's claim, correction by correction** ({SEED_REPLICA_NOTE}). The effect of synthetic "
+             "images under the seed's recipe, then with the leak-free split but a leaky generator, then leak-free:"]
+    for metric in seed_claim.HEADLINE[:2]:
+        lines += seed_claim.sentences(table, metric_label(metric, comp.params.minority_class))
+    return lines + [""]
+
+
 def leakage_section(comp: Comparison) -> list[str]:
     eff = comp.effects
-    leak = eff[eff["leakage"]] if not eff.empty else eff
+    leak = eff[eff["leakage"] & ~eff["condition"].astype(str).str.startswith(SEED_REPLICA)] if not eff.empty else eff
     if leak.empty:
         return []
     lines = [f"**Leakage ablation** (shown apart, in no correction family; {LEAKAGE_NOTE}):"]
@@ -263,5 +281,6 @@ def conclusions(comp: Comparison) -> str:
     """Markdown: every section of the module doc, in reading order."""
     sections: Sequence[list[str]] = (what_was_compared(comp), primary_section(comp), power_note(comp),
                                      reference_section(comp), patient_section(comp), exploratory_section(comp),
-                                     synthetic_section(comp), leakage_section(comp), missing_section(comp))
+                                     synthetic_section(comp), seed_claim_section(comp), leakage_section(comp),
+                                     missing_section(comp))
     return "\n".join(line for section in sections for line in section).strip() + "\n"

@@ -16,10 +16,12 @@ import pandas as pd
 
 from lus_utils.compare import statistics as S
 from lus_utils.compare.runs import metric_label
+from lus_utils.classify.run_identity import SEED_REPLICA
 from lus_utils.params import CompareParams
 
-SUMMARY_COLUMNS = ["arch", "condition", "leakage_ablation", "reference", "control", "n_runs", "metric", "n",
-                   "mean", "lo", "hi"]
+SUMMARY_COLUMNS = ["arch", "condition", "leakage_ablation", "seed_replica", "reference", "control", "n_runs",
+                   "metric", "n", "mean", "lo", "hi"]
+SEED_REPLICA_TABLE = "seed replica (the seed study's recipe: video split, last epoch; not leak-free)"
 
 
 def _interval(run_ids: Sequence[str], draws: dict[str, dict[str, np.ndarray]], metric: str,
@@ -43,6 +45,7 @@ def summarize(runs: pd.DataFrame, draws: dict[str, dict[str, np.ndarray]], metri
             lo, hi = _interval(list(group["run_id"]), draws, metric, level)
             rows.append({"arch": arch, "condition": condition,
                          "leakage_ablation": bool(group["leakage_ablation"].any()),
+                         "seed_replica": bool(group.get("seed_replica", pd.Series(False)).any()),
                          "reference": bool(group["reference"].any()), "control": bool(group["control"].any()),
                          "n_runs": len(group), "metric": metric, "n": len(finite),
                          "mean": float(finite.mean()) if len(finite) else math.nan, "lo": lo, "hi": hi})
@@ -59,19 +62,23 @@ def cell(mean: float, lo: float, hi: float, n: int) -> str:
 
 
 def condition_tables(summary: pd.DataFrame, params: CompareParams) -> dict[str, pd.DataFrame]:
-    """One display table per architecture (and one per architecture for the leakage ablation, apart)."""
+    """One display table per architecture (and, apart, one per architecture for the leakage ablation and one
+    for the seed replica)."""
     tables: dict[str, pd.DataFrame] = {}
     if summary.empty:
         return tables
-    for (arch, leakage), block in summary.groupby(["arch", "leakage_ablation"], sort=False):
+    for (arch, seed_replica, leakage), block in summary.groupby(["arch", "seed_replica", "leakage_ablation"],
+                                                                sort=False):
         rows = []
         for condition, group in block.groupby("condition", sort=False):
             row = {"condition": condition, "n runs": int(group["n_runs"].iloc[0])}
             for _, r in group.iterrows():
                 row[metric_label(r["metric"], params.minority_class)] = cell(r["mean"], r["lo"], r["hi"], r["n"])
             rows.append(row)
-        tables[f"{arch} · leakage ablation" if leakage else arch] = pd.DataFrame(rows).set_index("condition")
-    return dict(sorted(tables.items(), key=lambda kv: ("leakage" in kv[0], kv[0])))
+        name = f"{arch} · {SEED_REPLICA_TABLE}" if seed_replica else f"{arch} · leakage ablation" if leakage else arch
+        table = pd.DataFrame(rows).set_index("condition")
+        tables[name] = pd.concat([tables[name], table]) if name in tables else table
+    return dict(sorted(tables.items(), key=lambda kv: ("seed replica" in kv[0], "leakage" in kv[0], kv[0])))
 
 
 MINORITY_FIGURES = ("minority_auroc", "minority_ap", "minority_sens_at_spec")
@@ -91,7 +98,9 @@ def reference_points(summary: pd.DataFrame, params: CompareParams) -> pd.DataFra
     reference = block[block["reference"]]
     rows = []
     for (arch, condition), group in block[~block["reference"]].groupby(["arch", "condition"], sort=False):
-        controls = sorted({c for a, c, _ in cells if a == arch and str(c).startswith("oversampl")})
+        seed_replica = bool(group["seed_replica"].any())
+        baseline = SEED_REPLICA if seed_replica else "none"  # the seed replica's baseline is its own
+        controls = [] if seed_replica else sorted({c for a, c, _ in cells if a == arch and str(c).startswith("oversampl")})
         amount = condition.split("@", 1)[1].split("+")[0] if "@" in condition else ""
         wanted = f"oversampling@{amount}"
         control = wanted if wanted in controls else (controls[0] if controls else "")
@@ -99,10 +108,11 @@ def reference_points(summary: pd.DataFrame, params: CompareParams) -> pd.DataFra
             ref = reference[reference["metric"] == metric]
             rows.append({"arch": arch, "condition": condition, "metric": metric_label(metric, params.minority_class),
                          "condition value": cells.get((arch, condition, metric), "n/a"),
-                         "baseline (none)": cells.get((arch, "none", metric), "n/a"),
+                         "baseline": f"{cells.get((arch, baseline, metric), 'n/a')} ({baseline})",
                          "metadata reference": (cell(ref["mean"].iloc[0], ref["lo"].iloc[0], ref["hi"].iloc[0],
                                                      ref["n"].iloc[0]) if len(ref) else "n/a"),
                          "oversampling control": (f"{cells.get((arch, control, metric), 'n/a')} ({control})"
-                                                  if control else "n/a")})
+                                                  if control else "n/a (the seed ran none)" if seed_replica
+                                                  else "n/a")})
     frame = pd.DataFrame(rows)
     return frame.set_index(["arch", "condition", "metric"]) if len(frame) else frame

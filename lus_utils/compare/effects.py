@@ -5,7 +5,8 @@ A pair is a condition's run and a baseline condition's run with the same archite
 (repeat, seed) pooled out-of-fold metric. Each condition is paired with the baselines that isolate what it
 changes (`baselines_of`): a synthetic set against the same strategy without it, against the oversampling
 control of the same amount and against classical augmentation; a strategy against `none`; augmentation
-against `none`; the oversampling control against the same strategy without it. The metadata reference is a
+against `none`; the oversampling control against the same strategy without it. The seed replica's synthetic
+condition is paired with `seed_replica` alone (the seed ran no control), on the same video split. The metadata reference is a
 reference point, not a
 condition: it is shown beside the others and paired with nothing.
 
@@ -24,7 +25,7 @@ import pandas as pd
 
 from lus_utils.compare import statistics as S
 from lus_utils.compare.runs import condition_of
-from lus_utils.params import CompareParams, PrimaryComparison
+from lus_utils.params import SEED_VIDEO, CompareParams, PrimaryComparison
 
 PAIR_KEYS = ("arch", "protocol", "repeat", "seed", "fold", "setup")
 PAIR_COLUMNS = ["arch", "condition", "baseline", "protocol", "repeat", "seed", "fold", "run_id", "baseline_run_id",
@@ -38,10 +39,10 @@ def baselines_of(row: pd.Series) -> list[str]:
     """The baseline conditions a run's condition is compared with (module doc); none for a baseline."""
     if row.get("reference"):
         return []
-    plain = condition_of({"strategy": row["strategy"], "augment": bool(row["augment"])})
+    plain = condition_of({"strategy": row["strategy"], "augment": bool(row["augment"]), "protocol": row["protocol"]})
     if row["has_synthetic"]:
         out = [plain]
-        if row["strategy"] == "none" and not row["augment"]:
+        if row["strategy"] == "none" and not row["augment"] and row["protocol"] != SEED_VIDEO:
             amount = str(row["condition"]).split("@", 1)[1] if "@" in str(row["condition"]) else ""
             out += [f"oversampling@{amount}", condition_of({"strategy": "none", "augment": True})]
         return out

@@ -14,6 +14,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from lus_utils.classify import metrics as M
+from lus_utils.params import SEED_VIDEO
 from lus_utils.paths import OutLayout
 from lus_utils.provenance import read_json
 
@@ -35,8 +36,8 @@ METRIC_LABELS = {
 }
 OLD_CLASS_KEYS = ("recall", "precision", "f1", "specificity", "auroc", "ap")
 RESULT_COLUMNS = ["run_id", "condition", "arch", "strategy", "augment", "protocol", "repeat", "seed", "fold",
-                  "synthetic_set", "synthetic_amount", "synthetic_amount_unit", "leakage_ablation", "reference",
-                  "control", "has_predictions"]
+                  "synthetic_set", "synthetic_amount", "synthetic_amount_unit", "leakage_ablation", "seed_replica",
+                  "reference", "control", "has_predictions"]
 COUNT_COLUMNS = ["n_train", "n_train_minority", "n_synthetic", "n_val", "n_test", "n_minority_patients"]
 
 
@@ -92,11 +93,12 @@ def _identity(record: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
         "strategy": p.get("strategy", "none") or "none", "augment": bool(p.get("augment", False)),
         "protocol": protocol, "repeat": int(num(record.get("repeat", p.get("repeat", 0))) or 0),
         "seed": p.get("seed", record.get("seed", math.nan)),
-        "fold": "cv" if protocol == "cv" else p.get("fold", math.nan),
+        "fold": "cv" if protocol == "cv" else p.get("fold", -1),  # a single split is fold -1 (pairs must match)
         "synthetic_set": synthetic.set_name(p.get("synthetic_set", "")),
         "synthetic_amount": num(p.get("synthetic_amount")) if p.get("synthetic_set") else math.nan,
         "synthetic_amount_unit": p.get("synthetic_amount_unit", "") if p.get("synthetic_set") else "",
         "reference": "metadata" in condition, "control": condition.startswith("oversampl"),
+        "seed_replica": protocol == SEED_VIDEO,  # the seed study's recipe: shown apart, never primary
     }
 
 
@@ -228,7 +230,7 @@ def load_runs(out_dir: Path, minority: str) -> tuple[pd.DataFrame, dict[str, pd.
 
 def _condition_order(row: pd.Series) -> tuple:
     strategies = {"none": 0, "weighted_loss": 1, "balanced_sampler": 2}
-    return (bool(row["reference"]), bool(row["has_synthetic"]), bool(row["control"]),
+    return (bool(row["seed_replica"]), bool(row["reference"]), bool(row["has_synthetic"]), bool(row["control"]),
             bool(row["leakage_ablation"]), row["synthetic_set"],
             num(row["synthetic_amount"]) if row["has_synthetic"] else 0.0, bool(row["augment"]),
             strategies.get(row["strategy"], 9), row["condition"])

@@ -110,6 +110,9 @@ def split_tables(frames: pd.DataFrame, n_folds: int) -> dict[str, pd.DataFrame]:
     tables = {"hold-out": splits.summary_wide(frames, "split")}
     for fold in range(n_folds):
         tables[f"fold {fold}"] = splits.summary_wide(frames, splits.split_column(fold))
+    seed_split = splits.seed_video_column(0)
+    if seed_split in frames.columns:  # the seed replica's video split (patients may straddle parts)
+        tables["seed video split (repeat 0)"] = splits.summary_wide(frames, seed_split)
     return tables
 
 
@@ -123,7 +126,7 @@ def skipped_table(report: dict) -> pd.DataFrame:
 def folds_overview(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Patients per class and part for every fold, side by side."""
     per_fold = {name: table["patients"] for name, table in tables.items() if name.startswith("fold")}
-    return pd.concat(per_fold, axis=1)
+    return pd.concat(per_fold or {"hold-out": tables["hold-out"]["patients"]}, axis=1)  # hold-out: no folds
 
 
 # --- the probe and frame-size confound (issue 12) ------------------------------------------------------

@@ -19,6 +19,12 @@ Rules (printable with `summary`):
   is chosen on the validation negatives, which exist in every fold.
 - Column `cv_r<repeat>_f<fold>` holds train/val/test for every frame; `fold` is the fold in which a frame
   is tested in repeat 0 (-1 under the hold-out protocol).
+- The seed study's split (`seed_video_r<repeat>`, used by the seed replica alone): by VIDEO, per class, the
+  videos shuffled (seeded here with `split_seed` and the repeat; unseeded in the seed): a class with 3 videos or
+  fewer puts one in train, one in val and the rest in test, any other class int(0.7 n) in train, int(0.15 n)
+  in val and the rest in test (classifier/create_data_df.py:38-72). It breaks the patient rule on purpose (a
+  patient's videos may straddle parts, which is the leak the seed replica carries); its check asks only that
+  every frame has a part and every class trains, and `straddling_patients` counts the breach.
 - After every split a check runs: no patient in two parts, every class present in train; under cv also
   every frame tested exactly once per repeat (so every minority patient once).
 """
@@ -27,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lus_utils.params import MINORITY_CLASS, DataParams
+from lus_utils.params import MINORITY_CLASS, SEED_VIDEO, DataParams
 
 PARTS = ("train", "val", "test")
 
@@ -140,12 +146,58 @@ def assign_all(frames: pd.DataFrame, params: DataParams) -> pd.DataFrame:
     """frames with the hold-out `split`, the `fold` column and, under cv, every repeat's fold columns."""
     frames = frames.copy()
     frames["split"] = holdout(frames, params)
+    for r in range(params.repeats if params.protocol == "cv" else 1):
+        frames[seed_video_column(r)] = seed_video_split(frames, params, r)
     if params.protocol != "cv":
         return frames.assign(fold=-1)
     parts = [cv_folds(frames, params, r) for r in range(params.repeats)]
     frames = pd.concat([frames, *parts], axis=1)
     tested = frames[[c for c in frames.columns if c.startswith("cv_r0_f")]].eq("test").to_numpy()
     return frames.assign(fold=tested.argmax(axis=1))
+
+
+SEED_TRAIN, SEED_VAL, SEED_FEW_VIDEOS = 0.7, 0.15, 3  # the seed's shares and its small-class rule (in videos)
+
+
+def seed_video_column(repeat: int) -> str:
+    return f"seed_video_r{repeat}"
+
+
+def seed_video_split(frames: pd.DataFrame, params: DataParams, repeat: int) -> pd.Series:
+    """The seed study's video split of one repeat (module doc), checked with `check_seed_video`."""
+    part_of: dict[str, str] = {}
+    for c, label in enumerate(params.classes):
+        videos = sorted(frames.loc[frames["label"] == label, "video_id"].unique())
+        order = [videos[i] for i in np.random.default_rng([params.split_seed, repeat, c, 7]).permutation(len(videos))]
+        n = len(order)
+        if n <= SEED_FEW_VIDEOS:
+            n_train, n_val = min(1, n), min(1, max(0, n - 1))
+        else:
+            n_train, n_val = int(n * SEED_TRAIN), int(n * SEED_VAL)
+        part_of.update({v: "train" if i < n_train else "val" if i < n_train + n_val else "test"
+                        for i, v in enumerate(order)})
+    split = frames["video_id"].map(part_of).rename(seed_video_column(repeat))
+    check_seed_video(frames.assign(**{split.name: split}), split.name, params.classes)
+    return split
+
+
+def check_seed_video(frames: pd.DataFrame, column: str, classes: list[str]) -> None:
+    """The seed's video split: every frame in one part, no video in two, every class in train (patients may
+    straddle parts: that is the seed's split)."""
+    if frames[column].isna().any():
+        raise SplitError(f"{column}: {int(frames[column].isna().sum())} frames belong to no part")
+    parts_per_video = frames.groupby("video_id")[column].nunique()
+    if (parts_per_video > 1).any():
+        raise SplitError(f"{column}: videos in more than one part: {sorted(parts_per_video[parts_per_video > 1].index)[:10]}")
+    empty = [c for c in classes if c not in set(frames.loc[frames[column] == "train", "label"])]
+    if empty:
+        raise SplitError(f"{column}: class(es) {empty} have no frame in train")
+
+
+def straddling_patients(frames: pd.DataFrame, column: str) -> list[str]:
+    """Patients whose frames sit in more than one part of `column` (none in a patient-grouped split)."""
+    per_patient = frames.groupby("patient_id")[column].nunique()
+    return sorted(per_patient[per_patient > 1].index)
 
 
 def cv_repeats(frames: pd.DataFrame) -> dict[int, list[int]]:
@@ -158,8 +210,11 @@ def cv_repeats(frames: pd.DataFrame) -> dict[int, list[int]]:
     return {r: sorted(fs) for r, fs in sorted(found.items())}
 
 
-def split_column(fold: int, repeat: int = 0) -> str:
-    """The column that holds the parts of one split: the hold-out split (fold -1) or a cv fold's."""
+def split_column(fold: int, repeat: int = 0, protocol: str = "cv") -> str:
+    """The column that holds the parts of one split: the hold-out split (fold -1), a cv fold's, or under the
+    seed_video protocol the seed's video split of the repeat."""
+    if protocol == SEED_VIDEO:
+        return seed_video_column(repeat)
     return "split" if fold < 0 else cv_column(repeat, fold)
 
 

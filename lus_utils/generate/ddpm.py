@@ -6,7 +6,9 @@ frames makes images that help a classifier. The seed study trained a `diffusers`
 this module does the same, with what reproducibility needs on top:
 
 - Training frames come from the training split only and are recorded (frames.csv `path`) in the
-  generator's provenance; the one exception is `3_mixed_any_split`, the explicitly marked leakage ablation.
+  generator's provenance; the exceptions are `3_mixed_any_split`, the explicitly marked leakage ablation,
+  and `seed_3_mixed`, the seed replica's generator (the same frames; sampled with the seed's DDPM steps and
+  gated by the seed's rule with its redraw loop, `sample_set`), marked the same way.
 - Every random draw of training (batch order, flips, noise, timesteps) comes from a generator seeded by
   (seed, step), so a run resumed from a checkpoint ends with the same weights as an uninterrupted one.
 - Checkpoints (`checkpoint-N`: model, EMA, optimizer, LR schedule, grad scaler, RNG states, step) are
@@ -46,8 +48,9 @@ from lus_utils.reproducibility import resolve_device
 
 SAMPLERS = ("ddpm", "ddim", "dpmsolver", "dpmsolver_ode")
 N_MIXED = 3  # frames of the 3-frame variants (seed study)
-MIN_FRAMES = {"3_mixed": N_MIXED, "train_all": N_MIXED, "3_mixed_any_split": N_MIXED}
-LEAKAGE_VARIANT = synthetic.DDPM_LEAKAGE_VARIANT
+MIN_FRAMES = {"3_mixed": N_MIXED, "train_all": N_MIXED, "3_mixed_any_split": N_MIXED, "seed_3_mixed": N_MIXED}
+LEAKY_VARIANTS = synthetic.DDPM_LEAKY_VARIANTS  # generators that may see frames outside the training part
+SEED_REDRAW_OFFSET = 1000  # the seed's redraw: seed + 1000 x attempt (textual_inversion/generate_dataset_from_ddpm.py:54-71)
 NUM_TRAIN_TIMESTEPS = 1000
 GRID_IMAGES = 8  # images in each sample grid saved during training
 KEEP_CHECKPOINTS = 2  # older checkpoints are deleted while training; all are deleted once the pipeline is saved
@@ -90,7 +93,7 @@ def select_training_frames(frames: pd.DataFrame, variant: str, split_column: str
       there are (one per video when there are three or more; frames of one video otherwise).
     - `train_all`: every `label` frame of the training split.
     - `3_mixed_any_split`: three frames of three different `label` videos whatever their split (the
-      leakage ablation).
+      leakage ablation); `seed_3_mixed` picks the same way (the seed replica's generator).
     Stops with the counts when there are too few frames or videos.
     """
     if variant not in MIN_FRAMES:
@@ -99,7 +102,7 @@ def select_training_frames(frames: pd.DataFrame, variant: str, split_column: str
         raise ValueError(f"frames have no column '{split_column}' (was frames.csv built with enough folds?)")
     minority = frames[frames["label"] == label]
     rng = np.random.default_rng([seed, 2024])
-    if variant == LEAKAGE_VARIANT:
+    if variant in LEAKY_VARIANTS:
         videos = sorted(minority["video_id"].unique())
         if len(videos) < N_MIXED:
             raise TooFewFramesError(f"variant {variant} needs {N_MIXED} different '{label}' videos in any split; "
@@ -407,7 +410,7 @@ def _save_pipeline(gen_dir: Path, run: _Training, p: DDPMParams, key: dict[str, 
     write_csv_atomic(gen_dir / "train_log.csv", log)
     write_json_atomic(gen_dir / "provenance.json", provenance(
         asdict(p), training_key=key, training_frames=sorted(selected["path"]),
-        leakage_ablation=p.variant == LEAKAGE_VARIANT, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+        leakage_ablation=p.variant in LEAKY_VARIANTS, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
         train_seconds=seconds, resumed_from=resumed_from, device=str(run.device),
         n_parameters=int(sum(t.numel() for t in run.model.parameters()))))
     shutil.rmtree(gen_dir / "checkpoints", ignore_errors=True)
@@ -499,6 +502,38 @@ def make_sampler(pipeline, sampler: str):
     raise ValueError(f"unknown sampler '{sampler}'; known: {', '.join(SAMPLERS)}")
 
 
+def fails_both_seed_criteria(image: np.ndarray, audit: AuditParams) -> bool:
+    """The seed's redraw condition: std and entropy both at or below their thresholds (an image failing only
+    one of them ended the seed's loop unsaved, so it is written here as rejected, not redrawn)."""
+    verdict = synthetic.gate(image, audit.min_std, audit.min_entropy)
+    return verdict["std"] <= audit.min_std and verdict["entropy"] <= audit.min_entropy
+
+
+def sample_set(pipeline, p: DDPMParams, audit: AuditParams, device: str | torch.device = "cpu",
+               progress: bool = True) -> tuple[np.ndarray, list[int], list[int]]:
+    """`p.n_samples` images with the profile's sampler, their seeds and redraw counts.
+
+    Under the seed gate with `p.gate_retries`, an image failing both seed criteria is drawn again from seed
+    + 1000 x attempt (added up over attempts, as the seed did) until it does not or the retries are spent;
+    the image kept in its slot is the last one drawn."""
+    samples, seeds = sample_images(pipeline, p.sampler, p.sampling_steps, p.n_samples, p.sample_batch_size, p.seed,
+                                   device, progress=progress, precision=p.sampling_precision)
+    seeds, attempts = list(seeds), [0] * len(seeds)
+    if audit.gate != realism.SEED_GATE:
+        return samples, seeds, attempts
+    for attempt in range(1, p.gate_retries + 1):
+        redo = [i for i, image in enumerate(samples) if fails_both_seed_criteria(image, audit)]
+        if not redo:
+            break
+        new_seeds = [seeds[i] + SEED_REDRAW_OFFSET * attempt for i in redo]
+        images, _ = sample_images(pipeline, p.sampler, p.sampling_steps, len(redo), p.sample_batch_size, new_seeds,
+                                  device, progress=progress, precision=p.sampling_precision)
+        for i, new_seed, image in zip(redo, new_seeds, images, strict=True):
+            samples[i], seeds[i], attempts[i] = image, new_seed, attempt
+        print(f"seed gate, redraw {attempt}: {len(redo)} image(s) failed both criteria and were drawn again")
+    return samples, seeds, attempts
+
+
 def sample_seeds(seed: int, n: int) -> list[int]:
     """One seed per image: any image can be regenerated alone, whatever the batch size."""
     return [_seed_for(seed, _STREAM_SAMPLE, i) for i in range(n)]
@@ -549,7 +584,7 @@ def _step(scheduler, eps: torch.Tensor, t: torch.Tensor, x: torch.Tensor,
 # --- gate and synthetic set --------------------------------------------------------------------------------
 def write_synthetic_set(set_dir: Path, images: np.ndarray, seeds: list[int], p: DDPMParams, audit: AuditParams,
                         selected: pd.DataFrame, split_column: str, gen_dir: Path, sampling_seconds: float,
-                        frames: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
+                        frames: pd.DataFrame, attempts: list[int] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Gate every image (on its generated pixels), resize all to `output_size`, write the set.
 
     The gate (`audit.gate`) runs before resizing, on what the generator made; the real_range gate is
@@ -561,19 +596,21 @@ def write_synthetic_set(set_dir: Path, images: np.ndarray, seeds: list[int], p: 
         real = np.stack([load_image(path, size=realism.GATE_SIZE, grayscale=True)
                          for path in realism.calibration_paths(frames, split_column, audit.audit_seed)])
     verdicts, gate_record = realism.quality_gate(images, audit, real)
+    attempts = list(attempts) if attempts is not None else [0] * len(seeds)
     rows = [{"label": MINORITY_CLASS, "generator": "ddpm", "variant": p.variant, "sampler": p.sampler,
-             "steps": p.sampling_steps, "seed": int(image_seed), **verdict}
-            for image_seed, verdict in zip(seeds, verdicts, strict=True)]
+             "steps": p.sampling_steps, "seed": int(image_seed), "redraws": int(redraws), **verdict}
+            for image_seed, redraws, verdict in zip(seeds, attempts, verdicts, strict=True)]
     resized = [resize(image, p.output_size) for image in images]
     kept = sum(r["passed_gate"] for r in rows)
     summary = {"n_generated": len(rows), "n_kept": int(kept),
                "rejection_rate": float(1 - kept / len(rows)) if rows else float("nan"),
                "sampling_seconds": float(sampling_seconds),
-               "seconds_per_image": float(sampling_seconds / max(1, len(rows)))}
+               "seconds_per_image": float(sampling_seconds / max(1, len(rows))),
+               "n_redrawn": int(sum(a > 0 for a in attempts)), "gate_retries": p.gate_retries}
     generator_record = read_json(Path(gen_dir) / "provenance.json")
     record = provenance(
         {"ddpm": asdict(p), "audit": asdict(audit)}, training_frames=sorted(selected["path"]),
-        leakage_ablation=p.variant == LEAKAGE_VARIANT, split_column=split_column,
+        leakage_ablation=p.variant in LEAKY_VARIANTS, split_column=split_column,
         training_frame_parts=selected[split_column].value_counts().to_dict(),
         frames_fingerprint=generator_record["training_key"]["frames_fingerprint"],
         generator={"name": Path(gen_dir).name, "created": generator_record["created"],

@@ -40,6 +40,11 @@ class SyntheticSetError(ValueError):
 
 # --- names -------------------------------------------------------------------------------------------------
 DDPM_LEAKAGE_VARIANT = "3_mixed_any_split"  # the DDPM variant that is the explicitly marked leakage ablation
+# The seed replica's generator: three frames whatever their split (the seed's hand-picked folder), sampled and
+# gated the seed's way. It saw frames outside any training part, so it is marked as leaky like the ablation.
+DDPM_SEED_VARIANT = "seed_3_mixed"
+DDPM_LEAKY_VARIANTS = (DDPM_LEAKAGE_VARIANT, DDPM_SEED_VARIANT)
+SEED_REPLICA_SET = "ddpm_seed_3_mixed"  # its set (one for the study: it does not depend on a split)
 
 
 def ddpm_set_name(variant: str, fold: int) -> str:

@@ -13,6 +13,12 @@ planned per (repeat, fold), since the domain model learns from the other classes
 differ between repeats. A synthetic condition's classifier run waits for all folds' generators of its family
 and reads fold f's set for fold f. The leakage ablation (`ddpm_3_mixed_any_split`) stays, labelled by its
 provenance.
+
+The seed replica (`grid.seed_replica`, knobs in section `seed_replica`): one notebook 05 run of the
+`seed_3_mixed` generator (one for the study: its frames do not depend on a split), and per arch, repeat and
+seed two notebook 02 runs on the seed's video split tested at their last epoch: `seed_replica` and
+`seed_replica_ddpm_seed_3_mixed@1fraction` (every image that passed the seed's gate, as its final runs added
+all of theirs). Its set joins no other condition.
 """
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lus_utils import params as P
-from lus_utils.generate.synthetic import ddpm_set_name, ti_set_names
+from lus_utils.generate.synthetic import DDPM_SEED_VARIANT, SEED_REPLICA_SET, ddpm_set_name, ti_set_names
 from lus_utils.paths import NOTEBOOKS_DIR
 from lus_utils.stages import STAGES, TABLE
 
@@ -126,7 +132,20 @@ def plan_ddpm(profile: P.Profile, common: dict[str, Any], planned: list[Run]) ->
                       "feature_run_dir": feature_dir}
             runs.append(Run("05", NOTEBOOKS["05"], f"05_{ddpm_set_name(variant, fold)}",
                             {**common, **values}, _ids(planned, *STAGES["05"].after)))
+    if profile.grid.seed_replica:
+        values = {**P.as_dict(profile.ddpm), "variant": DDPM_SEED_VARIANT, "fold": -1,
+                  "output_size": profile.train.image_size, **P.as_dict(profile.audit), "feature_run_dir": feature_dir,
+                  **seed_generator(profile.seed_replica)}
+        runs.append(Run("05", NOTEBOOKS["05"], f"05_{ddpm_set_name(DDPM_SEED_VARIANT, -1)}", {**common, **values},
+                        _ids(planned, *STAGES["05"].after)))
     return runs
+
+
+def seed_generator(seed: P.SeedReplicaParams) -> dict[str, Any]:
+    """The seed's sampling and gate, over the profile's ddpm and audit sections (its generator trains as they say)."""
+    return {"sampler": "ddpm", "sampling_steps": seed.sampling_steps, "n_samples": seed.n_samples,
+            "gate_retries": seed.gate_retries, "gate": "seed", "min_std": seed.min_std,
+            "min_entropy": seed.min_entropy}
 
 
 def ti_repeats(profile: P.Profile, base_model: str) -> list[int | None]:
@@ -193,6 +212,7 @@ def plan_classifiers(profile: P.Profile, common: dict[str, Any], planned: list[R
     runs = []
     data_runs = _ids(planned, *STAGES["02"].after)
     families = synthetic_sets(planned)
+    seed_set = families.pop(SEED_REPLICA_SET, [])
     for repeat in repeats(profile):
         if grid.metadata_reference and "02" in stages:
             runs.append(classifier_run(profile, common, {**run_base(profile), "arch": P.METADATA_REFERENCE,
@@ -219,6 +239,21 @@ def plan_classifiers(profile: P.Profile, common: dict[str, Any], planned: list[R
                     runs += [classifier_run(profile, common, {**base, "strategy": strategy,
                                                               "oversample_amount": amount}, data_runs)
                              for strategy in strategies for amount in grid.synthetic_amounts]
+                if grid.seed_replica and "02" in stages:
+                    runs += seed_replica_runs(profile, common, base, data_runs, [run_id for _, run_id in seed_set])
+    return runs
+
+
+def seed_replica_runs(profile: P.Profile, common: dict[str, Any], base: dict[str, Any], data_runs: list[str],
+                      seed_set_producers: list[str]) -> list[Run]:
+    """The seed replica's runs of one arch, repeat and seed: its video split, its last-epoch checkpoint, without
+    and (when its generator is planned) with every image of its set."""
+    seed = {**base, "strategy": "none", "protocol": P.SEED_VIDEO, "checkpoint": "last"}
+    runs = [classifier_run(profile, common, seed, data_runs)]
+    if seed_set_producers:
+        runs.append(classifier_run(profile, common, {**seed, "synthetic_set": SEED_REPLICA_SET, "synthetic_amount": 1.0,
+                                                     "synthetic_amount_unit": "fraction"},
+                                   data_runs + seed_set_producers))
     return runs
 
 

@@ -49,6 +49,7 @@ CUTS: dict[str, dict] = {
     "textual_inversion": dict(steps=2, checkpoint_every=2, n_checkpoint_images=1, n_txt2img=1, n_img2img=1,
                               sampling_steps=2, sample_batch_size=2, domain_vae_steps=2, domain_steps=2,
                               num_threads=THREADS),
+    "seed_replica": dict(sampling_steps=2, n_samples=4, gate_retries=1),
     "compare": dict(n_boot=100, n_example_pairs=1),
 }
 

@@ -1,0 +1,74 @@
+"""The seed study's claim, correction by correction.
+
+The seed study reported a boost from its DDPM images. Three rows say whether that boost survives each
+correction, for each metric (mean paired difference with its patient-bootstrap interval):
+
+1. the seed's recipe (the seed replica): its video split (a patient's videos in train and test), its
+   last-epoch checkpoint, its generator (three frames whatever their split), sampler, gate and amount (every
+   image kept), against the same recipe without synthetic images;
+2. the leak-free split and checkpoint with a generator that still saw frames of the test patients (the leakage
+   ablation, `3_mixed_any_split`), against the baseline;
+3. leak-free: the study's declared primary comparisons against the baseline (patient-grouped cv, the
+   best-validation epoch, generators trained on their fold's training frames, the real-range gate).
+
+Rows 1 and 2 are not valid estimates of what synthetic data does; they are there to show what the seed's
+choices did to its number. A step the profile did not run is absent (quick runs no leakage ablation).
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from lus_utils.classify.run_identity import SEED_REPLICA
+from lus_utils.compare.conditions import cell
+from lus_utils.compare.runs import metric_label
+
+STEPS = {
+    1: "the seed's recipe: video split, last epoch, its generator, gate and amount",
+    2: "leak-free split and checkpoint, generator that saw test patients (leakage ablation)",
+    3: "leak-free (the declared primary comparisons)",
+}
+HEADLINE = ("minority_ap", "minority_auroc", "accuracy", "weighted_f1")  # the seed reported accuracy and F1
+COLUMNS = ["step", "correction", "arch", "comparison", "metric", "pairs", "difference", "excludes zero"]
+
+
+def step_of(row: pd.Series) -> int | None:
+    """Which step of the ladder an effects row is (module doc), or None."""
+    condition, baseline = str(row["condition"]), str(row["baseline"])
+    if condition.startswith(f"{SEED_REPLICA}_") and baseline == SEED_REPLICA:
+        return 1
+    if condition.startswith(SEED_REPLICA) or baseline != "none":
+        return None
+    if row["leakage"]:
+        return 2
+    return 3 if row["primary"] else None
+
+
+def ladder(effects: pd.DataFrame, minority: str, metrics: tuple[str, ...] = HEADLINE) -> pd.DataFrame:
+    """One row per step, arch, comparison and metric (in `metrics` order), from the effects table."""
+    rows = []
+    for _, r in effects.iterrows():
+        step = step_of(r)
+        if step is None or r["metric"] not in metrics:
+            continue
+        rows.append({"step": step, "correction": STEPS[step], "arch": r["arch"],
+                     "comparison": f"{r['condition']} vs {r['baseline']}", "metric": metric_label(r["metric"], minority),
+                     "order": metrics.index(r["metric"]), "pairs": int(r["n_pairs"]),
+                     "difference": cell(r["mean_diff"], r["ci_low"], r["ci_high"], r["n_pairs"]),
+                     "excludes zero": bool(r["ci_excludes_zero"])})
+    if not rows:
+        return pd.DataFrame(columns=COLUMNS)
+    table = pd.DataFrame(rows).sort_values(["arch", "order", "step"], kind="stable").drop(columns="order")
+    return table[COLUMNS].reset_index(drop=True)
+
+
+def sentences(table: pd.DataFrame, metric_name: str) -> list[str]:
+    """One line per step of the ladder for one metric (its label), in step order."""
+    block = table[table["metric"] == metric_name]
+    if block.empty:
+        return []
+    lines = []
+    for _, r in block.sort_values("step", kind="stable").iterrows():
+        verdict = "its interval excludes zero" if r["excludes zero"] else "its interval includes zero"
+        lines.append(f"- {r['step']}. {r['correction']} ({r['arch']}, `{r['comparison']}`): {r['difference']} "
+                     f"over {r['pairs']} pairs; {verdict}.")
+    return lines
