@@ -102,7 +102,7 @@ SETTINGS: tuple[Setting, ...] = (
             "the last commit tests a hard-coded checkpoint of another run", f"{TR}:68, 128, 140; {MC}:173; {LOG}",
             (), same=False, ours="the epoch with the lowest validation loss",
             why="selection on validation is the usual leak-free rule; the seed's last epoch is by construction "
-                "`patience` epochs past the best (a `seed_replica` condition would carry it)"),
+                "`patience` epochs past the best (the `seed_replica` conditions carry it: `checkpoint: last`)"),
     Setting("classify", "class weights (weighted loss)", "total / count from hard-coded counts "
             "[814, 571, 468, 27] listed as regular, covid, pneumonia, viral, while the trainer orders classes "
             "covid, pneumonia, regular, viral", f"{MC}:153-162; {TR}:28", ("grid.strategies",), same=False,
@@ -115,8 +115,8 @@ SETTINGS: tuple[Setting, ...] = (
             "(all ~1000 images, about 37x the 27 real viral training frames)", f"{DS}:18-40; {MC}:173, 204",
             ("train.synthetic_amount_unit", "grid.synthetic_amounts"), same=False,
             why="amounts in units of the real minority frames compare across folds and give a dose-response; "
-                "the seed's ~37x (all of the set) is above the largest amount here; a `seed_replica` condition would "
-                "carry it"),
+                "the seed's ~37x (all of the set) is above the largest amount here; the seed replica adds all of its "
+                "set (`seed_replica_ddpm_seed_3_mixed@1fraction`)"),
     Setting("synthetic", "subsample", "without replacement, unseeded numpy", f"{DS}:25", (), same=False,
             ours="seeded by the run's seed", why="same seed, same numbers"),
     # --- DDPM
@@ -174,7 +174,28 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("gate", "rejected images", "while std and entropy both fail, retry with seed + 1000 x attempt; an "
             "image failing only one of them ends the loop with nothing saved", f"{GD}:54-71", (), same=False,
             ours="every image written, kept and rejected alike; only kept ones are added; a shortfall is recorded",
-            why="the gate's effect stays visible and the set does not depend on a retry loop"),
+            why="the gate's effect stays visible and the set does not depend on a retry loop (the seed replica's "
+                "generator runs the loop, below)"),
+    # --- the seed replica (grid.seed_replica): the seed's recipe, run as it was
+    Setting("seed_replica", "split", "by video, the small-class rule and int(0.7 n) / int(0.15 n) shares",
+            f"{CD}:38-72", (), same=True, ours="the same rule by video, seeded per repeat (`seed_video_r<repeat>` "
+                                               "in frames.csv; patients may straddle parts)"),
+    Setting("seed_replica", "generator frames", "a hand-picked folder of 3 viral frames, made apart from the "
+            "classifier's split", f"{BT}:28-30", (), same=True,
+            ours="three frames of three viral videos whatever their split (`seed_3_mixed`, marked leaky)"),
+    Setting("seed_replica", "sampling steps", "DDPM, 500 steps", f"{GD}:42, 84", ("seed_replica.sampling_steps",),
+            seed_value=500),
+    Setting("seed_replica", "tries", "1000", f"{GD}:85", ("seed_replica.n_samples",), seed_value=1000),
+    Setting("seed_replica", "gate", "std > 30 and entropy > 4.7", f"{GD}:88-89, 62",
+            ("seed_replica.min_std", "seed_replica.min_entropy"), same=True),
+    Setting("seed_replica", "redraw loop", "unbounded while both criteria fail, seed + 1000 x attempt",
+            f"{GD}:54-71", ("seed_replica.gate_retries",), same=False,
+            why="a bound ends the loop on a generator whose images never pass; within it, the seed's seeds"),
+    Setting("seed_replica", "classifier", "the seed's optimiser, split, last epoch; no synthetic images vs all of "
+            "them (its tested synthetic checkpoint is named `pretrained_False`)", f"{MC}:173, 186-204",
+            ("train.lr", "train.pretrained"), same=True,
+            ours="the profile's train section (in full, the seed's optimiser with ImageNet weights) for both",
+            why="both seed-replica conditions share one setup, so their difference is the synthetic set's"),
     # --- textual inversion
     Setting("textual_inversion", "base model", "runwayml/stable-diffusion-v1-5", f"{NB} cell 3",
             ("textual_inversion_runs.base_models",), same=True,
