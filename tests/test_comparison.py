@@ -155,6 +155,7 @@ def study(tmp_path: Path, repeats: int = 2, seeds: int = 4) -> Path:
         write_run(out, f"seed-{unit}", "seed_replica", r, s, protocol="seed_video")
         write_run(out, f"seedsyn-{unit}", "seed_replica_ddpm_seed_3_mixed@1fraction", r, s, boost=2.0,
                   synthetic_set="ddpm_seed_3_mixed", protocol="seed_video")
+        write_run(out, f"seedcv-{unit}", "ddpm_seed_3_mixed@1fraction", r, s, boost=0.5, synthetic_set="ddpm_seed_3_mixed")
     for name, leak in (("ddpm_3_mixed", False), ("ddpm_3_mixed_any_split", True), ("ddpm_seed_3_mixed", True)):
         (out / "synthetic" / name).mkdir(parents=True)
         (out / "synthetic" / name / "provenance.json").write_text(json.dumps({"leakage_ablation": leak}))
@@ -174,7 +175,7 @@ def comp(tmp_path_factory) -> C.Comparison:
 
 def test_results_csv_one_row_per_run_with_identity(comp):
     results = pd.read_csv(comp.out_dir / "results.csv")
-    assert len(results) == 8 * 8 and results["run_id"].is_unique
+    assert len(results) == 9 * 8 and results["run_id"].is_unique
     wanted = {"repeat", "fold", "seed", "protocol", "viral_auroc", "viral_ap", "viral_sens_at_spec"}
     assert wanted <= set(results.columns)
     assert set(results["fold"].astype(str)) == {"cv", "-1"} and set(results["protocol"]) == {"cv", "seed_video"}
@@ -357,7 +358,8 @@ def test_seed_replica_pairs_with_itself_stands_apart_and_leads_the_ladder(comp):
     assert not any(str(c).startswith("seed_replica") for c in valid.index)
     ladder = comp.seed_claim
     ap = ladder[ladder["metric"] == "viral AP"]
-    assert ap["step"].tolist() == [1, 2, 3]  # seed recipe, leakage ablation, the primary comparison vs none
+    assert ap["step"].tolist() == [1, 2, 2, 3]  # seed recipe, two leakage ablations, the primary comparison vs none
+    assert "ddpm_seed_3_mixed@1fraction vs none" in set(ap["comparison"])
     assert ap.iloc[0]["comparison"] == "seed_replica_ddpm_seed_3_mixed@1fraction vs seed_replica"
     assert bool(ap.iloc[0]["excludes zero"])  # the boost written into this fixture is found
     assert "correction by correction" in comp.conclusions

@@ -41,14 +41,14 @@ def test_every_family_amount_strategy_repeat_and_seed_gets_a_run_after_all_its_f
     families.pop("ddpm_seed_3_mixed")
     synthetic_runs = {(r.params["arch"], r.params["strategy"], r.params["synthetic_set"], r.params["synthetic_amount"],
                        r.params["repeat"], r.params["seed"]) for r in runs
-                      if r.params.get("synthetic_set") and r.params["protocol"] == "cv"}
+                      if r.params.get("synthetic_set") and r.params["synthetic_set"] in families}
     assert synthetic_runs == {(a, s, n, x, rep, seed) for a in profile.grid.archs for s in ("none", "weighted_loss")
                               for n in families for x in (0.5, 2.0) for rep in (0, 1) for seed in (0, 1)}
     for run in runs:
         if run.stage in ("02", "03") and run.params["protocol"] != P.SEED_VIDEO:
             assert run.stage == ("02" if run.params["strategy"] == "none" else "03")
             assert run.params["protocol"] == "cv"
-            if run.params.get("synthetic_set"):
+            if run.params.get("synthetic_set") in families:
                 assert {p for _, p in families[run.params["synthetic_set"]]} <= set(run.after)
     over = [r for r in runs if r.params.get("oversample_amount")]
     assert {(r.params["oversample_amount"], r.params["strategy"]) for r in over} == {
@@ -97,12 +97,15 @@ def test_seed_replica_runs_the_seed_recipe_per_arch_repeat_and_seed(tmp_path, ti
         "ddpm", seed.sampling_steps, "seed", seed.gate_retries, seed.min_std, seed.min_entropy)
     replica = [r for r in runs if r.params.get("protocol") == P.SEED_VIDEO]
     assert len(replica) == 2 * 2 * 2 * len(profile.grid.archs)  # (plain, with its set) x repeats x seeds x archs
+    on_cv = [r for r in runs if r.params.get("protocol") == "cv" and r.params.get("synthetic_set") == "ddpm_seed_3_mixed"]
+    assert len(on_cv) == 2 * 2 * len(profile.grid.archs) and all(r.params["checkpoint"] == "best" for r in on_cv)
+    assert {r.params["synthetic_amount_unit"] for r in on_cv} == {"fraction"}
     for run in replica:
         assert run.stage == "02" and run.params["checkpoint"] == "last" and run.params["strategy"] == "none"
         if run.params["synthetic_set"]:
             assert run.params["synthetic_set"] == "ddpm_seed_3_mixed" and "05_ddpm_seed_3_mixed" in run.after
             assert (run.params["synthetic_amount"], run.params["synthetic_amount_unit"]) == (1.0, "fraction")
-    cv_sets = {r.params.get("synthetic_set") for r in runs if r.params.get("protocol") == "cv"}
-    assert "ddpm_seed_3_mixed" not in cv_sets  # its set joins no other condition
+    cv_runs = [r for r in runs if r.params.get("protocol") == "cv" and r.params.get("synthetic_set") == "ddpm_seed_3_mixed"]
+    assert {r.params["strategy"] for r in cv_runs} == {"none"}  # its set joins no other condition
     _, without = _plan(tmp_path, tiny_root, seed_replica=False)
     assert not [r for r in without if r.params.get("protocol") == P.SEED_VIDEO or r.run_id == "05_ddpm_seed_3_mixed"]

@@ -92,7 +92,7 @@ def test_run_ids_and_conditions_are_readable_and_distinct() -> None:
     assert run_identity.baseline_run_ids(syn) == ["resnet18-none-seed0-cv-r2-ddpm_3_mixed@5ratio-aug",
                                                   "resnet18-none-seed0-cv-r2-aug",
                                                   "resnet18-weighted_loss-seed0-cv-r2-oversampling@5ratio-aug"]
-    assert run_identity.fold_set_names("ddpm_3_mixed", 1, 0) == ["ddpm_3_mixed_r0_fold1", "ddpm_3_mixed_fold1"]
+    assert run_identity.fold_set_names("ddpm_3_mixed", 1, 0) == ["ddpm_3_mixed_r0_fold1", "ddpm_3_mixed_fold1", "ddpm_3_mixed"]
     ids = {run_identity.run_id_for({**base, "seed": s, "strategy": st}) for s in (0, 1) for st in params.STRATEGIES}
     assert len(ids) == 6
     with pytest.raises(ParamError, match="oversample_amount"):
@@ -317,6 +317,14 @@ def test_synthetic_set_that_saw_non_training_frames_is_refused_unless_ablation(s
     data = run_data.prepare_data(frames, ClassifierRunParams(synthetic_set=str(ablation)), TrainParams(), tmp_path, 0)
     assert data.synthetic["leakage_ablation"] is True
     assert set(data.table.loc[data.table.synthetic, "part"]) == {"train"}
+    # one leaky set (made for the hold-out split) serves every fold by name, as the seed replica's set does
+    write_synthetic_set(tmp_path / "synthetic" / "seedset", seen, leakage_ablation=True, split_column="split")
+    for fold in (0, 3):
+        data = run_data.prepare_data(frames, ClassifierRunParams(synthetic_set="seedset"), TrainParams(), tmp_path, fold)
+        assert data.synthetic["dir"].endswith("seedset") and data.synthetic["leakage_ablation"] is True
+    write_synthetic_set(tmp_path / "synthetic" / "plainset", seen, split_column="split")  # not leaky: refused
+    with pytest.raises(synthetic.SyntheticSetError, match="own fold|not in this run's training split"):
+        run_data.prepare_data(frames, ClassifierRunParams(synthetic_set="plainset"), TrainParams(), tmp_path, 0)
 
 
 def test_three_class_data_is_supported_under_holdout(study: Path, tmp_path: Path) -> None:

@@ -80,8 +80,9 @@ def baseline_run_ids(params: Mapping[str, Any]) -> list[str]:
 
 def fold_set_names(synthetic_set: str, fold: int, repeat: int) -> list[str]:
     """Folder names a run of `fold` (and `repeat`) may read for a synthetic set family, most specific first:
-    `<set>_r<repeat>_fold<f>` (a generator that also depends on the repeat's split), `<set>_fold<f>`. The hold-out
-    split (fold -1) reads the set itself."""
+    `<set>_r<repeat>_fold<f>` (a generator that also depends on the repeat's split), `<set>_fold<f>`, then the set
+    itself (one set for every fold: only a generator marked leaky may serve folds it did not train for, which
+    `synthetic.load_for_training` checks). The hold-out split (fold -1) reads the set itself."""
     if fold < 0:
         return [synthetic_set]
-    return [f"{synthetic_set}_r{repeat}_fold{fold}", f"{synthetic_set}_fold{fold}"]
+    return [f"{synthetic_set}_r{repeat}_fold{fold}", f"{synthetic_set}_fold{fold}", synthetic_set]

@@ -6,13 +6,14 @@ correction, for each metric (mean paired difference with its patient-bootstrap i
 1. the seed's recipe (the seed replica): its video split (a patient's videos in train and test), its
    last-epoch checkpoint, its generator (three frames whatever their split), sampler, gate and amount (every
    image kept), against the same recipe without synthetic images;
-2. the leak-free split and checkpoint with a generator that still saw frames of the test patients (the leakage
-   ablation, `3_mixed_any_split`), against the baseline;
+2. the leak-free split and checkpoint with a generator that still saw frames of the test patients (leakage
+   ablations: the seed's own set, `ddpm_seed_3_mixed@1fraction`, every image of it as in row 1; and
+   `3_mixed_any_split` where the profile runs it), against the baseline;
 3. leak-free: the study's declared primary comparisons against the baseline (patient-grouped cv, the
    best-validation epoch, generators trained on their fold's training frames, the real-range gate).
 
 Rows 1 and 2 are not valid estimates of what synthetic data does; they are there to show what the seed's
-choices did to its number. A step the profile did not run is absent (quick runs no leakage ablation).
+choices did to its number. A step the profile did not run is absent.
 """
 from __future__ import annotations
 
@@ -24,10 +25,12 @@ from lus_utils.compare.runs import metric_label
 
 STEPS = {
     1: "the seed's recipe: video split, last epoch, its generator, gate and amount",
-    2: "leak-free split and checkpoint, generator that saw test patients (leakage ablation)",
+    2: "leak-free split and checkpoint, a generator that saw the test patients (leakage ablation)",
     3: "leak-free (the declared primary comparisons)",
 }
-HEADLINE = ("minority_ap", "minority_auroc", "accuracy", "weighted_f1")  # the seed reported accuracy and F1
+# The study's minority endpoints, then the seed's own headline figures: it reported test accuracy and weighted
+# precision / recall / F1 (and a macro AP; its AUROC was hard-coded to 0), classifier/metrics.py:13-35 there.
+HEADLINE = ("minority_ap", "minority_auroc", "accuracy", "weighted_f1")
 COLUMNS = ["step", "correction", "arch", "comparison", "metric", "pairs", "difference", "excludes zero"]
 
 

@@ -18,7 +18,8 @@ The seed replica (`grid.seed_replica`, knobs in section `seed_replica`): one not
 `seed_3_mixed` generator (one for the study: its frames do not depend on a split), and per arch, repeat and
 seed two notebook 02 runs on the seed's video split tested at their last epoch: `seed_replica` and
 `seed_replica_ddpm_seed_3_mixed@1fraction` (every image that passed the seed's gate, as its final runs added
-all of theirs). Its set joins no other condition.
+all of theirs); and one on the study's protocol with the same set, `ddpm_seed_3_mixed@1fraction` (a leakage
+ablation: its generator saw every minority patient), which isolates what the split and checkpoint did.
 """
 from __future__ import annotations
 
@@ -247,13 +248,14 @@ def plan_classifiers(profile: P.Profile, common: dict[str, Any], planned: list[R
 def seed_replica_runs(profile: P.Profile, common: dict[str, Any], base: dict[str, Any], data_runs: list[str],
                       seed_set_producers: list[str]) -> list[Run]:
     """The seed replica's runs of one arch, repeat and seed: its video split, its last-epoch checkpoint, without
-    and (when its generator is planned) with every image of its set."""
+    and (when its generator is planned) with every image of its set; and that set on the study's protocol."""
     seed = {**base, "strategy": "none", "protocol": P.SEED_VIDEO, "checkpoint": "last"}
     runs = [classifier_run(profile, common, seed, data_runs)]
     if seed_set_producers:
-        runs.append(classifier_run(profile, common, {**seed, "synthetic_set": SEED_REPLICA_SET, "synthetic_amount": 1.0,
-                                                     "synthetic_amount_unit": "fraction"},
-                                   data_runs + seed_set_producers))
+        all_of_set = {"synthetic_set": SEED_REPLICA_SET, "synthetic_amount": 1.0, "synthetic_amount_unit": "fraction"}
+        after = data_runs + seed_set_producers
+        runs += [classifier_run(profile, common, {**seed, **all_of_set}, after),
+                 classifier_run(profile, common, {**base, "strategy": "none", **all_of_set}, after)]
     return runs
 
 
