@@ -109,3 +109,13 @@ def test_seed_replica_runs_the_seed_recipe_per_arch_repeat_and_seed(tmp_path, ti
     assert {r.params["strategy"] for r in cv_runs} == {"none"}  # its set joins no other condition
     _, without = _plan(tmp_path, tiny_root, seed_replica=False)
     assert not [r for r in without if r.params.get("protocol") == P.SEED_VIDEO or r.run_id == "05_ddpm_seed_3_mixed"]
+
+
+def test_the_leakage_ablation_generator_is_planned_once_and_serves_every_fold(tmp_path, tiny_root):
+    profile = P.load_profile("smoke")
+    profile = _with(profile, ddpm_runs=replace(profile.ddpm_runs, variants=["3_mixed", "3_mixed_any_split"]))
+    runs = plan(profile, tmp_path / "out", tiny_root)
+    ddpm = sorted((r.params["variant"], r.params["fold"]) for r in runs if r.stage == "05")
+    assert ddpm == sorted([("3_mixed", f) for f in range(4)] + [("3_mixed_any_split", -1), ("seed_3_mixed", -1)])
+    leaky = [r for r in runs if r.params.get("synthetic_set") == "ddpm_3_mixed_any_split"]
+    assert leaky and all("05_ddpm_3_mixed_any_split" in r.after for r in leaky)

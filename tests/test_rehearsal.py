@@ -10,7 +10,7 @@ from lus_utils.run import cli, rehearsal
 
 SHAPE_KEYS = {
     "train": ("image_size", "batch_size", "amp", "device"),
-    "grid": ("archs", "strategies", "synthetic_strategies", "augment_strategies"),
+    "grid": ("archs", "strategies", "augment_strategies"),
     "ddpm": ("image_size", "block_out_channels", "layers_per_block", "attention_levels", "batch_size",
              "mixed_precision", "sampler"),
     "textual_inversion": ("resolution", "batch_size", "gradient_accumulation", "guidance_scale", "mixed_precision",
@@ -28,6 +28,7 @@ def test_rehearsal_keeps_shapes_and_cuts_loops(tmp_path):
         for key in keys:
             assert getattr(r.sections[section], key) == getattr(full.sections[section], key), (section, key)
     assert (r.train.epochs, r.train.pretrained, r.grid.seeds, r.grid.synthetic_amounts) == (1, False, [0], [1.0])
+    assert r.grid.synthetic_strategies == ["none"] and r.grid.strategies == full.grid.strategies
     assert (r.data.repeats, r.data.protocol, r.train.max_steps_per_epoch) == (1, "holdout", 2)
     assert (r.ddpm.epochs_3_mixed, r.ddpm.epochs_train_all, r.ddpm.sampling_steps) == (1, 1, 2)
     assert (r.textual_inversion.steps, r.textual_inversion.domain_steps, r.textual_inversion.n_txt2img) == (2, 2, 1)

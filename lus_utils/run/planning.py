@@ -12,7 +12,7 @@ trained once per fold and serves every repeat. The textual-inversion token with 
 planned per (repeat, fold), since the domain model learns from the other classes' training frames, which
 differ between repeats. A synthetic condition's classifier run waits for all folds' generators of its family
 and reads fold f's set for fold f. The leakage ablation (`ddpm_3_mixed_any_split`) stays, labelled by its
-provenance.
+provenance; its frames are chosen whatever the split, so one generator (fold -1) serves every fold.
 
 The seed replica (`grid.seed_replica`, knobs in section `seed_replica`): one notebook 05 run of the
 `seed_3_mixed` generator (one for the study: its frames do not depend on a split), and per arch, repeat and
@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lus_utils import params as P
-from lus_utils.generate.synthetic import DDPM_SEED_VARIANT, SEED_REPLICA_SET, ddpm_set_name, ti_set_names
+from lus_utils.generate.synthetic import (DDPM_LEAKY_VARIANTS, DDPM_SEED_VARIANT, SEED_REPLICA_SET, ddpm_set_name,
+                                          ti_set_names)
 from lus_utils.paths import NOTEBOOKS_DIR
 from lus_utils.stages import STAGES, TABLE
 
@@ -123,11 +124,13 @@ def plan_feature_baseline(profile: P.Profile, common: dict[str, Any], planned: l
 
 
 def plan_ddpm(profile: P.Profile, common: dict[str, Any], planned: list[Run]) -> list[Run]:
-    """One notebook 05 run per variant and fold (the minority frames of a fold are the same in every repeat)."""
+    """One notebook 05 run per variant and fold (the minority frames of a fold are the same in every repeat); one
+    in all (fold -1) for a leaky variant, whose frames ignore the split."""
     runs = []
     feature_dir = _feature_run_dir(profile, common, planned)
-    for fold in generator_folds(profile, common):
-        for variant in profile.ddpm_runs.variants:
+    folds = generator_folds(profile, common)
+    for variant in profile.ddpm_runs.variants:
+        for fold in [-1] if variant in DDPM_LEAKY_VARIANTS else folds:
             values = {**P.as_dict(profile.ddpm), "variant": variant, "fold": fold,
                       "output_size": profile.train.image_size, **P.as_dict(profile.audit),
                       "feature_run_dir": feature_dir}

@@ -2,7 +2,8 @@
 
 `python run_all.py --profile full --rehearse` runs the study with `rehearse(profile)`: the same
 architectures, image sizes, UNet widths and base-model sizes as the profile, but one epoch, one seed, one
-amount, one or two optimiser and denoising steps and a few images, and random weights instead of
+amount, one strategy with each synthetic set (every strategy still runs without one), one or two optimiser
+and denoising steps and a few images, and random weights instead of
 downloaded ones (ImageNet weights off; a Stable-Diffusion-v1.5-sized pipeline built from its published
 architecture with random weights, written once into the output folder, stands in for a hub base model).
 One hold-out split stands for the folds. It proves the wiring, memory and dtypes of the profile's code path
@@ -71,7 +72,8 @@ def rehearse(profile: P.Profile, out_dir: Path) -> P.Profile:
         sections[name] = P.build(type(sections[name]), values, f"rehearsal of {profile.path} [{name}]")
     grid = sections["grid"]
     sections["grid"] = P.build(P.GridParams, {**dataclasses.asdict(grid), "seeds": _first(grid.seeds),
-                                              "synthetic_amounts": _first(grid.synthetic_amounts)},
+                                              "synthetic_amounts": _first(grid.synthetic_amounts),
+                                              "synthetic_strategies": _first(grid.synthetic_strategies)},
                                f"rehearsal of {profile.path} [grid]")
     runs = sections["textual_inversion_runs"]
     sd_folder = str(Path(out_dir) / SD_FOLDER)
