@@ -374,3 +374,14 @@ def test_seed_replica_pairs_with_itself_stands_apart_and_leads_the_ladder(comp):
 def test_seed_replica_is_never_primary():
     with pytest.raises(ParamError, match="seed replica"):
         parse_primary(["seed_replica_ddpm_seed_3_mixed@1fraction vs seed_replica: minority_ap"])
+
+
+def test_seed_split_leak_is_counted_from_frames_csv(tmp_path):
+    from lus_utils.compare import seed_claim
+
+    assert seed_claim.split_leak(tmp_path, "viral") == ""
+    table = frames().assign(seed_video_r0=lambda d: ["train" if v.endswith("v0") else "test" for v in d.video_id])
+    (tmp_path / "data").mkdir()
+    table.to_csv(tmp_path / "data" / "frames.csv", index=False)
+    sentence = seed_claim.split_leak(tmp_path, "viral")
+    assert "repeat 0: 12 of 12 patients, 4 viral (p0, p1, p2, p3)" in sentence

@@ -237,7 +237,8 @@ def seed_claim_section(comp: Comparison) -> list[str]:
     if table.empty:
         return []
     lines = [f"**The seed study's claim, correction by correction** ({SEED_REPLICA_NOTE}). The effect of synthetic "
-             "images under the seed's recipe, then with the leak-free split but a leaky generator, then leak-free:"]
+             "images under the seed's recipe, then with the leak-free split but a leaky generator, then leak-free. "
+             + seed_claim.split_leak(comp.out_dir, comp.params.minority_class)]
     for metric in seed_claim.HEADLINE[:2]:
         lines += seed_claim.sentences(table, metric_label(metric, comp.params.minority_class))
     return lines + [""]

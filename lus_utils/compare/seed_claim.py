@@ -17,6 +17,8 @@ choices did to its number. A step the profile did not run is absent.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from lus_utils.classify.run_identity import SEED_REPLICA
@@ -75,3 +77,24 @@ def sentences(table: pd.DataFrame, metric_name: str) -> list[str]:
         lines.append(f"- {r['step']}. {r['correction']} ({r['arch']}, `{r['comparison']}`): {r['difference']} "
                      f"over {r['pairs']} pairs; {verdict}.")
     return lines
+
+
+def split_leak(out_dir: Path, minority: str) -> str:
+    """A sentence on how the seed's video splits in this study's frames.csv break the patient rule: patients
+    whose videos sit in more than one part, all classes and the minority class, per repeat; "" without one."""
+    from lus_utils.data import splits
+    from lus_utils.paths import OutLayout
+
+    path = OutLayout(Path(out_dir)).frames_csv
+    if not path.is_file():
+        return ""
+    frames = pd.read_csv(path, dtype={"patient_id": str, "video_id": str}, keep_default_na=False)
+    columns = sorted(c for c in frames.columns if c.startswith("seed_video_r"))
+    parts = []
+    for column in columns:
+        straddling = splits.straddling_patients(frames, column)
+        mine = splits.straddling_patients(frames[frames["label"] == minority], column)
+        parts.append(f"repeat {column.rsplit('_r', 1)[1]}: {len(straddling)} of {frames['patient_id'].nunique()} "
+                     f"patients, {len(mine)} {minority} ({', '.join(mine) or 'none'})")
+    return ("The seed's video split puts a patient's videos in more than one part (" + "; ".join(parts) + ")."
+            if parts else "")
