@@ -30,6 +30,8 @@ def test_rehearsal_keeps_shapes_and_cuts_loops(tmp_path):
     assert (r.train.epochs, r.train.pretrained, r.grid.seeds, r.grid.synthetic_amounts) == (1, False, [0], [1.0])
     assert r.grid.synthetic_strategies == ["none"] and r.grid.strategies == full.grid.strategies
     assert (r.data.repeats, r.data.protocol, r.train.max_steps_per_epoch) == (1, "holdout", 2)
+    assert r.audit.gate == full.audit.gate and r.audit.gate_margin == 1000.0  # every image kept, the gate still run
+    assert (r.seed_replica.min_std, r.seed_replica.min_entropy) == (0.0, 0.0)
     assert (r.ddpm.epochs_3_mixed, r.ddpm.epochs_train_all, r.ddpm.sampling_steps) == (1, 1, 2)
     assert (r.textual_inversion.steps, r.textual_inversion.domain_steps, r.textual_inversion.n_txt2img) == (2, 2, 1)
     assert r.textual_inversion_runs.base_models == [str(tmp_path / rehearsal.SD_FOLDER), "domain"]

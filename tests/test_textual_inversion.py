@@ -260,3 +260,10 @@ def test_params_refuse_bad_values() -> None:
         build(TextualInversionParams, {"train_frames": "9_mixed"}, "test")
     with pytest.raises(ParamError, match="domain_resolution"):
         build(TextualInversionParams, {"domain_resolution": 40}, "test")
+
+
+def test_pndm_skips_its_runge_kutta_warm_up_as_stable_diffusion_ships_it(tokenizer_dir: Path) -> None:
+    pipe = ti.set_sampler(tiny_sd.tiny_pipeline(0, tokenizer_dir=tokenizer_dir), "pndm")
+    assert type(pipe.scheduler).__name__ == "PNDMScheduler" and pipe.scheduler.config.skip_prk_steps
+    pipe.scheduler.set_timesteps(2)  # a rehearsal's two steps (PNDM's warm-up would need four)
+    assert len(pipe.scheduler.timesteps) >= 2

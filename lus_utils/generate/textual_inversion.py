@@ -180,7 +180,10 @@ def set_sampler(pipe: Any, sampler: str) -> Any:
                "pndm": PNDMScheduler}
     if sampler not in classes:
         raise ValueError(f"sampler '{sampler}' unknown; allowed: {sorted(classes)}")
-    pipe.scheduler = classes[sampler].from_config(pipe.scheduler.config)
+    # SD v1.5 ships PNDM with skip_prk_steps (its scheduler_config.json); a pipeline built here with a DDPM
+    # schedule lacks the key, and PNDM's Runge-Kutta warm-up would then need at least 4 steps.
+    extra = {"skip_prk_steps": True} if sampler == "pndm" else {}
+    pipe.scheduler = classes[sampler].from_config(pipe.scheduler.config, **extra)
     return pipe
 
 
