@@ -369,6 +369,7 @@ def test_seed_replica_pairs_with_itself_stands_apart_and_leads_the_ladder(comp):
     seed_ref = refs[refs["condition"] == "seed_replica_ddpm_seed_3_mixed@1fraction"].iloc[0]
     assert seed_ref["baseline"].endswith("(seed_replica)") and "seed ran none" in seed_ref["oversampling control"]
     assert (comp.folder / "seed_claim.csv").is_file()
+    assert not comp.study_runs["seed_replica"].any() and len(comp.study_runs) == len(comp.runs) - 16
 
 
 def test_seed_replica_is_never_primary():

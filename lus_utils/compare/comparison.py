@@ -64,6 +64,14 @@ class Comparison:
         return self.folder / "figures"
 
     @property
+    def study_runs(self) -> pd.DataFrame:
+        """The runs on the study's protocol: the seed replica's test other frames (its video split), so views
+        that show every condition on the same frames (the Grad-CAM panel) leave them out."""
+        if self.runs.empty or "seed_replica" not in self.runs.columns:
+            return self.runs
+        return self.runs[~self.runs["seed_replica"].astype(bool)].reset_index(drop=True)
+
+    @property
     def primary_pairs(self) -> set[tuple[str, str]]:
         return {(p.condition, p.baseline) for p in self.params.primary_comparisons()}
 
