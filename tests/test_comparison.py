@@ -359,6 +359,9 @@ def test_seed_replica_pairs_with_itself_stands_apart_and_leads_the_ladder(comp):
     ladder = comp.seed_claim
     ap = ladder[ladder["metric"] == "viral AP"]
     assert ap["step"].tolist() == [1, 2, 2, 3]  # seed recipe, two leakage ablations, the primary comparison vs none
+    auroc = ladder[ladder["metric"] == "viral AUROC"]
+    assert auroc["step"].tolist() == [1, 2, 2, 3]  # every headline metric of the primary pair, not only its metric
+    assert ap.iloc[0]["difference"].startswith("+")
     assert "ddpm_seed_3_mixed@1fraction vs none" in set(ap["comparison"])
     assert ap.iloc[0]["comparison"] == "seed_replica_ddpm_seed_3_mixed@1fraction vs seed_replica"
     assert bool(ap.iloc[0]["excludes zero"])  # the boost written into this fixture is found

@@ -105,7 +105,7 @@ def _effects_step(comp: Comparison, draws: dict, metrics: list[str]) -> None:
     comp.diffs = E.paired_differences(comp.runs, comp.pairs, metrics)
     comp.effects = E.effects(comp.diffs, draws, comp.params)
     comp.missing_primary = E.missing_primary(comp.effects, comp.runs, comp.params)
-    comp.seed_claim = seed_claim.ladder(comp.effects, comp.params.minority_class)
+    comp.seed_claim = seed_claim.ladder(comp.effects, comp.params.minority_class, comp.primary_pairs)
 
 
 def _patients_step(comp: Comparison, predictions: dict[str, pd.DataFrame]) -> None:

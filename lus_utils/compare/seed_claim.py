@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
+import math
+
 from lus_utils.classify.run_identity import SEED_REPLICA
-from lus_utils.compare.conditions import cell
 from lus_utils.compare.runs import metric_label
 
 STEPS = {
@@ -36,8 +37,9 @@ HEADLINE = ("minority_ap", "minority_auroc", "accuracy", "weighted_f1")
 COLUMNS = ["step", "correction", "arch", "comparison", "metric", "pairs", "difference", "excludes zero"]
 
 
-def step_of(row: pd.Series) -> int | None:
-    """Which step of the ladder an effects row is (module doc), or None."""
+def step_of(row: pd.Series, primary_pairs: set[tuple[str, str]]) -> int | None:
+    """Which step of the ladder an effects row is (module doc), or None; step 3 takes every metric of a declared
+    primary (condition, baseline) pair against `none`."""
     condition, baseline = str(row["condition"]), str(row["baseline"])
     if condition.startswith(f"{SEED_REPLICA}_") and baseline == SEED_REPLICA:
         return 1
@@ -45,20 +47,29 @@ def step_of(row: pd.Series) -> int | None:
         return None
     if row["leakage"]:
         return 2
-    return 3 if row["primary"] else None
+    return 3 if (condition, baseline) in primary_pairs else None
 
 
-def ladder(effects: pd.DataFrame, minority: str, metrics: tuple[str, ...] = HEADLINE) -> pd.DataFrame:
+def signed(mean: float, lo: float, hi: float) -> str:
+    if not math.isfinite(mean):
+        return "n/a"
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"{mean:+.3f} (no interval)"
+    return f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def ladder(effects: pd.DataFrame, minority: str, primary_pairs: set[tuple[str, str]],
+           metrics: tuple[str, ...] = HEADLINE) -> pd.DataFrame:
     """One row per step, arch, comparison and metric (in `metrics` order), from the effects table."""
     rows = []
     for _, r in effects.iterrows():
-        step = step_of(r)
+        step = step_of(r, primary_pairs)
         if step is None or r["metric"] not in metrics:
             continue
         rows.append({"step": step, "correction": STEPS[step], "arch": r["arch"],
                      "comparison": f"{r['condition']} vs {r['baseline']}", "metric": metric_label(r["metric"], minority),
                      "order": metrics.index(r["metric"]), "pairs": int(r["n_pairs"]),
-                     "difference": cell(r["mean_diff"], r["ci_low"], r["ci_high"], r["n_pairs"]),
+                     "difference": signed(r["mean_diff"], r["ci_low"], r["ci_high"]),
                      "excludes zero": bool(r["ci_excludes_zero"])})
     if not rows:
         return pd.DataFrame(columns=COLUMNS)
@@ -74,8 +85,8 @@ def sentences(table: pd.DataFrame, metric_name: str) -> list[str]:
     lines = []
     for _, r in block.sort_values("step", kind="stable").iterrows():
         verdict = "its interval excludes zero" if r["excludes zero"] else "its interval includes zero"
-        lines.append(f"- {r['step']}. {r['correction']} ({r['arch']}, `{r['comparison']}`): {r['difference']} "
-                     f"over {r['pairs']} pairs; {verdict}.")
+        lines.append(f"- {r['step']}. {r['correction']} ({r['arch']}, `{r['comparison']}`), {metric_name}: "
+                     f"{r['difference']} over {r['pairs']} pairs; {verdict}.")
     return lines
 
 
