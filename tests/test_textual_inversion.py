@@ -207,8 +207,11 @@ def test_stage_writes_sets_that_list_only_training_frames(frames: pd.DataFrame, 
         images, sources, seconds = ti.generate(pipe, mode, selected, params, CPU)
         set_dir = layout.synthetic / name
         manifest = ti.write_synthetic_set(set_dir, mode, images, sources, params, audit_params, base, selected,
-                                          "split", trained, seconds)
+                                          "split", trained, seconds, frames)
         record = synthetic.read_provenance(set_dir)
+        # the study's gate (real_range by default), calibrated on the split's training frames, as for the DDPM
+        assert record["quality_gate"]["gate"] == "real_range" and "gate_roughness" in manifest.columns
+        assert {"std", "entropy", "passed_seed_gate"} <= set(manifest.columns)
         assert len(manifest) == 3 and images[0].shape == (32, 32)
         assert set(record["training_frames"]) <= train_paths
         assert set(selected["path"]) | set(base["training_frames"]) <= set(record["training_frames"])

@@ -591,11 +591,7 @@ def write_synthetic_set(set_dir: Path, images: np.ndarray, seeds: list[int], p: 
     calibrated on the training part of `split_column` in `frames` (never on validation or test frames).
     Returns the manifest and a summary (generated, kept, rejection rate, sampling time, the gate's record).
     """
-    real = None
-    if audit.gate != realism.SEED_GATE:
-        real = np.stack([load_image(path, size=realism.GATE_SIZE, grayscale=True)
-                         for path in realism.calibration_paths(frames, split_column, audit.audit_seed)])
-    verdicts, gate_record = realism.quality_gate(images, audit, real)
+    verdicts, gate_record = realism.quality_gate(images, audit, realism.calibration_images(frames, split_column, audit))
     attempts = list(attempts) if attempts is not None else [0] * len(seeds)
     rows = [{"label": MINORITY_CLASS, "generator": "ddpm", "variant": p.variant, "sampler": p.sampler,
              "steps": p.sampling_steps, "seed": int(image_seed), "redraws": int(redraws), **verdict}

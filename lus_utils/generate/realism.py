@@ -250,6 +250,17 @@ def calibration_paths(frames, split_column: str, seed: int) -> list[str]:
     return train["abspath"].iloc[pick].tolist()
 
 
+def calibration_images(frames, split_column: str, audit) -> np.ndarray | None:
+    """The grey real training frames (`calibration_paths`) the real-range gate calibrates on; None under the
+    seed gate, which needs none."""
+    from lus_utils.images import load_image
+
+    if audit.gate == SEED_GATE:
+        return None
+    return np.stack([load_image(path, size=GATE_SIZE, grayscale=True)
+                     for path in calibration_paths(frames, split_column, audit.audit_seed)])
+
+
 def quality_gate(images: np.ndarray, audit, real_images: np.ndarray | None) -> tuple[list[dict[str, Any]],
                                                                                       dict[str, Any]]:
     """Verdicts (one per image) of the gate `audit.gate` and the gate's record.

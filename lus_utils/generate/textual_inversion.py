@@ -443,17 +443,18 @@ def img2img(pipe: Any, prompt: str, sources: pd.DataFrame, n: int, params: Textu
     return images, [sources["path"].iloc[i % len(sources)] for i in range(n)]
 
 
-def gate_rows(images: list[np.ndarray], audit_params: AuditParams) -> list[dict[str, Any]]:
-    return [synthetic.gate(image, audit_params.min_std, audit_params.min_entropy) for image in images]
-
-
 # --- the whole stage -----------------------------------------------------------------------------------------
 def write_synthetic_set(set_dir: Path, mode: str, images: list[np.ndarray], sources: list[str],
                         params: TextualInversionParams, audit_params: AuditParams, base_info: dict[str, Any],
                         train_frames: pd.DataFrame, split_column: str, trained: TrainResult,
-                        seconds: float) -> pd.DataFrame:
-    """Gate every image and write the set (manifest + provenance listing every training frame involved)."""
-    gates = gate_rows(images, audit_params)
+                        seconds: float, frames: pd.DataFrame) -> pd.DataFrame:
+    """Gate every image with `audit.gate` (the real-range gate calibrated on the training part of `split_column`
+    in `frames`, as for the DDPM sets) and write the set (manifest + provenance listing every training frame
+    involved)."""
+    from lus_utils.generate import realism
+
+    gates, gate_record = realism.quality_gate(np.stack(images), audit_params,
+                                              realism.calibration_images(frames, split_column, audit_params))
     prompt = params.prompt.format(params.placeholder_token)
     rows = [{"label": MINORITY_CLASS, "generator": GENERATOR, "variant": f"{mode}:{params.base_model}",
              "sampler": params.sampler, "steps": params.sampling_steps, "seed": params.seed + i,
@@ -471,7 +472,7 @@ def write_synthetic_set(set_dir: Path, mode: str, images: list[np.ndarray], sour
         base_model_training_frames=base_info["training_frames"], token_training_frames=ti_frames,
         img2img_source_frames=sorted(set(sources)), learned_embeds=str(trained.embeds_path),
         learned_embeds_sha256=sha256_file(trained.embeds_path), generation_seconds=round(seconds, 2),
-        n_generated=len(images), n_kept=int(sum(g["passed_gate"] for g in gates)))
+        quality_gate=gate_record, n_generated=len(images), n_kept=int(sum(g["passed_gate"] for g in gates)))
     return synthetic.write_set(set_dir, images, rows, record)
 
 
