@@ -24,6 +24,7 @@ import pandas as pd
 import math
 
 from lus_utils.classify.run_identity import SEED_REPLICA
+from lus_utils.compare.conclusions import _interval
 from lus_utils.compare.runs import metric_label
 
 STEPS = {
@@ -50,14 +51,6 @@ def step_of(row: pd.Series, primary_pairs: set[tuple[str, str]]) -> int | None:
     return 3 if (condition, baseline) in primary_pairs else None
 
 
-def signed(mean: float, lo: float, hi: float) -> str:
-    if not math.isfinite(mean):
-        return "n/a"
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return f"{mean:+.3f} (no interval)"
-    return f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-
-
 def ladder(effects: pd.DataFrame, minority: str, primary_pairs: set[tuple[str, str]],
            metrics: tuple[str, ...] = HEADLINE) -> pd.DataFrame:
     """One row per step, arch, comparison and metric (in `metrics` order), from the effects table."""
@@ -69,7 +62,8 @@ def ladder(effects: pd.DataFrame, minority: str, primary_pairs: set[tuple[str, s
         rows.append({"step": step, "correction": STEPS[step], "arch": r["arch"],
                      "comparison": f"{r['condition']} vs {r['baseline']}", "metric": metric_label(r["metric"], minority),
                      "order": metrics.index(r["metric"]), "pairs": int(r["n_pairs"]),
-                     "difference": signed(r["mean_diff"], r["ci_low"], r["ci_high"]),
+                     "difference": (f"{r['mean_diff']:+.3f} {_interval(r['ci_low'], r['ci_high'])}"
+                                    if math.isfinite(r["mean_diff"]) else "n/a"),
                      "excludes zero": bool(r["ci_excludes_zero"])})
     if not rows:
         return pd.DataFrame(columns=COLUMNS)
