@@ -125,22 +125,19 @@ def plan_feature_baseline(profile: P.Profile, common: dict[str, Any], planned: l
 
 def plan_ddpm(profile: P.Profile, common: dict[str, Any], planned: list[Run]) -> list[Run]:
     """One notebook 05 run per variant and fold (the minority frames of a fold are the same in every repeat); one
-    in all (fold -1) for a leaky variant, whose frames ignore the split."""
-    runs = []
+    in all (fold -1) for a leaky variant, whose frames ignore the split; the seed replica's generator last."""
     feature_dir = _feature_run_dir(profile, common, planned)
     folds = generator_folds(profile, common)
-    for variant in profile.ddpm_runs.variants:
-        for fold in [-1] if variant in DDPM_LEAKY_VARIANTS else folds:
-            values = {**P.as_dict(profile.ddpm), "variant": variant, "fold": fold,
-                      "output_size": profile.train.image_size, **P.as_dict(profile.audit),
-                      "feature_run_dir": feature_dir}
-            runs.append(Run("05", NOTEBOOKS["05"], f"05_{ddpm_set_name(variant, fold)}",
-                            {**common, **values}, _ids(planned, *STAGES["05"].after)))
+    generators = [(variant, fold, {}) for variant in profile.ddpm_runs.variants
+                  for fold in ([-1] if variant in DDPM_LEAKY_VARIANTS else folds)]
     if profile.grid.seed_replica:
-        values = {**P.as_dict(profile.ddpm), "variant": DDPM_SEED_VARIANT, "fold": -1,
+        generators.append((DDPM_SEED_VARIANT, -1, seed_generator(profile.seed_replica)))
+    runs = []
+    for variant, fold, overrides in generators:
+        values = {**P.as_dict(profile.ddpm), "variant": variant, "fold": fold,
                   "output_size": profile.train.image_size, **P.as_dict(profile.audit), "feature_run_dir": feature_dir,
-                  **seed_generator(profile.seed_replica)}
-        runs.append(Run("05", NOTEBOOKS["05"], f"05_{ddpm_set_name(DDPM_SEED_VARIANT, -1)}", {**common, **values},
+                  **overrides}
+        runs.append(Run("05", NOTEBOOKS["05"], f"05_{ddpm_set_name(variant, fold)}", {**common, **values},
                         _ids(planned, *STAGES["05"].after)))
     return runs
 
