@@ -1,0 +1,110 @@
+"""A generator's realism against its training budget: one planned notebook 04 or 05 run, executed with the
+runner's own code at several values of one knob, each in its own scratch folder.
+
+    python benchmarks/bench_generator_budget.py --profile quick --study outputs/quick \
+        --run 05_ddpm_3_mixed_fold1 --knob epochs_3_mixed --values 1000 2000 3000 [--out outputs/bench/budget]
+
+The study folder lends its frames table (`data/`) and the feature run named in the run's parameters, so
+each execution sees the frames and split the study saw; everything it writes goes under `--out`. Per value
+and synthetic set: the generator's training seconds, the gate's kept share, and the set's realism as its
+notebook measured it (KID to the fold's held-out viral frames, with interval, beside the real-vs-real
+reference at the same sizes, and whether the realism criterion holds). A stage the profile leaves out
+(quick runs no 04) is planned anyway, with the profile's parameters.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from lus_utils import params as P
+from lus_utils.run import executors, planning
+
+
+def planned_run(profile: P.Profile, study: Path, data_root: Path, run_id: str) -> planning.Run:
+    stages = list(dict.fromkeys([*profile.study.stages, run_id[:2]]))
+    profile = dataclasses.replace(profile, sections={**profile.sections,
+                                                     "study": dataclasses.replace(profile.study, stages=stages)})
+    runs = {r.run_id: r for r in planning.plan(profile, study, data_root)}
+    if run_id not in runs:
+        known = sorted(r for r in runs if r[:2] in ("04", "05"))
+        raise SystemExit(f"--run {run_id}: not planned by this profile; generator runs: {', '.join(known)}")
+    return runs[run_id]
+
+
+def typed(run: planning.Run, knob: str, value: str):
+    if knob not in run.params:
+        raise SystemExit(f"--knob {knob}: not a parameter of {run.run_id}; its parameters: {', '.join(run.params)}")
+    return yaml.safe_load(value)
+
+
+def set_rows(folder: Path, knob: str, value) -> list[dict]:
+    rows = []
+    for audit_path in sorted(folder.glob("synthetic/*/audit.json")):
+        audit = json.loads(audit_path.read_text())
+        realism = audit["realism"]
+        generator = json.loads((audit_path.parent / "provenance.json").read_text())
+        synthetic, reference = realism.get("synthetic_vs_holdout"), realism.get("real_train_vs_holdout")
+        rows.append({knob: value, "set": audit["set"], "kept": f"{audit['n_kept']}/{audit['n_images']}",
+                     "sampling s/image": generator.get("seconds_per_image"),
+                     "n per side": realism.get("n_per_side"),
+                     "KID": synthetic and round(synthetic["kid"]["mean"], 4),
+                     "KID interval": synthetic and f"[{synthetic['kid']['ci_low']:.4f}, {synthetic['kid']['ci_high']:.4f}]",
+                     "reference KID": reference and round(reference["kid"]["mean"], 4),
+                     "reference interval": reference and f"[{reference['kid']['ci_low']:.4f}, {reference['kid']['ci_high']:.4f}]",
+                     "reached realism": audit.get("reached_realism")})
+    return rows
+
+
+def training_seconds(folder: Path) -> dict[str, float]:
+    seconds = {}
+    for path in folder.glob("generators/*/provenance.json"):
+        seconds[path.parent.name] = round(json.loads(path.read_text()).get("train_seconds", float("nan")), 1)
+    for path in folder.glob("generators/*/**/provenance.json"):  # textual inversion: base model and token
+        info = json.loads(path.read_text())
+        if "train_seconds" in info:
+            seconds[str(path.parent.relative_to(folder / "generators"))] = round(info["train_seconds"], 1)
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="quick", help="profile name or YAML file")
+    parser.add_argument("--study", default="outputs/quick", help="study output folder with data/frames.csv")
+    parser.add_argument("--data-root", default=os.environ.get("LUS_DATA_ROOT", ""), help="dataset data/ folder")
+    parser.add_argument("--run", required=True, help="planned run id, e.g. 05_ddpm_3_mixed_fold1")
+    parser.add_argument("--knob", required=True, help="the run parameter to vary, e.g. epochs_3_mixed")
+    parser.add_argument("--values", nargs="+", required=True, help="its values (YAML literals)")
+    parser.add_argument("--out", default="outputs/bench/budget", help="scratch folder")
+    args = parser.parse_args()
+    study = Path(args.study).resolve()
+    if not (study / "data" / "frames.csv").is_file():
+        raise SystemExit(f"--study {study}: no data/frames.csv; run the study's notebook 01 first "
+                         f"(python run_all.py --profile {args.profile} --only 01)")
+    run = planned_run(P.load_profile(args.profile), study, Path(args.data_root), args.run)
+    rows, seconds = [], {}
+    for raw in args.values:
+        value = typed(run, args.knob, raw)
+        folder = Path(args.out).resolve() / f"{args.knob}={raw}"
+        folder.mkdir(parents=True, exist_ok=True)
+        if not (folder / "data").exists():
+            (folder / "data").symlink_to(study / "data", target_is_directory=True)
+        trial = dataclasses.replace(run, params={**run.params, args.knob: value, "out_dir": str(folder)})
+        spec = executors.RunSpec(trial, str(folder), str(planning.NOTEBOOKS_DIR), "bench", {}, ["budget benchmark"])
+        result = executors.execute_run(spec)
+        print(f"{args.knob}={raw}: {result.status} in {result.seconds:.0f} s ({result.output})", flush=True)
+        if result.status != "ran":
+            raise SystemExit(result.message)
+        rows += set_rows(folder, args.knob, value)
+        seconds[raw] = training_seconds(folder)
+    print(pd.DataFrame(rows).to_string(index=False))
+    print("training seconds:", json.dumps(seconds))
+
+
+if __name__ == "__main__":
+    main()
