@@ -17,7 +17,6 @@ checkpoints best_fold<f>.pt (best.pt for the hold-out). The metadata reference w
 """
 from __future__ import annotations
 
-import inspect
 import time
 from pathlib import Path
 from typing import Any
@@ -110,12 +109,9 @@ def _fold_metadata(data: RunData, run: ClassifierRunParams) -> dict[str, Any]:
 
 def _evaluate(predictions: pd.DataFrame, classes: list[str], run: ClassifierRunParams,
               train: TrainParams) -> dict[str, Any]:
-    """`metrics.evaluate` on the pooled predictions, given the minority class and fixed specificity where its
-    signature takes them."""
-    accepted = inspect.signature(M.evaluate).parameters
-    extra = {k: v for k, v in {"minority": MINORITY_CLASS, "fixed_specificity": run.fixed_specificity}.items()
-             if k in accepted}
-    return M.evaluate(predictions, classes, n_boot=train.n_boot, seed=run.seed, **extra)
+    """`metrics.evaluate` on the pooled predictions, for the minority class at the run's fixed specificity."""
+    return M.evaluate(predictions, classes, minority=MINORITY_CLASS, fixed_specificity=run.fixed_specificity,
+                      n_boot=train.n_boot, seed=run.seed)
 
 
 def operating_point(predictions: pd.DataFrame, minority: str = MINORITY_CLASS) -> dict[str, Any]:
