@@ -240,7 +240,7 @@ class DDPMParams:
     block_out_channels: list[int] = listof([16, 32, 64, 128])  # UNet channels per level; seed 128,128,256,256,512,512
     layers_per_block: int = 1  # ResNet layers per UNet level (seed 2)
     attention_levels: list[int] = listof([3])  # 0-based UNet levels with self-attention (seed: [4])
-    epochs_3_mixed: int = 1000  # passes over the frames for 3_mixed and 3_mixed_any_split (seed 3000; 1000 at lr 5e-4: about half the samples pass the gate, bench_ddpm)
+    epochs_3_mixed: int = 1000  # passes over the frames for the 3-frame variants (seed and full 3000; quick's fold 1 reaches realism only at 3000, 1000 fits quick's hour: bench_generator_budget)
     epochs_train_all: int = 100  # passes over the frames for train_all (seed 2000)
     batch_size: int = 16  # training images per optimizer step (seed 16)
     lr: float = 0.0005  # AdamW peak learning rate (seed 1e-4; 5e-4 measured in bench_ddpm)
