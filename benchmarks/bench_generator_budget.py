@@ -62,13 +62,13 @@ def set_rows(folder: Path, knob: str, value) -> list[dict]:
 
 
 def training_seconds(folder: Path) -> dict[str, float]:
+    """Seconds each generator's provenance records (a DDPM's training, a textual-inversion token's)."""
     seconds = {}
-    for path in folder.glob("generators/*/provenance.json"):
-        seconds[path.parent.name] = round(json.loads(path.read_text()).get("train_seconds", float("nan")), 1)
-    for path in folder.glob("generators/*/**/provenance.json"):  # textual inversion: base model and token
+    for path in sorted(folder.glob("generators/**/provenance.json")):
         info = json.loads(path.read_text())
-        if "train_seconds" in info:
-            seconds[str(path.parent.relative_to(folder / "generators"))] = round(info["train_seconds"], 1)
+        value = info.get("train_seconds", info.get("seconds"))
+        if value is not None:
+            seconds[str(path.parent.relative_to(folder / "generators"))] = round(value, 1)
     return seconds
 
 
