@@ -48,10 +48,12 @@ def set_rows(folder: Path, knob: str, value) -> list[dict]:
     for audit_path in sorted(folder.glob("synthetic/*/audit.json")):
         audit = json.loads(audit_path.read_text())
         realism = audit["realism"]
-        generator = json.loads((audit_path.parent / "provenance.json").read_text())
+        provenance = json.loads((audit_path.parent / "provenance.json").read_text())
         synthetic, reference = realism.get("synthetic_vs_holdout"), realism.get("real_train_vs_holdout")
         rows.append({knob: value, "set": audit["set"], "kept": f"{audit['n_kept']}/{audit['n_images']}",
-                     "sampling s/image": generator.get("seconds_per_image"),
+                     "sampling s/image": provenance.get("seconds_per_image",  # DDPM sets; TI sets record the total
+                                                       provenance.get("generation_seconds", float("nan"))
+                                                       / max(provenance.get("n_generated", 1), 1)),
                      "n per side": realism.get("n_per_side"),
                      "KID": synthetic and round(synthetic["kid"]["mean"], 4),
                      "KID interval": synthetic and f"[{synthetic['kid']['ci_low']:.4f}, {synthetic['kid']['ci_high']:.4f}]",
