@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
 from lus_utils import params as P
+from lus_utils.data import dataset
 from lus_utils.run import executors, planning
 
 
@@ -43,22 +43,24 @@ def typed(run: planning.Run, knob: str, value: str):
     return yaml.safe_load(value)
 
 
+def interval(kid: dict | None) -> str | None:
+    return kid and f"[{kid['ci_low']:.4f}, {kid['ci_high']:.4f}]"
+
+
 def set_rows(folder: Path, knob: str, value) -> list[dict]:
     rows = []
     for audit_path in sorted(folder.glob("synthetic/*/audit.json")):
         audit = json.loads(audit_path.read_text())
         realism = audit["realism"]
         provenance = json.loads((audit_path.parent / "provenance.json").read_text())
-        synthetic, reference = realism.get("synthetic_vs_holdout"), realism.get("real_train_vs_holdout")
+        synthetic, reference = (realism.get(k, {}).get("kid") for k in ("synthetic_vs_holdout", "real_train_vs_holdout"))
         rows.append({knob: value, "set": audit["set"], "kept": f"{audit['n_kept']}/{audit['n_images']}",
                      "sampling s/image": provenance.get("seconds_per_image",  # DDPM sets; TI sets record the total
                                                        provenance.get("generation_seconds", float("nan"))
                                                        / max(provenance.get("n_generated", 1), 1)),
                      "n per side": realism.get("n_per_side"),
-                     "KID": synthetic and round(synthetic["kid"]["mean"], 4),
-                     "KID interval": synthetic and f"[{synthetic['kid']['ci_low']:.4f}, {synthetic['kid']['ci_high']:.4f}]",
-                     "reference KID": reference and round(reference["kid"]["mean"], 4),
-                     "reference interval": reference and f"[{reference['kid']['ci_low']:.4f}, {reference['kid']['ci_high']:.4f}]",
+                     "KID": synthetic and round(synthetic["mean"], 4), "KID interval": interval(synthetic),
+                     "reference KID": reference and round(reference["mean"], 4), "reference interval": interval(reference),
                      "reached realism": audit.get("reached_realism")})
     return rows
 
@@ -78,7 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="quick", help="profile name or YAML file")
     parser.add_argument("--study", default="outputs/quick", help="study output folder with data/frames.csv")
-    parser.add_argument("--data-root", default=os.environ.get("LUS_DATA_ROOT", ""), help="dataset data/ folder")
+    parser.add_argument("--data-root", default=None, help="dataset data/ folder (else $LUS_DATA_ROOT)")
     parser.add_argument("--run", required=True, help="planned run id, e.g. 05_ddpm_3_mixed_fold1")
     parser.add_argument("--knob", required=True, help="the run parameter to vary, e.g. epochs_3_mixed")
     parser.add_argument("--values", nargs="+", required=True, help="its values (YAML literals)")
@@ -88,7 +90,7 @@ def main() -> None:
     if not (study / "data" / "frames.csv").is_file():
         raise SystemExit(f"--study {study}: no data/frames.csv; run the study's notebook 01 first "
                          f"(python run_all.py --profile {args.profile} --only 01)")
-    run = planned_run(P.load_profile(args.profile), study, Path(args.data_root), args.run)
+    run = planned_run(P.load_profile(args.profile), study, dataset.resolve_data_root(args.data_root), args.run)
     rows, seconds = [], {}
     for raw in args.values:
         value = typed(run, args.knob, raw)
