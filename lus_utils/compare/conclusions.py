@@ -15,7 +15,8 @@ import pandas as pd
 
 from lus_utils.classify.run_identity import SEED_REPLICA
 from lus_utils.compare import statistics as S
-from lus_utils.compare.runs import metric_label, num
+from lus_utils.compare import seed_claim
+from lus_utils.compare.runs import interval, metric_label, num
 
 if TYPE_CHECKING:
     from lus_utils.compare.comparison import Comparison
@@ -36,13 +37,6 @@ def fmt_p(p: float) -> str:
     return "n/a" if not math.isfinite(p) else ("< 0.001" if p < 0.001 else f"{p:.3g}")
 
 
-def _interval(lo: float, hi: float, signed: bool = True) -> str:
-    if not (math.isfinite(num(lo)) and math.isfinite(num(hi))):
-        return "no interval"
-    form = "{:+.3f}" if signed else "{:.3f}"
-    return f"[{form.format(lo)}, {form.format(hi)}]"
-
-
 def markdown_table(frame: pd.DataFrame) -> list[str]:
     """A small markdown table (no index) of strings and numbers (3 decimals)."""
     if frame.empty:
@@ -61,7 +55,7 @@ def _mean_of(comp: Comparison, arch: str, condition: str, metric: str) -> str:
     if row.empty:
         return "n/a"
     r = row.iloc[0]
-    return f"{r['mean']:.3f} {_interval(r['lo'], r['hi'], signed=False)}"
+    return f"{r['mean']:.3f} {interval(r['lo'], r['hi'], signed=False)}"
 
 
 def what_was_compared(comp: Comparison) -> list[str]:
@@ -120,7 +114,7 @@ def _primary_sentence(comp: Comparison, r: pd.Series) -> str:
     head = (f"- **{r['condition']} vs {r['baseline']}** ({r['arch']}), {metric}: "
             f"{_mean_of(comp, r['arch'], r['condition'], r['metric'])} against "
             f"{_mean_of(comp, r['arch'], r['baseline'], r['metric'])}; mean paired difference "
-            f"{r['mean_diff']:+.3f} {_interval(r['ci_low'], r['ci_high'])} over {plural(int(r['n_pairs']), 'pair')}. ")
+            f"{r['mean_diff']:+.3f} {interval(r['ci_low'], r['ci_high'])} over {plural(int(r['n_pairs']), 'pair')}. ")
     test = (f"Exact Wilcoxon signed-rank p = {fmt_p(r['p'])}, Holm-adjusted p = {fmt_p(r['p_adj'])} "
             f"(smallest attainable p {fmt_p(r['smallest_p'])}; minimum detectable effect "
             f"{'none can be detected' if num(r['mde']) == math.inf else format(num(r['mde']), '.3f')} at "
@@ -151,7 +145,7 @@ def primary_section(comp: Comparison) -> list[str]:
         p = comp.params
         table = pd.DataFrame([{"comparison": f"{r['condition']} vs {r['baseline']}", "metric": r["metric"],
                                "pairs": int(r["n_pairs"]), "difference": f"{r['mean_diff']:+.3f}",
-                               f"{p.ci_level:.0%} interval": _interval(r["ci_low"], r["ci_high"]),
+                               f"{p.ci_level:.0%} interval": interval(r["ci_low"], r["ci_high"]),
                                "p": fmt_p(r["p"]), "Holm p": fmt_p(r["p_adj"]), "smallest p": fmt_p(r["smallest_p"])}
                               for _, r in primary.iterrows()])
         lines += ["", *markdown_table(table)]
@@ -200,7 +194,7 @@ def exploratory_section(comp: Comparison) -> list[str]:
     for _, r in clear.head(12).iterrows():
         lines.append(f"- {r['condition']} vs {r['baseline']} ({r['arch']}), "
                      f"{metric_label(r['metric'], comp.params.minority_class)}: {r['mean_diff']:+.3f} "
-                     f"{_interval(r['ci_low'], r['ci_high'])} over {plural(int(r['n_pairs']), 'pair')}.")
+                     f"{interval(r['ci_low'], r['ci_high'])} over {plural(int(r['n_pairs']), 'pair')}.")
     if len(clear) > 12:
         lines.append(f"- ... and {len(clear) - 12} more in comparison/effects.csv.")
     n_degenerate = int(rest["degenerate"].sum())
@@ -231,7 +225,6 @@ def synthetic_section(comp: Comparison) -> list[str]:
 
 
 def seed_claim_section(comp: Comparison) -> list[str]:
-    from lus_utils.compare import seed_claim
 
     table = comp.seed_claim
     if table.empty:
@@ -252,7 +245,7 @@ def leakage_section(comp: Comparison) -> list[str]:
     lines = [f"**Leakage ablation** (shown apart, in no correction family; {LEAKAGE_NOTE}):"]
     for _, r in leak.iterrows():
         lines.append(f"- {r['condition']} vs {r['baseline']}, {metric_label(r['metric'], comp.params.minority_class)}: "
-                     f"{r['mean_diff']:+.3f} {_interval(r['ci_low'], r['ci_high'])}.")
+                     f"{r['mean_diff']:+.3f} {interval(r['ci_low'], r['ci_high'])}.")
     return lines + [""]
 
 

@@ -59,6 +59,14 @@ def num(value: Any) -> float:
     return out if math.isfinite(out) else math.nan
 
 
+def interval(lo: float, hi: float, signed: bool = True) -> str:
+    """`[lo, hi]` at three decimals (signed: with +/-), or "no interval" when either end is missing."""
+    if not (math.isfinite(num(lo)) and math.isfinite(num(hi))):
+        return "no interval"
+    form = "{:+.3f}" if signed else "{:.3f}"
+    return f"[{form.format(lo)}, {form.format(hi)}]"
+
+
 def _total(value: Any) -> float:
     """n_train and friends: a number, a per-class dict of counts summed, or per-fold dicts summed."""
     if isinstance(value, dict):

@@ -17,15 +17,13 @@ choices did to its number. A step the profile did not run is absent.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
 
-import math
-
 from lus_utils.classify.run_identity import SEED_REPLICA
-from lus_utils.compare.conclusions import _interval
-from lus_utils.compare.runs import metric_label
+from lus_utils.compare.runs import interval, metric_label
 
 STEPS = {
     1: "the seed's recipe: video split, last epoch, its generator, gate and amount",
@@ -62,7 +60,7 @@ def ladder(effects: pd.DataFrame, minority: str, primary_pairs: set[tuple[str, s
         rows.append({"step": step, "correction": STEPS[step], "arch": r["arch"],
                      "comparison": f"{r['condition']} vs {r['baseline']}", "metric": metric_label(r["metric"], minority),
                      "order": metrics.index(r["metric"]), "pairs": int(r["n_pairs"]),
-                     "difference": (f"{r['mean_diff']:+.3f} {_interval(r['ci_low'], r['ci_high'])}"
+                     "difference": (f"{r['mean_diff']:+.3f} {interval(r['ci_low'], r['ci_high'])}"
                                     if math.isfinite(r["mean_diff"]) else "n/a"),
                      "excludes zero": bool(r["ci_excludes_zero"])})
     if not rows:
