@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from lus_utils.images import load_image
+
 FEATURE_SIZE = 64  # grey images are resized to this side before the random CNN
 FEATURE_SEED = 0  # the random CNN's weights: fixed, so every condition is measured in one space
 CNN_WIDTHS = (16, 32, 64, 128)
@@ -253,8 +255,6 @@ def calibration_paths(frames, split_column: str, seed: int) -> list[str]:
 def calibration_images(frames, split_column: str, audit) -> np.ndarray | None:
     """The grey real training frames (`calibration_paths`) the real-range gate calibrates on; None under the
     seed gate, which needs none."""
-    from lus_utils.images import load_image
-
     if audit.gate == SEED_GATE:
         return None
     return np.stack([load_image(path, size=GATE_SIZE, grayscale=True)

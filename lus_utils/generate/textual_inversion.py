@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from lus_utils.generate import domain_base_model, synthetic, tiny_sd
+from lus_utils.generate import domain_base_model, realism, synthetic, tiny_sd
 from lus_utils.data import splits
 from lus_utils.data.splits import TooFewFramesError  # noqa: F401 - raised here and by splits; tests catch it from this module
 from lus_utils.images import load_image, load_images, resize, to_grey
@@ -451,8 +451,6 @@ def write_synthetic_set(set_dir: Path, mode: str, images: list[np.ndarray], sour
     """Gate every image with `audit.gate` (the real-range gate calibrated on the training part of `split_column`
     in `frames`, as for the DDPM sets) and write the set (manifest + provenance listing every training frame
     involved)."""
-    from lus_utils.generate import realism
-
     gates, gate_record = realism.quality_gate(np.stack(images), audit_params,
                                               realism.calibration_images(frames, split_column, audit_params))
     prompt = params.prompt.format(params.placeholder_token)
