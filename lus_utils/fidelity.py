@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lus_utils.params import Profile, load_profile
+from lus_utils.config.profiles import Profile, load_profile
 from lus_utils.paths import PROJECT_ROOT
 from lus_utils.provenance import write_text_atomic
 

@@ -84,8 +84,40 @@ def device_used() -> str:
     return f"cpu ({platform.processor() or platform.machine()})"
 
 
+def _cpu_flags() -> tuple[str, set[str]]:
+    """The CPU's model name and feature flags (Linux /proc/cpuinfo; the platform's processor elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return platform.processor() or platform.machine(), set()
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
+                 platform.machine())
+    flags = next((set(line.split(":", 1)[1].split()) for line in text.splitlines() if line.startswith("flags")), set())
+    return model, flags
+
+
+@functools.lru_cache(maxsize=1)
+def machine() -> dict[str, Any]:
+    """The CPU that computed (model, the widest vector/matrix instruction set, cores): figures reproduce exactly
+    on the same machine and move within their intervals on another (bf16 kernels differ between AMX, AVX-512
+    and AVX2)."""
+    model, flags = _cpu_flags()
+    isa = next((name for name, flag in (("AMX", "amx_tile"), ("AVX-512 bf16", "avx512_bf16"),
+                                         ("AVX-512", "avx512f"), ("AVX2", "avx2")) if flag in flags), "baseline")
+    return {"cpu": model, "isa": isa, "cores": os.cpu_count() or 1}
+
+
+def machine_line(device: str | None = None) -> str:
+    """`AMD EPYC (AVX2, 2 cores)`, plus the accelerator when one computed."""
+    m = machine()
+    line = f"{m['cpu']} ({m['isa']}, {m['cores']} cores)"
+    device = device or device_used()
+    return line if device.startswith("cpu") else f"{device} on {line}"
+
+
 def environment(device: str | None = None) -> dict[str, Any]:
-    """Python, the recorded packages' versions and the device (`device` when the caller knows it better)."""
+    """Python, the recorded packages' versions, the device (`device` when the caller knows it better) and the
+    machine (CPU model and instruction set)."""
     packages = {}
     for name in RECORDED_PACKAGES:
         try:
@@ -95,7 +127,15 @@ def environment(device: str | None = None) -> dict[str, Any]:
     torch = sys.modules.get("torch")
     return {"python": platform.python_version(), "packages": packages,
             "cuda": (torch.version.cuda or "none") if torch is not None else "torch not imported",
-            "device": device or device_used(), "platform": platform.platform()}
+            "device": device or device_used(), "platform": platform.platform(), "machine": machine()}
+
+
+def print_environment() -> None:
+    """What every notebook prints first (MONAI's `print_config`): the versions and the machine its numbers come
+    from, so a reader can tell a reproduction from a regression."""
+    env = environment()
+    print(f"python {env['python']}; " + ", ".join(f"{k} {v}" for k, v in env["packages"].items()))
+    print(f"machine: {machine_line()}; cuda {env['cuda']}; code {git_commit()}")
 
 
 def fingerprint_files(paths: Iterable[Path], root: Path | None = None) -> str:

@@ -7,16 +7,22 @@ import random
 import numpy as np
 
 
+def thread_count(threads: int) -> int:
+    """runtime.threads: as given, or every core for 0."""
+    return threads or os.cpu_count() or 1
+
+
 def seed_everything(seed: int, num_threads: int | None = None) -> None:
-    """Seed python, numpy and torch; fix the thread count; ask torch for deterministic algorithms."""
+    """Seed python, numpy and torch; fix the thread count (0: every core); ask torch for deterministic
+    algorithms."""
     import torch
 
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    if num_threads:
-        torch.set_num_threads(num_threads)
+    if num_threads is not None:
+        torch.set_num_threads(thread_count(num_threads))
     torch.use_deterministic_algorithms(True, warn_only=True)
     if torch.backends.cudnn.is_available():
         torch.backends.cudnn.benchmark = False

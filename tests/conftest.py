@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lus_utils.params import DataParams
+from lus_utils.config.data import DataParams
 
 REAL_DATA_ROOT = os.environ.get("LUS_DATA_ROOT", "")
 

@@ -2,15 +2,14 @@
 their training frames, and profiles whose grid asks for synthetic sets no generator makes."""
 from __future__ import annotations
 
-from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from lus_utils import params as P
-from lus_utils.generate import synthetic
+from lus_utils import synthetic_sets as synthetic
+from lus_utils.config.profiles import load_profile
+from lus_utils.config.schema import ParamError
 from lus_utils.provenance import read_json, write_json_atomic
-from lus_utils.run.planning import plan
 
 CLASSES = ["covid", "viral"]
 
@@ -46,12 +45,10 @@ def test_a_set_whose_provenance_lists_no_training_frames_is_refused(tmp_path, re
     assert str(set_dir / "provenance.json") in str(err.value)
 
 
-def test_cv_without_two_minority_patients_is_a_planner_error_naming_the_fix(tmp_path, tiny_root):
-    profile = P.load_profile("smoke")
-    three = replace(profile.data, classes=["covid", "pneumonia", "regular"])
-    profile = replace(profile, sections={**profile.sections, "data": three})
-    with pytest.raises(P.ParamError) as err:
-        plan(profile, tmp_path / "out", tiny_root)
-    assert "at least 2 'viral' patients" in str(err.value) and "data.protocol: holdout" in str(err.value)
-    holdout = replace(profile, sections={**profile.sections, "data": replace(three, protocol="holdout")})
-    assert plan(holdout, tmp_path / "out", tiny_root)  # the hold-out protocol needs no minority folds
+def test_classes_without_the_minority_are_refused_with_the_cause_not_a_protocol_change():
+    """Dropping viral from data.classes used to be answered with "use data.protocol: holdout", after which most
+    runs failed: the cause is the missing minority class, and the fix is to keep it."""
+    with pytest.raises(ParamError, match=r"lacks 'viral', the study's minority class.*keep 'viral'"):
+        load_profile("smoke", ["data.classes=[covid, pneumonia, regular]"])
+    with pytest.raises(ParamError, match=r"lacks 'viral'"):
+        load_profile("smoke", ["data.classes=[covid, pneumonia, regular]", "data.protocol=holdout"])

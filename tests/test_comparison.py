@@ -12,9 +12,13 @@ import pandas as pd
 import pytest
 from scipy.stats import rankdata
 
+from lus_utils import records
 from lus_utils.compare import comparison as C
 from lus_utils.compare import statistics as S
-from lus_utils.params import CompareParams, ParamError, parse_primary
+from lus_utils.config.classify import EvaluationParams
+from lus_utils.config.compare import CompareParams, parse_primary
+from lus_utils.config.schema import ParamError
+from lus_utils.vocabulary import METADATA_REFERENCE, Condition, RunKey
 
 CLASSES = ["covid", "pneumonia", "regular", "viral"]
 PRIMARY = ["ddpm_3_mixed@1ratio vs none: minority_ap", "ddpm_3_mixed@1ratio vs oversampling@1ratio: minority_ap"]
@@ -84,7 +88,9 @@ def test_primary_parsing_and_clear_errors():
     assert parsed[1].metric == "minority_ap" and str(parsed[1]) == PRIMARY[1]
     for bad, why in ((["ddpm vs none minority_ap"], "not of the form"), (["ddpm vs none: viral_ap"], "unknown"),
                      (["ddpm_3_mixed_any_split@1ratio vs none: minority_ap"], "leakage"),
-                     ([f"c{i} vs none: minority_ap" for i in range(5)], "at most 4"),
+                     ([f"s{i}@1ratio vs none: minority_ap" for i in range(5)], "at most 4"),
+                     (["nonsense vs none: minority_ap"], "does not parse"),
+                     (["pneumonia-k3/none+augment vs none: minority_ap"], "two designs"),
                      (["none vs none: minority_ap"], "itself")):
         with pytest.raises(ParamError, match=why):
             parse_primary(bad)
@@ -121,73 +127,80 @@ def predictions(repeat: int, seed: int, boost: float) -> pd.DataFrame:
     return table
 
 
-def write_run(out: Path, run_id: str, condition: str, repeat: int, seed: int, boost: float = 0.0,
-              synthetic_set: str = "", arch: str = "resnet18", with_predictions: bool = True,
-              protocol: str = "cv") -> None:
-    folder = out / "runs" / run_id
+def write_run(out: Path, condition: str, repeat: int, seed: int, boost: float = 0.0, arch: str = "resnet18",
+              with_predictions: bool = True, protocol: str = "cv") -> RunKey:
+    """A finished run as the classifier writes it (records.RUN_SCHEMA), with made-up predictions."""
+    c = Condition.parse(condition, protocol=protocol)
+    key = RunKey(METADATA_REFERENCE if c.reference else arch, c, repeat, seed)
+    folder = out / "runs" / key.run_id
     folder.mkdir(parents=True, exist_ok=True)
-    seed_replica = protocol == "seed_video"
-    record = {"run_id": run_id, "condition": condition, "classes": CLASSES, "protocol": protocol, "repeat": repeat,
-              "seed": seed, "folds": [-1] if seed_replica else [0, 1, 2, 3],
-              "params": {"run": {"arch": arch, "strategy": "weighted_loss" if condition == "weighted_loss" else "none",
-                                 "seed": seed, "repeat": repeat, "synthetic_set": synthetic_set,
-                                 "synthetic_amount": 1.0, "protocol": protocol,
-                                 "checkpoint": "last" if seed_replica else "best",
-                                 "oversample_amount": 1.0 if "oversampl" in condition else 0},
-                         "train": {"image_size": 64, "epochs": 2, "augment": False,
-                                   "synthetic_amount_unit": "fraction" if seed_replica else "ratio"}}}
+    splits = ["seed_video_r0"] if c.original_replica else ["split"] if protocol == "holdout" else [
+        f"cv_r{repeat}_f{f}" for f in range(4)]
+    record = {**records.run_identity(key, CLASSES, splits), "fixed_specificity": 0.95,
+              "synthetic": {"leakage_ablation": c.leaky} if c.synthetic else None,
+              "params": {"train": {"image_size": 64, "epochs": 2}, "runtime": {"precision": "bf16"}}}
     (folder / "metrics.json").write_text(json.dumps(record))
     if with_predictions:
-        predictions(repeat, seed, boost).to_csv(folder / "predictions.csv", index=False)
+        table = predictions(repeat, seed, boost).assign(draw=-1)
+        if protocol == "holdout":
+            table = table.assign(fold=-1, threshold=math.nan)
+        table[records.prediction_columns(CLASSES)].to_csv(folder / "predictions.csv", index=False)
+    return key
+
+
+CONDITIONS = {"none": 0.0, "weighted_loss": 0.0, "oversampling@1ratio": 0.0, "ddpm_3_mixed@1ratio": 1.5,
+              "ddpm_3_mixed_any_split@1ratio": 3.0, "metadata_reference": 0.5, "seed_replica": 0.0,
+              "seed_replica_ddpm_seed_3_mixed@1fraction": 2.0, "ddpm_seed_3_mixed@1fraction": 0.5}
 
 
 def study(tmp_path: Path, repeats: int = 2, seeds: int = 4) -> Path:
+    """Every condition x repeat x seed (`weighted_loss` gets the baseline's predictions: zero differences)."""
     out = tmp_path / "out"
     for r, s in itertools.product(range(repeats), range(seeds)):
-        unit = f"r{r}-s{s}"
-        write_run(out, f"none-{unit}", "none", r, s)
-        write_run(out, f"wl-{unit}", "weighted_loss", r, s)  # same predictions as the baseline: zero differences
-        write_run(out, f"over-{unit}", "oversampling@1ratio", r, s)
-        write_run(out, f"ddpm-{unit}", "ddpm_3_mixed@1ratio", r, s, boost=1.5, synthetic_set="ddpm_3_mixed")
-        write_run(out, f"leak-{unit}", "ddpm_3_mixed_any_split@1ratio", r, s, boost=3.0,
-                  synthetic_set="ddpm_3_mixed_any_split")
-        write_run(out, f"meta-{unit}", "metadata_reference", r, s, boost=0.5, arch="metadata")
-        write_run(out, f"seed-{unit}", "seed_replica", r, s, protocol="seed_video")
-        write_run(out, f"seedsyn-{unit}", "seed_replica_ddpm_seed_3_mixed@1fraction", r, s, boost=2.0,
-                  synthetic_set="ddpm_seed_3_mixed", protocol="seed_video")
-        write_run(out, f"seedcv-{unit}", "ddpm_seed_3_mixed@1fraction", r, s, boost=0.5, synthetic_set="ddpm_seed_3_mixed")
-    for name, leak in (("ddpm_3_mixed", False), ("ddpm_3_mixed_any_split", True), ("ddpm_seed_3_mixed", True)):
+        for condition, boost in CONDITIONS.items():
+            write_run(out, condition, r, s, boost=boost)
+    for name, leak in (("ddpm_3_mixed_fold0", False), ("ddpm_3_mixed_any_split", True), ("ddpm_seed_3_mixed", True)):
         (out / "synthetic" / name).mkdir(parents=True)
         (out / "synthetic" / name / "provenance.json").write_text(json.dumps({"leakage_ablation": leak}))
     return out
 
 
 def params(**kw) -> CompareParams:
-    return CompareParams(**{"n_boot": 200, "n_example_pairs": 0, "primary": PRIMARY,
+    return CompareParams(**{"n_example_pairs": 0, "primary": PRIMARY,
                             "metrics": ["minority_auroc", "minority_ap", "minority_sens_at_spec", "balanced_accuracy"],
                             **kw})
 
 
+EVALUATION = EvaluationParams(n_boot=200)
+
+
 @pytest.fixture(scope="module")
 def comp(tmp_path_factory) -> C.Comparison:
-    return C.compare(study(tmp_path_factory.mktemp("cv")), params())
+    return C.compare(study(tmp_path_factory.mktemp("cv")), params(), EVALUATION)
+
+
+def key_of(condition: str, repeat: int, seed: int) -> str:
+    c = Condition.parse(condition)
+    return RunKey(METADATA_REFERENCE if c.reference else "resnet18", c, repeat, seed).run_id
 
 
 def test_results_csv_one_row_per_run_with_identity(comp):
     results = pd.read_csv(comp.out_dir / "results.csv")
     assert len(results) == 9 * 8 and results["run_id"].is_unique
-    wanted = {"repeat", "fold", "seed", "protocol", "viral_auroc", "viral_ap", "viral_sens_at_spec"}
-    assert wanted <= set(results.columns)
+    wanted = {"repeat", "fold", "seed", "protocol", "design", "minority", "minority_auroc", "minority_ap",
+              "minority_sens_at_spec"}
+    assert wanted <= set(results.columns) and set(results["minority"]) == {"viral"}
     assert set(results["fold"].astype(str)) == {"cv", "-1"} and set(results["protocol"]) == {"cv", "seed_video"}
-    assert results.loc[results["protocol"] == "seed_video", "seed_replica"].all()
+    assert results.loc[results["protocol"] == "seed_video", "original_replica"].all()
     assert results.loc[results["condition"] == "metadata_reference", "reference"].all()
     assert results.loc[results["condition"] == "oversampling@1ratio", "control"].all()
 
 
 def test_primary_family_exact_p_and_holm(comp):
     effects = pd.read_csv(comp.folder / "effects.csv")
-    assert {"condition", "baseline", "metric", "n_pairs", "mean_diff", "ci_low", "ci_high", "p", "p_adj", "primary",
-            "leakage"} <= set(effects.columns)
+    assert {"design", "target_class", "condition", "baseline", "metric", "n_pairs", "mean_diff", "ci_low", "ci_high",
+            "p", "p_adj", "primary", "leakage"} <= set(effects.columns)
+    assert set(effects["design"]) == {"viral"} and set(effects["target_class"]) == {"viral"}
     primary = effects[effects["primary"]]
     assert len(primary) == 2 and (primary["n_pairs"] == 8).all()
     # the boost raises every pair's AP: 8 positive differences -> exact p = 2/2^8; Holm over the 2 primary
@@ -211,14 +224,14 @@ def test_zero_differences_give_a_point_not_an_effect(comp):
 
 def test_pairs_name_their_units(comp):
     pairs = pd.read_csv(comp.folder / "pairs.csv")
-    assert {"condition", "baseline", "repeat", "seed", "run_id", "baseline_run_id"} <= set(pairs.columns)
+    assert {"condition", "baseline", "repeat", "seed", "unit_id", "baseline_unit_id"} <= set(pairs.columns)
     ddpm = pairs[(pairs["condition"] == "ddpm_3_mixed@1ratio") & (pairs["baseline"] == "none")]
     assert len(ddpm) == 8
     for _, r in ddpm.iterrows():
-        unit = f"r{r['repeat']}-s{r['seed']}"
-        assert r["run_id"] == f"ddpm-{unit}" and r["baseline_run_id"] == f"none-{unit}"
+        assert r["unit_id"] == key_of("ddpm_3_mixed@1ratio", r["repeat"], r["seed"])
+        assert r["baseline_unit_id"] == key_of("none", r["repeat"], r["seed"])
     baselines = set(pairs[pairs["condition"] == "ddpm_3_mixed@1ratio"]["baseline"])
-    assert {"none", "oversampling@1ratio", "none+augment"} <= baselines
+    assert baselines == {"none", "oversampling@1ratio"}  # none+augment is a baseline of the rule, but never ran
     assert "metadata_reference" not in set(pairs["condition"])  # a reference point, paired with nothing
 
 
@@ -258,29 +271,43 @@ def test_missing_primary_and_failed_runs_are_listed(tmp_path):
     out = study(tmp_path, repeats=1, seeds=2)
     (out / "logs").mkdir()
     (out / "logs" / "runner_summary.json").write_text(json.dumps({"runs": [
-        {"run_id": "resnet18-none-x", "stage": "02", "status": "failed", "message": "CUDA out of memory"},
-        {"run_id": "resnet18-ti-x", "stage": "03", "status": "blocked", "message": "needs 04"}]}))
-    comp = C.compare(out, params(primary=[*PRIMARY, "ti_txt2img@1ratio vs none: minority_auroc"]))
+        {"run_id": "02_resnet18-none-x", "stage": "02", "status": "failed", "message": "CUDA out of memory"},
+        {"run_id": "03_resnet18-ti-x", "stage": "03", "status": "blocked", "message": "needs 04"},
+        *({"run_id": f"02_{key_of(c, 0, s)}", "stage": "02", "status": "ran"} for c in CONDITIONS for s in (0, 1))]}))
+    comp = C.compare(out, params(primary=[*PRIMARY, "ti_txt2img@1ratio vs none: minority_auroc"]), EVALUATION)
     assert len(comp.missing) == 2 and "CUDA out of memory" in comp.conclusions
     assert any("ti_txt2img@1ratio" in m and "no finished run" in m for m in comp.missing_primary)
     assert (comp.effects[comp.effects["primary"]]["n_pairs"] == 2).all()
     assert "p cannot go below" in comp.conclusions or "no result could reach" in comp.conclusions
 
 
-def test_runs_without_predictions_fall_back_to_metrics_json(tmp_path):
+def test_the_comparison_reads_only_the_current_plan_s_runs(tmp_path):
+    """A run left over from an earlier plan (a condition switched off) or made by hand is not compared."""
+    out = study(tmp_path, repeats=1, seeds=2)
+    planned = [f"02_{key_of(c, 0, s)}" for c in ("none", "ddpm_3_mixed@1ratio") for s in (0, 1)]
+    (out / "logs").mkdir()
+    (out / "logs" / "runner_summary.json").write_text(json.dumps({"runs": [
+        {"run_id": r, "stage": "02", "status": "cached"} for r in planned]}))
+    comp = C.compare(out, params(primary=[]), EVALUATION)
+    assert set(comp.runs["condition"]) == {"none", "ddpm_3_mixed@1ratio"} and len(comp.runs) == 4
+
+
+def test_a_run_of_another_record_version_or_without_predictions_is_left_out_and_listed(tmp_path):
     out = tmp_path / "out"
-    write_run(out, "none-a", "none", 0, 0, with_predictions=False)
-    record = json.loads((out / "runs" / "none-a" / "metrics.json").read_text())
-    record.update(minority_ap=0.4, per_class={"viral": {"auroc": 0.7}})
-    (out / "runs" / "none-a" / "metrics.json").write_text(json.dumps(record))
-    comp = C.compare(out, params(primary=[]))
-    row = comp.runs.iloc[0]
-    assert row["minority_ap"] == 0.4 and row["minority_auroc"] == 0.7 and not row["has_predictions"]
-    assert math.isnan(comp.summary[comp.summary["metric"] == "minority_ap"]["lo"].iloc[0])
+    kept = write_run(out, "none", 0, 0)
+    lost = write_run(out, "none", 0, 1, with_predictions=False)
+    old = write_run(out, "none", 0, 2)
+    record = json.loads((out / "runs" / old.run_id / "metrics.json").read_text())
+    record.pop("schema")
+    (out / "runs" / old.run_id / "metrics.json").write_text(json.dumps(record))
+    comp = C.compare(out, params(primary=[]), EVALUATION)
+    assert comp.runs["run_id"].tolist() == [kept.run_id]
+    assert any(lost.run_id in p and "did not finish" in p for p in comp.problems)
+    assert any(old.run_id in p and "another version" in p for p in comp.problems)
 
 
 def test_no_finished_run_still_writes_conclusions(tmp_path):
-    comp = C.compare(tmp_path / "empty", params())
+    comp = C.compare(tmp_path / "empty", params(), EVALUATION)
     assert "No classifier run finished" in (comp.folder / "conclusions.md").read_text()
 
 
@@ -292,44 +319,58 @@ def test_figures_are_written(comp):
     assert (comp.figures / "forest.png").stat().st_size > 5000 and (comp.figures / "patients.png").is_file()
 
 
-def test_holdout_runs_still_compare(tmp_path):
-    """Today's hold-out runs: no protocol/repeat keys, fold -1, predictions without a threshold column."""
+def test_holdout_runs_compare(tmp_path):
+    """Hold-out runs: one split (fold -1), no validation threshold (NaN sensitivity, never 0)."""
     out = tmp_path / "out"
     for seed in range(3):
-        for run_id, condition, boost in ((f"none-{seed}", "none", 0.0), (f"wl-{seed}", "weighted_loss", 1.0)):
-            write_run(out, run_id, condition, 0, seed, boost=boost)
-            record = json.loads((out / "runs" / run_id / "metrics.json").read_text())
-            for key in ("protocol", "repeat", "folds"):
-                record.pop(key)
-            record["params"]["run"].update(fold=-1)
-            record["params"]["run"].pop("protocol")
-            (out / "runs" / run_id / "metrics.json").write_text(json.dumps(record))
-            table = pd.read_csv(out / "runs" / run_id / "predictions.csv").drop(columns=["threshold"])
-            table.to_csv(out / "runs" / run_id / "predictions.csv", index=False)
-    comp = C.compare(out, params(primary=["weighted_loss vs none: minority_auroc"]))
+        write_run(out, "none", 0, seed, protocol="holdout")
+        write_run(out, "weighted_loss", 0, seed, boost=1.0, protocol="holdout")
+    comp = C.compare(out, params(primary=["weighted_loss vs none: minority_auroc"]), EVALUATION)
     assert set(comp.runs["protocol"]) == {"holdout"} and set(comp.runs["fold"]) == {-1}
-    assert comp.runs["minority_sens_at_spec"].isna().all()  # no validation threshold: NaN, never 0
+    assert comp.runs["minority_sens_at_spec"].isna().all()
     primary = comp.effects[comp.effects["primary"]].iloc[0]
     assert primary["n_pairs"] == 3 and primary["p"] == pytest.approx(0.25)  # 3 positive pairs: 2/2^3
     assert primary["mde"] == math.inf and "no result could reach" in comp.conclusions
 
 
-def test_realism_note_reads_each_folds_audit(tmp_path):
-    from types import SimpleNamespace
+def write_audit(out: Path, name: str, reached, extra: dict | None = None) -> None:
+    from lus_utils.vocabulary import SetRef
 
+    folder = out / "synthetic" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "audit.json").write_text(json.dumps({**records.audit_identity(SetRef.parse(name)),
+                                                   "reached_realism": reached, **(extra or {})}))
+
+
+def test_realism_note_reads_each_folds_audit(tmp_path):
+    from lus_utils.compare.audit_tables import load_audits
     from lus_utils.compare.conclusions import realism_note
+    from types import SimpleNamespace
 
     for name, reached in (("ddpm_3_mixed_fold0", True), ("ddpm_3_mixed_fold1", False), ("ddpm_3_mixed_fold2", None),
                           ("ddpm_train_all_fold0", True)):
-        (tmp_path / "synthetic" / name).mkdir(parents=True)
-        (tmp_path / "synthetic" / name / "audit.json").write_text(json.dumps({"reached_realism": reached}))
-    runs = pd.DataFrame({"condition": ["ddpm_3_mixed@1ratio", "none", "ddpm_train_all@1ratio"],
-                         "synthetic_set": ["ddpm_3_mixed", "", "ddpm_train_all"]})
-    comp = SimpleNamespace(runs=runs, out_dir=tmp_path)
+        write_audit(tmp_path, name, reached)
+    comp = SimpleNamespace(audits=load_audits(tmp_path), out_dir=tmp_path)
     assert realism_note(comp, "none") == ""
     note = realism_note(comp, "ddpm_3_mixed@1ratio")
     assert "only 1 of 2 folds" in note and "1 fold not measured" in note
     assert "reached realism in 1 of 1 fold " in realism_note(comp, "ddpm_train_all@1ratio")
+
+
+def test_the_audit_of_every_fold_joins_its_condition(tmp_path):
+    """Under cv a family is one set per fold: the table beside each condition aggregates them (it used to join
+    the family name with the fold folders' names and find nothing)."""
+    out = study(tmp_path, repeats=1, seeds=2)
+    for fold in range(4):
+        write_audit(out, f"ddpm_3_mixed_fold{fold}", fold != 3,
+                    {"realism": {"kid": {"synthetic_vs_holdout": {"mean": 0.01 * fold}}}})
+    comp = C.compare(out, params(primary=[]), EVALUATION)
+    family = comp.synthetic[comp.synthetic["family"] == "ddpm_3_mixed"]
+    assert family["condition"].tolist() == ["ddpm_3_mixed@1ratio"]  # not "(no classifier run)"
+    row = family.iloc[0]
+    assert row["sets"] == 4 and row["audited"] == 4 and row["reached realism"] == "3 of 4"
+    assert row["realism.kid.synthetic_vs_holdout.mean"] == pytest.approx(0.015)
+    assert "3 of 4" in comp.conclusions
 
 
 def test_missing_runs_match_run_folders_without_the_stage_prefix(tmp_path):
@@ -347,18 +388,21 @@ def test_missing_runs_match_run_folders_without_the_stage_prefix(tmp_path):
         "02_resnet18-none-seed1-cv-r0": "no metrics.json", "03_resnet18-weighted_loss-seed0-cv-r0": "failed"}
 
 
-def test_seed_replica_pairs_with_itself_stands_apart_and_leads_the_ladder(comp):
+def test_the_original_replica_pairs_with_itself_stands_apart_and_leads_the_ladder(comp):
+    replica = comp.pairs["condition"].map(lambda c: Condition.parse(c).original_replica)
     pairs = comp.pairs[comp.pairs["condition"] == "seed_replica_ddpm_seed_3_mixed@1fraction"]
-    assert set(pairs["baseline"]) == {"seed_replica"} and pairs["baseline_run_id"].str.startswith("seed-").all()
-    assert not comp.pairs["baseline"].eq("none").loc[comp.pairs["condition"].str.startswith("seed_replica")].any()
-    seed_rows = comp.effects[comp.effects["condition"].str.startswith("seed_replica")]
-    assert len(seed_rows) and not seed_rows["primary"].any()
-    assert any("seed replica" in name for name in comp.tables)
+    assert set(pairs["baseline"]) == {"seed_replica"}
+    assert all(u == key_of("seed_replica", r, s) for u, r, s in zip(pairs["baseline_unit_id"], pairs["repeat"],
+                                                                   pairs["seed"]))
+    assert not comp.pairs.loc[replica, "baseline"].eq("none").any()
+    rows = comp.effects[comp.effects["condition"].map(lambda c: Condition.parse(c).original_replica)]
+    assert len(rows) and not rows["primary"].any()
+    assert any("replica" in name for name in comp.tables)
     valid = next(t for name, t in comp.tables.items() if name == "resnet18")
     assert not any(str(c).startswith("seed_replica") for c in valid.index)
-    ladder = comp.seed_claim
-    ap = ladder[ladder["metric"] == "viral AP"]
-    assert ap["step"].tolist() == [1, 2, 2, 3]  # seed recipe, two leakage ablations, the primary comparison vs none
+    ladder = comp.original_claim
+    ap = ladder[ladder["metric"] == "viral average precision"]
+    assert ap["step"].tolist() == [1, 2, 2, 3]  # its recipe, two leakage ablations, the primary comparison vs none
     auroc = ladder[ladder["metric"] == "viral AUROC"]
     assert auroc["step"].tolist() == [1, 2, 2, 3]  # every headline metric of the primary pair, not only its metric
     assert ap.iloc[0]["difference"].startswith("+")
@@ -369,23 +413,24 @@ def test_seed_replica_pairs_with_itself_stands_apart_and_leads_the_ladder(comp):
     assert "Leakage ablation" in comp.conclusions and "seed_replica_ddpm" not in comp.conclusions.split(
         "**Leakage ablation**")[1]
     refs = comp.references.reset_index()
-    seed_ref = refs[refs["condition"] == "seed_replica_ddpm_seed_3_mixed@1fraction"].iloc[0]
-    assert seed_ref["baseline"].endswith("(seed_replica)") and "seed ran none" in seed_ref["oversampling control"]
-    assert (comp.folder / "seed_claim.csv").is_file()
-    assert not comp.study_runs["seed_replica"].any() and len(comp.study_runs) == len(comp.runs) - 16
+    replica_ref = refs[refs["condition"] == "seed_replica_ddpm_seed_3_mixed@1fraction"].iloc[0]
+    assert replica_ref["baseline"].endswith("(seed_replica)")
+    assert "original study ran none" in replica_ref["oversampling control"]
+    assert (comp.folder / "original_claim.csv").is_file()
+    assert not comp.study_runs["original_replica"].any() and len(comp.study_runs) == len(comp.runs) - 16
 
 
-def test_seed_replica_is_never_primary():
-    with pytest.raises(ParamError, match="seed replica"):
+def test_the_original_replica_is_never_primary():
+    with pytest.raises(ParamError, match="replica is never a primary"):
         parse_primary(["seed_replica_ddpm_seed_3_mixed@1fraction vs seed_replica: minority_ap"])
 
 
-def test_seed_split_leak_is_counted_from_frames_csv(tmp_path):
-    from lus_utils.compare import seed_claim
+def test_the_original_split_leak_is_counted_from_frames_csv(tmp_path):
+    from lus_utils.compare import original_claim
 
-    assert seed_claim.split_leak(tmp_path, "viral") == ""
+    assert original_claim.split_leak(tmp_path, "viral") == ""
     table = frames().assign(seed_video_r0=lambda d: ["train" if v.endswith("v0") else "test" for v in d.video_id])
     (tmp_path / "data").mkdir()
     table.to_csv(tmp_path / "data" / "frames.csv", index=False)
-    sentence = seed_claim.split_leak(tmp_path, "viral")
+    sentence = original_claim.split_leak(tmp_path, "viral")
     assert "repeat 0: 12 of 12 patients, 4 viral (p0, p1, p2, p3)" in sentence

@@ -9,15 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from lus_utils import params as P
+from lus_utils.config.classify import ARCHS, GridParams
+from lus_utils.config.schema import ParamError, build
 from lus_utils.classify import models
 
 TINY_ARCH = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
 
 
 def test_tagged_names_are_allowed_and_checked_against_timm():
-    assert "resnet50.tv_in1k" in P.ARCHS and "resnet50" in P.ARCHS
-    assert "resnet51.tv_in1k" not in P.ARCHS and "resnet50." not in P.ARCHS and "resnet50.TV" not in P.ARCHS
+    assert "resnet50.tv_in1k" in ARCHS and "resnet50" in ARCHS
+    assert "resnet51.tv_in1k" not in ARCHS and "resnet50." not in ARCHS and "resnet50.TV" not in ARCHS
     models.check_arch("resnet50.tv_in1k", 224)
     models.check_arch("vit_base_patch16_224.augreg_in1k", 224)
     with pytest.raises(ValueError, match="no pretrained tag 'nope' for resnet50.*tv_in1k"):
@@ -27,10 +28,10 @@ def test_tagged_names_are_allowed_and_checked_against_timm():
 
 
 def test_profile_accepts_tagged_archs_and_names_the_tag_rule():
-    grid = P.build(P.GridParams, {"archs": ["resnet50.tv_in1k"]}, "test")
+    grid = build(GridParams, {"archs": ["resnet50.tv_in1k"]}, "test")
     assert grid.archs == ["resnet50.tv_in1k"]
-    with pytest.raises(P.ParamError, match="pretrained tag"):
-        P.build(P.GridParams, {"archs": ["resnet51.tv_in1k"]}, "test")
+    with pytest.raises(ParamError, match="pretrained tag"):
+        build(GridParams, {"archs": ["resnet51.tv_in1k"]}, "test")
 
 
 def write_hf_cache(cache: Path, arch: str) -> dict:

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from lus_utils import params as P
-from lus_utils.run.planning import generator_folds, plan, synthetic_sets
+from lus_utils.config.profiles import Profile, load_profile
+from lus_utils.run.planning import generator_folds, plan, synthetic_families
+from lus_utils.vocabulary import METADATA_REFERENCE, ORIGINAL_VIDEO, SetRef
 
 
-def _with(profile: P.Profile, **sections) -> P.Profile:
+def _with(profile: Profile, **sections) -> Profile:
     return replace(profile, sections={**profile.sections, **sections})
 
 
 def _plan(tmp_path, root, repeats=2, **grid_changes):
-    profile = P.load_profile("smoke")
+    profile = load_profile("smoke")
     profile = _with(profile, grid=replace(profile.grid, **grid_changes), data=replace(profile.data, repeats=repeats))
     return profile, plan(profile, tmp_path / "out", root)
 
@@ -22,14 +23,15 @@ def test_generators_are_planned_per_fold_one_fold_per_minority_patient(tmp_path,
     profile, runs = _plan(tmp_path, tiny_root)
     assert generator_folds(profile, {"out_dir": str(tmp_path / "out"), "data_root": str(tiny_root)}) == [0, 1, 2, 3]
     ddpm = [r for r in runs if r.stage == "05"]
-    assert sorted((r.params["variant"], r.params["fold"]) for r in ddpm) == sorted(
-        [(v, f) for v in profile.ddpm_runs.variants for f in range(4)]  # once per fold, shared by the repeats
-        + [("seed_3_mixed", -1)])  # the seed replica's generator: one for the study
-    families = synthetic_sets(runs)
+    assert sorted((r.params["variant"], r.params["split_column"]) for r in ddpm) == sorted(
+        [(v, f"cv_r0_f{f}") for v in profile.ddpm_runs.variants for f in range(4)]  # once per fold, every repeat's
+        + [("seed_3_mixed", "split")])  # the original study's generator: one for the study
+    families = synthetic_families(runs)
     assert [p for _, p in families.pop("ddpm_seed_3_mixed")] == ["05_ddpm_seed_3_mixed"]
     made = {f"ddpm_{v}" for v in profile.ddpm_runs.variants} | {"ti_txt2img_tiny", "ti_img2img_tiny"}
     assert made <= set(families) and len(made) >= 3
     assert all(len(producers) == 4 for producers in families.values())
+    assert all(ref.fold == f for producers in families.values() for f, (ref, _) in enumerate(producers))
     holdout = _with(profile, data=replace(profile.data, protocol="holdout"))
     assert generator_folds(holdout, {"out_dir": str(tmp_path), "data_root": str(tiny_root)}) == [-1]
 
@@ -37,7 +39,7 @@ def test_generators_are_planned_per_fold_one_fold_per_minority_patient(tmp_path,
 def test_every_family_amount_strategy_repeat_and_seed_gets_a_run_after_all_its_folds(tmp_path, tiny_root):
     profile, runs = _plan(tmp_path, tiny_root, synthetic_strategies=["none", "weighted_loss"],
                           synthetic_amounts=[0.5, 2.0], seeds=[0, 1])
-    families = synthetic_sets(runs)
+    families = synthetic_families(runs)
     families.pop("ddpm_seed_3_mixed")
     synthetic_runs = {(r.params["arch"], r.params["strategy"], r.params["synthetic_set"], r.params["synthetic_amount"],
                        r.params["repeat"], r.params["seed"]) for r in runs
@@ -45,38 +47,43 @@ def test_every_family_amount_strategy_repeat_and_seed_gets_a_run_after_all_its_f
     assert synthetic_runs == {(a, s, n, x, rep, seed) for a in profile.grid.archs for s in ("none", "weighted_loss")
                               for n in families for x in (0.5, 2.0) for rep in (0, 1) for seed in (0, 1)}
     for run in runs:
-        if run.stage in ("02", "03") and run.params["protocol"] != P.SEED_VIDEO:
+        if run.stage in ("02", "03") and run.params["protocol"] != ORIGINAL_VIDEO:
             assert run.stage == ("02" if run.params["strategy"] == "none" else "03")
             assert run.params["protocol"] == "cv"
             if run.params.get("synthetic_set") in families:
-                assert {p for _, p in families[run.params["synthetic_set"]]} <= set(run.after)
+                producers = families[run.params["synthetic_set"]]
+                assert {p for _, p in producers} <= set(run.after)
+                assert run.reads == tuple(ref for ref, _ in producers)  # every fold's set is fingerprinted
     over = [r for r in runs if r.params.get("oversample_amount")]
     assert {(r.params["oversample_amount"], r.params["strategy"]) for r in over} == {
         (x, s) for x in (0.5, 2.0) for s in ("none", "weighted_loss")}
-    reference = [r for r in runs if r.params.get("arch") == P.METADATA_REFERENCE]
+    reference = [r for r in runs if r.params.get("arch") == METADATA_REFERENCE]
     assert sorted(r.params["repeat"] for r in reference) == [0, 1] and all(r.stage == "02" for r in reference)
 
 
 def test_domain_textual_inversion_is_planned_per_repeat_and_fold(tmp_path, tiny_root):
-    profile = P.load_profile("smoke")
+    profile = load_profile("smoke")
     profile = _with(profile, data=replace(profile.data, repeats=2),
                     textual_inversion_runs=replace(profile.textual_inversion_runs, base_models=["tiny", "domain"]))
     runs = plan(profile, tmp_path / "out", tiny_root)
-    ti = sorted((r.params["base_model"], r.params["repeat"], r.params["fold"]) for r in runs if r.stage == "04")
-    assert ti == sorted([("tiny", 0, f) for f in range(4)] + [("domain", r, f) for r in (0, 1) for f in range(4)])
-    families = synthetic_sets(runs)
-    assert sorted(rep for rep, _ in families["ti_txt2img_domain"]) == [0] * 4 + [1] * 4
+    ti = sorted((r.params["base_model"], r.params["split_column"]) for r in runs if r.stage == "04")
+    assert ti == sorted([("tiny", f"cv_r0_f{f}") for f in range(4)]
+                        + [("domain", f"cv_r{r}_f{f}") for r in (0, 1) for f in range(4)])
+    families = synthetic_families(runs)
+    assert sorted(ref.repeat for ref, _ in families["ti_txt2img_domain"]) == [0] * 4 + [1] * 4
+    assert {ref.name for ref, _ in families["ti_txt2img_tiny"]} == {f"ti_txt2img_tiny_fold{f}" for f in range(4)}
     for run in runs:
         if run.params.get("synthetic_set") == "ti_txt2img_domain":
-            needed = {p for rep, p in families["ti_txt2img_domain"] if rep == run.params["repeat"]}
-            other = {p for rep, p in families["ti_txt2img_domain"] if rep != run.params["repeat"]}
+            needed = {p for ref, p in families["ti_txt2img_domain"] if ref.repeat == run.params["repeat"]}
+            other = {p for ref, p in families["ti_txt2img_domain"] if ref.repeat != run.params["repeat"]}
             assert needed <= set(run.after) and not other & set(run.after)
+            assert {ref.repeat for ref in run.reads} == {run.params["repeat"]}
 
 
 def test_augment_strategies_add_classical_augmentation_comparators(tmp_path, tiny_root):
     _, runs = _plan(tmp_path, tiny_root, repeats=1, augment_strategies=["none"])
     comparators = [r for r in runs if r.params.get("augment") and not r.params.get("synthetic_set")]
-    assert len(comparators) == len(P.load_profile("smoke").grid.archs)
+    assert len(comparators) == len(load_profile("smoke").grid.archs)
     assert all(r.run_id.endswith("-aug") and r.stage == "02" for r in comparators)
     _, runs = _plan(tmp_path, tiny_root, repeats=1, augment_strategies=[])
     assert not [r for r in runs if r.params.get("augment")]
@@ -91,31 +98,33 @@ def test_comparison_runs_last_after_everything(tmp_path, tiny_root):
 def test_seed_replica_runs_the_seed_recipe_per_arch_repeat_and_seed(tmp_path, tiny_root):
     profile, runs = _plan(tmp_path, tiny_root, seeds=[0, 1])
     generator = next(r for r in runs if r.run_id == "05_ddpm_seed_3_mixed")
-    seed = profile.seed_replica
-    assert (generator.params["sampler"], generator.params["sampling_steps"], generator.params["gate"],
-            generator.params["gate_retries"], generator.params["min_std"], generator.params["min_entropy"]) == (
-        "ddpm", seed.sampling_steps, "seed", seed.gate_retries, seed.min_std, seed.min_entropy)
-    replica = [r for r in runs if r.params.get("protocol") == P.SEED_VIDEO]
+    overlay = {**profile.seed_replica.ddpm, **profile.seed_replica.audit}
+    assert overlay["sampler"] == "ddpm" and overlay["gate"] == "seed"
+    assert {k: generator.params[k] for k in overlay} == overlay
+    assert generator.params["epochs_3_mixed"] == profile.ddpm.epochs_3_mixed  # it trains as section ddpm says
+    replica = [r for r in runs if r.params.get("protocol") == ORIGINAL_VIDEO]
     assert len(replica) == 2 * 2 * 2 * len(profile.grid.archs)  # (plain, with its set) x repeats x seeds x archs
     on_cv = [r for r in runs if r.params.get("protocol") == "cv" and r.params.get("synthetic_set") == "ddpm_seed_3_mixed"]
     assert len(on_cv) == 2 * 2 * len(profile.grid.archs) and all(r.params["checkpoint"] == "best" for r in on_cv)
-    assert {r.params["synthetic_amount_unit"] for r in on_cv} == {"fraction"}
+    assert {r.params["amount_unit"] for r in on_cv} == {"fraction"}
     for run in replica:
         assert run.stage == "02" and run.params["checkpoint"] == "last" and run.params["strategy"] == "none"
         if run.params["synthetic_set"]:
             assert run.params["synthetic_set"] == "ddpm_seed_3_mixed" and "05_ddpm_seed_3_mixed" in run.after
-            assert (run.params["synthetic_amount"], run.params["synthetic_amount_unit"]) == (1.0, "fraction")
+            assert (run.params["synthetic_amount"], run.params["amount_unit"]) == (1.0, "fraction")
     cv_runs = [r for r in runs if r.params.get("protocol") == "cv" and r.params.get("synthetic_set") == "ddpm_seed_3_mixed"]
     assert {r.params["strategy"] for r in cv_runs} == {"none"}  # its set joins no other condition
     _, without = _plan(tmp_path, tiny_root, seed_replica=False)
-    assert not [r for r in without if r.params.get("protocol") == P.SEED_VIDEO or r.run_id == "05_ddpm_seed_3_mixed"]
+    assert not [r for r in without if r.params.get("protocol") == ORIGINAL_VIDEO or r.run_id == "05_ddpm_seed_3_mixed"]
 
 
 def test_the_leakage_ablation_generator_is_planned_once_and_serves_every_fold(tmp_path, tiny_root):
-    profile = P.load_profile("smoke")
+    profile = load_profile("smoke")
     profile = _with(profile, ddpm_runs=replace(profile.ddpm_runs, variants=["3_mixed", "3_mixed_any_split"]))
     runs = plan(profile, tmp_path / "out", tiny_root)
-    ddpm = sorted((r.params["variant"], r.params["fold"]) for r in runs if r.stage == "05")
-    assert ddpm == sorted([("3_mixed", f) for f in range(4)] + [("3_mixed_any_split", -1), ("seed_3_mixed", -1)])
+    ddpm = sorted((r.params["variant"], r.params["split_column"]) for r in runs if r.stage == "05")
+    assert ddpm == sorted([("3_mixed", f"cv_r0_f{f}") for f in range(4)]
+                          + [("3_mixed_any_split", "split"), ("seed_3_mixed", "split")])
     leaky = [r for r in runs if r.params.get("synthetic_set") == "ddpm_3_mixed_any_split"]
     assert leaky and all("05_ddpm_3_mixed_any_split" in r.after for r in leaky)
+    assert all(r.reads == (SetRef("ddpm_3_mixed_any_split"),) for r in leaky)

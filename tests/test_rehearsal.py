@@ -5,25 +5,29 @@ from pathlib import Path
 
 import torch
 
-from lus_utils import params as P
+from lus_utils.config.profiles import load_profile
 from lus_utils.run import cli, rehearsal
 
 SHAPE_KEYS = {
-    "train": ("image_size", "batch_size", "amp", "device"),
+    "train": ("image_size", "batch_size"),
+    "runtime": ("device", "precision", "sampling_precision"),
     "grid": ("archs", "strategies", "augment_strategies"),
-    "ddpm": ("image_size", "block_out_channels", "layers_per_block", "attention_levels", "batch_size",
-             "mixed_precision", "sampler"),
-    "textual_inversion": ("resolution", "batch_size", "gradient_accumulation", "guidance_scale", "mixed_precision",
-                          "domain_resolution", "domain_width", "domain_batch_size", "sampler"),
+    "ddpm": ("image_size", "block_out_channels", "layers_per_block", "attention_levels", "batch_size", "sampler"),
+    "textual_inversion": ("resolution", "batch_size", "gradient_accumulation", "guidance_scale", "sampler"),
+    "domain_base_model": ("domain_resolution", "domain_width", "domain_batch_size"),
     "ddpm_runs": ("variants",),
     "study": ("stages",),
 }
 
 
+def rehearse(name: str, out: Path):
+    return rehearsal.with_sd_sized_base(load_profile(f"{name}+{rehearsal.OVERLAY}"), out)
+
+
 def test_rehearsal_keeps_shapes_and_cuts_loops(tmp_path):
-    full = P.load_profile("full")
-    r = rehearsal.rehearse(full, tmp_path)
-    assert r.name == "full-rehearsal"
+    full = load_profile("full")
+    r = rehearse("full", tmp_path)
+    assert r.name == "full+rehearsal" and rehearsal.is_rehearsal(r) and not rehearsal.is_rehearsal(full)
     for section, keys in SHAPE_KEYS.items():
         for key in keys:
             assert getattr(r.sections[section], key) == getattr(full.sections[section], key), (section, key)
@@ -31,9 +35,10 @@ def test_rehearsal_keeps_shapes_and_cuts_loops(tmp_path):
     assert r.grid.synthetic_strategies == ["none"] and r.grid.strategies == full.grid.strategies
     assert (r.data.repeats, r.data.protocol, r.train.max_steps_per_epoch) == (1, "holdout", 2)
     assert r.audit.gate == full.audit.gate and r.audit.gate_margin == 1000.0  # every image kept, the gate still run
-    assert (r.seed_replica.min_std, r.seed_replica.min_entropy) == (0.0, 0.0)
+    assert (r.seed_replica.audit["min_std"], r.seed_replica.audit["min_entropy"]) == (0.0, 0.0)
+    assert r.seed_replica.ddpm["sampler"] == full.seed_replica.ddpm["sampler"]
     assert (r.ddpm.epochs_3_mixed, r.ddpm.epochs_train_all, r.ddpm.sampling_steps) == (1, 1, 2)
-    assert (r.textual_inversion.steps, r.textual_inversion.domain_steps, r.textual_inversion.n_txt2img) == (2, 2, 1)
+    assert (r.textual_inversion.steps, r.domain_base_model.domain_steps, r.textual_inversion.n_txt2img) == (2, 2, 1)
     assert r.textual_inversion_runs.base_models == [str(tmp_path / rehearsal.SD_FOLDER), "domain"]
     assert full.train.epochs == 50 and full.grid.seeds == [0, 1, 2, 3, 4], "the profile itself is untouched"
 
@@ -54,10 +59,10 @@ def test_sd_stand_in_has_stable_diffusion_v1_5_sizes():
 
 
 def test_stand_in_is_written_only_when_notebook_04_runs(tmp_path):
-    r = rehearsal.rehearse(P.load_profile("full"), tmp_path)
+    r = rehearse("full", tmp_path)
     assert rehearsal.needs_sd_sized_base(r, tmp_path) and rehearsal.needs_sd_sized_base(r, tmp_path, ["04"])
     assert not rehearsal.needs_sd_sized_base(r, tmp_path, ["02"])
-    assert not rehearsal.needs_sd_sized_base(rehearsal.rehearse(P.load_profile("smoke"), tmp_path), tmp_path)
+    assert not rehearsal.needs_sd_sized_base(rehearse("smoke", tmp_path), tmp_path)
 
 
 def test_cli_flag_plans_the_rehearsal(tmp_path, monkeypatch, capsys):
@@ -68,6 +73,6 @@ def test_cli_flag_plans_the_rehearsal(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cli, "describe_dry_run", lambda study: "")
     monkeypatch.setattr(cli, "execute_study", lambda *a, **k: None)
     assert cli.main(["--profile", "full", "--rehearse", "--dry-run", "--out", str(tmp_path / "o")]) == 0
-    assert seen["p"].name == "full-rehearsal" and seen["p"].train.epochs == 1 and seen["o"] == tmp_path / "o"
+    assert seen["p"].name == "full+rehearsal" and seen["p"].train.epochs == 1 and seen["o"] == tmp_path / "o"
     assert not (tmp_path / "o" / rehearsal.SD_FOLDER).exists(), "a dry run writes nothing"
     assert Path(seen["p"].textual_inversion_runs.base_models[0]).parent == tmp_path / "o"

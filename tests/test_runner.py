@@ -9,12 +9,18 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from lus_utils import params as P
+from lus_utils.config.profiles import Profile, load_profile
+from lus_utils.config.runtime import SlurmParams
+from lus_utils.config.schema import ParamError
 from lus_utils.run import cache_keys as K, cli, executors as X, study as S
 from lus_utils.run.planning import Run
 
-SLURM = P.SlurmParams(partition="gpu", gpus_per_node=1, cpus_per_task=4, mem_gb=8, timeout_min=30,
-                      array_parallelism=4)
+SLURM = SlurmParams(partition="gpu", gpus_per_node=1, cpus_per_task=4, mem_gb=8, timeout_min=30,
+                    array_parallelism=4)
+
+
+def fake_profile(name, overrides=()):
+    return Profile("fake", Path("fake.yaml"), "a fake study", {"slurm": SlurmParams()})
 
 
 def fake_notebook(folder: Path, name: str) -> Path:
@@ -145,8 +151,7 @@ def test_crash_leaves_no_stamp_and_next_invocation_reruns(setup, capsys, monkeyp
     marker = out / "crash-now"
     marker.touch()
     runs = make_runs(out, fail_if=str(marker))[:2]
-    monkeypatch.setattr(cli.P, "load_profile", lambda name: P.Profile("fake", Path("fake.yaml"), "a fake study",
-                                                                    {"slurm": P.SlurmParams()}))
+    monkeypatch.setattr(cli, "load_profile", fake_profile)
     monkeypatch.setattr(cli, "resolve_data_root", lambda root, fetch_if_missing: out)
     monkeypatch.setattr(cli, "plan", lambda profile, out_dir, data_root, only: runs)
     monkeypatch.setattr(S, "NOTEBOOKS_DIR", notebooks)
@@ -198,8 +203,8 @@ def test_code_hash_follows_the_modules_a_notebook_imports(tmp_path):
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("from lus_utils.compare import comparison\nimport os")])
     nbformat.write(nb, tmp_path / "n.ipynb")
     modules = K.notebook_modules(tmp_path / "n.ipynb")
-    assert {"lus_utils.compare.comparison", "lus_utils.params", "lus_utils.provenance",
-            "lus_utils.classify.training"} <= modules  # training: a lazy import in comparison
+    assert {"lus_utils.compare.comparison", "lus_utils.config.compare", "lus_utils.provenance",
+            "lus_utils.vocabulary"} <= modules
     assert "lus_utils.generate.ddpm" not in modules and not any(m.startswith("lus_utils.run") for m in modules)
     hashes = K.code_hashes(tmp_path / "n.ipynb")
     assert "compare/comparison.py" in hashes and "__init__.py" in hashes and not any(k.startswith("run/") for k in hashes)
@@ -213,7 +218,7 @@ def test_levels_follow_dependencies():
     runs = [Run("06", "n", "z", {}, after=["x", "y"]), Run("02", "n", "x", {}), Run("03", "n", "y", {}, after=["x"]),
             Run("02", "n", "w", {}, after=["not-planned"])]
     assert [[r.run_id for r in level] for level in S.levels(runs)] == [["x", "w"], ["y"], ["z"]]
-    with pytest.raises(P.ParamError, match="cycle"):
+    with pytest.raises(ParamError, match="cycle"):
         S.levels([Run("02", "n", "p", {}, after=["q"]), Run("02", "n", "q", {}, after=["p"])])
 
 
@@ -228,7 +233,7 @@ def test_submitit_local_executor_runs_a_two_run_array(setup):
     notebooks, out = setup
     runs = make_runs(out)[::2]  # a and c: one level, one stage each -> one array per stage
     runs[1].stage = "02"
-    executor = X.SubmititExecutor(out, P.SlurmParams(gpus_per_node=0, timeout_min=5), cluster="local", poll_s=0.3)
+    executor = X.SubmititExecutor(out, SlurmParams(gpus_per_node=0, timeout_min=5), cluster="local", poll_s=0.3)
     result = study(runs, out, notebooks, executor=executor)
     assert statuses(result) == {"a": "ran", "c": "ran"}, result.format() + "\n" + logs_of(out)
     assert sorted(ran_lines(out)) == ["nb_a 1", "nb_c 1"]
@@ -341,7 +346,7 @@ def test_comparison_runs_on_what_finished_and_names_what_did_not(setup):
 def test_the_planner_lets_only_the_comparison_run_after_failures():
     from lus_utils.run.planning import plan_compare
 
-    profile = P.load_profile("smoke")
+    profile = load_profile("smoke")
     compare = plan_compare(profile, {"data_root": "d", "out_dir": "o"}, [Run("02", "n", "x", {})])
     assert compare[0].runs_after_failures and compare[0].after == ["x"]
     assert not Run("02", "n", "y", {}).runs_after_failures
@@ -364,8 +369,7 @@ def test_a_second_runner_on_the_same_output_folder_is_refused(tmp_path, capsys, 
         with pytest.raises(RuntimeError, match="another runner is already working in .*use another --out"):
             with S.study_lock(tmp_path):
                 pass
-        monkeypatch.setattr(cli.P, "load_profile", lambda name: P.Profile("fake", Path("fake.yaml"), "a fake study",
-                                                                          {"slurm": P.SlurmParams()}))
+        monkeypatch.setattr(cli, "load_profile", fake_profile)
         monkeypatch.setattr(cli, "resolve_data_root", lambda root, fetch_if_missing: tmp_path)
         monkeypatch.setattr(cli, "plan", lambda profile, out_dir, data_root, only: [])
         assert cli.main(["--profile", "fake", "--out", str(tmp_path)]) == 2

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from lus_utils.data import splits
-from lus_utils.params import DataParams
+from lus_utils.config.data import DataParams
 
 
 def synthetic_frames(patients_per_class: dict[str, int], seed: int = 0) -> pd.DataFrame:

@@ -13,15 +13,26 @@ import pytest
 import torch
 from sklearn.utils.class_weight import compute_class_weight
 
-from lus_utils import params
-from lus_utils.classify import frame_tensors, loop, models, run_data, run_identity, training
+from lus_utils import records, synthetic_sets
+from lus_utils.classify import frame_tensors, loop, models, run_data, training
+from lus_utils.config.classify import ClassifierRunParams, EvaluationParams, TrainParams
+from lus_utils.config.data import DataParams
+from lus_utils.config.notebooks import notebook_defaults
+from lus_utils.config.runtime import RuntimeParams
+from lus_utils.config.schema import ParamError, build
 from lus_utils.data import splits
-from lus_utils.generate import synthetic
-from lus_utils.params import ClassifierRunParams, DataParams, ParamError, TrainParams
 from lus_utils.provenance import read_json
+from lus_utils.vocabulary import CV, HOLDOUT as HOLDOUT_PROTOCOL, Split
 
 CLASSES = ["covid", "pneumonia", "regular", "viral"]
-FAST = {"image_size": 32, "epochs": 1, "batch_size": 8, "n_boot": 10, "num_threads": 1, "patience": 2}
+FAST = {"image_size": 32, "epochs": 1, "batch_size": 8, "patience": 2}
+EVALUATION = EvaluationParams(n_boot=100)
+RUNTIME = RuntimeParams(threads=1)
+FOLDS = [f"cv_r0_f{f}" for f in range(4)]
+
+
+def run_classifier(frames, run, out, train=None, evaluation=EVALUATION):
+    return training.run_classifier(frames, run, {**FAST, **(train or {})}, evaluation, RUNTIME, out)
 
 
 def make_frames(root: Path, frames_per_video: int = 3, size: int = 24, patients: int = 4) -> Path:
@@ -75,32 +86,9 @@ HOLDOUT = {"protocol": "holdout"}
 
 
 # --- identity and parameters ---------------------------------------------------------------------------------
-def test_run_ids_and_conditions_are_readable_and_distinct() -> None:
-    base = {"arch": "resnet18", "strategy": "none", "seed": 0, "protocol": "cv", "repeat": 0, "synthetic_set": "",
-            "synthetic_amount": 1.0, "synthetic_amount_unit": "ratio", "augment": False}
-    assert run_identity.run_id_for(base) == "resnet18-none-seed0-cv-r0"
-    assert run_identity.run_id_for({**base, "protocol": "holdout"}) == "resnet18-none-seed0-holdout"
-    syn = {**base, "synthetic_set": "ddpm_3_mixed", "synthetic_amount": 5.0, "strategy": "weighted_loss",
-           "repeat": 2, "augment": True}
-    assert run_identity.run_id_for(syn) == "resnet18-weighted_loss-seed0-cv-r2-ddpm_3_mixed@5ratio-aug"
-    assert run_identity.condition_name(base) == "none"
-    assert run_identity.condition_name(syn) == "ddpm_3_mixed@5ratio+weighted_loss+augment"
-    over = {**base, "oversample_amount": 5.0}
-    assert run_identity.condition_name(over) == "oversampling@5ratio"
-    assert run_identity.run_id_for(over) == "resnet18-none-seed0-cv-r0-oversampling@5ratio"
-    assert run_identity.condition_name({**base, "arch": "metadata_reference"}) == "metadata_reference"
-    assert run_identity.baseline_run_ids(syn) == ["resnet18-none-seed0-cv-r2-ddpm_3_mixed@5ratio-aug",
-                                                  "resnet18-none-seed0-cv-r2-aug",
-                                                  "resnet18-weighted_loss-seed0-cv-r2-oversampling@5ratio-aug"]
-    assert run_identity.fold_set_names("ddpm_3_mixed", 1, 0) == ["ddpm_3_mixed_r0_fold1", "ddpm_3_mixed_fold1", "ddpm_3_mixed"]
-    ids = {run_identity.run_id_for({**base, "seed": s, "strategy": st}) for s in (0, 1) for st in params.STRATEGIES}
-    assert len(ids) == 6
-    with pytest.raises(ParamError, match="oversample_amount"):
-        params.build(ClassifierRunParams, {"synthetic_set": "x", "oversample_amount": 1.0}, "test")
-
-
-def test_run_identity_imports_no_torch() -> None:
-    code = "import sys, lus_utils.classify.run_identity; print('torch' in sys.modules)"
+def test_the_vocabulary_config_and_records_import_no_torch() -> None:
+    code = ("import sys, lus_utils.vocabulary, lus_utils.records, lus_utils.config.profiles, "
+            "lus_utils.config.notebooks; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr[-2000:]
 
@@ -116,9 +104,9 @@ def test_minority_threshold_by_hand() -> None:
 
 def test_unknown_arch_and_strategy_name_allowed_values() -> None:
     with pytest.raises(ParamError, match="resnet18"):
-        params.build(ClassifierRunParams, {"arch": "resnet999"}, "test")
+        build(ClassifierRunParams, {"arch": "resnet999"}, "test")
     with pytest.raises(ParamError, match="balanced_sampler"):
-        params.build(ClassifierRunParams, {"strategy": "smote"}, "test")
+        build(ClassifierRunParams, {"strategy": "smote"}, "test")
     with pytest.raises(ValueError, match="allowed"):
         models.build_model("resnet999", 4, 32)
     with pytest.raises(ValueError, match="multiple of 16"):
@@ -128,9 +116,8 @@ def test_unknown_arch_and_strategy_name_allowed_values() -> None:
 
 
 def test_notebook_03_defaults_to_weighted_loss() -> None:
-    assert params.notebook_defaults("03_weighted_loss")["strategy"] == "weighted_loss"
-    assert params.notebook_defaults("02_baseline")["strategy"] == "none"
-    assert params.SYNTHETIC_AMOUNT_UNITS == synthetic.AMOUNT_UNITS
+    assert notebook_defaults("03_weighted_loss")["strategy"] == "weighted_loss"
+    assert notebook_defaults("02_baseline")["strategy"] == "none"
 
 
 # --- strategies -------------------------------------------------------------------------------------------
@@ -170,40 +157,40 @@ def test_augmentation_is_seeded_uint8_and_identity_when_switched_off() -> None:
 # --- whole runs --------------------------------------------------------------------------------------------
 def test_cv_run_pools_every_frame_once_with_validation_thresholds(study: Path, tmp_path: Path) -> None:
     frames = frames_of(study)
-    run = {"arch": "resnet18", "strategy": "balanced_sampler", "seed": 3, "fixed_specificity": 0.8}
-    train = {**FAST, "augment": True}
-    first = training.run_classifier(frames, run, train, tmp_path / "a")
-    second = training.run_classifier(frames, run, train, tmp_path / "b")
+    run = {"arch": "resnet18", "strategy": "balanced_sampler", "seed": 3, "augment": True}
+    evaluation = EvaluationParams(fixed_specificity=0.8, n_boot=100)
+    first = run_classifier(frames, run, tmp_path / "a", evaluation=evaluation)
+    second = run_classifier(frames, run, tmp_path / "b", evaluation=evaluation)
     assert comparable(first) == comparable(second)
     run_dir = tmp_path / "a" / "runs" / first["run_id"]
     assert comparable(read_json(run_dir / "metrics.json")) == comparable(first)
     for name in training.RUN_FILES + tuple(f"best_fold{f}.pt" for f in range(4)):
         assert (run_dir / name).is_file(), name
-    assert first["protocol"] == "cv" and first["folds"] == [0, 1, 2, 3] and first["repeat"] == 0
+    assert first["protocol"] == "cv" and first["splits"] == FOLDS and first["repeat"] == 0
+    assert first["schema"] == records.RUN_SCHEMA and first["identity"]["condition"]["augment"] is True
     assert first["environment"]["packages"]["torch"] and first["environment"]["device"].startswith(("cpu", "cuda:"))
     assert first["condition"] == "balanced_sampler+augment"
-    predictions = pd.read_csv(run_dir / "predictions.csv")
-    assert list(predictions.columns) == (training.PREDICTION_KEYS + ["pred"] + [f"prob_{c}" for c in CLASSES]
-                                         + ["threshold"])
+    predictions = records.read_predictions(run_dir / "predictions.csv", CLASSES)
+    assert list(predictions.columns) == records.prediction_columns(CLASSES)
     assert sorted(predictions["path"]) == sorted(frames["path"])  # every frame tested exactly once
     viral = predictions[predictions.label == "viral"]
     assert viral.groupby("patient_id").fold.nunique().eq(1).all() and viral.fold.nunique() == 4
-    val = pd.read_csv(run_dir / "val_predictions.csv")
+    val = records.read_predictions(run_dir / "val_predictions.csv", CLASSES)
     assert not (val.label == "viral").any()  # no minority patient in any validation part
     for f in range(4):
         negatives = val.loc[val.fold == f, "prob_viral"].to_numpy()
         expected = training.minority_threshold(negatives, 0.8)
-        assert np.isclose(first["thresholds"][str(f)], expected)
+        assert np.isclose(first["thresholds"][FOLDS[f]], expected)
         assert np.allclose(predictions.loc[predictions.fold == f, "threshold"], expected)
         test_paths = set(predictions.loc[predictions.fold == f, "path"])
         assert test_paths == set(frames.loc[frames["cv_r0_f" + str(f)] == "test", "path"])
     # fold 2's checkpoint reproduces fold 2's test probabilities
-    model, classes, size = training.load_run_model(run_dir, fold=2)
+    model, classes, size = training.load_run_model(run_dir, split="cv_r0_f2")
     rows = predictions[predictions.fold == 2]
     abspaths = frames.set_index("path").loc[rows["path"], "abspath"].tolist()
-    prob = models.predict_proba(model, frame_tensors.load_images(abspaths, size, cache=False), 8, amp=True)
+    prob = models.predict_proba(model, frame_tensors.load_images(abspaths, size, cache=False), 8, precision="bf16")
     assert classes == CLASSES and np.allclose(prob, rows[[f"prob_{c}" for c in CLASSES]].to_numpy(), atol=1e-6)
-    other = training.run_classifier(frames, {**run, "seed": 4}, train, tmp_path / "c")
+    other = run_classifier(frames, {**run, "seed": 4}, tmp_path / "c", evaluation=evaluation)
     assert other["per_class"] != first["per_class"]
 
 
@@ -211,21 +198,20 @@ def test_weighted_loss_counts_real_frames_only(study: Path, tmp_path: Path) -> N
     frames = frames_of(study)
     viral_train = frames.loc[(frames.split == "train") & (frames.label == "viral"), "path"].tolist()
     write_synthetic_set(tmp_path / "synthetic" / "toy", viral_train)
-    plain = training.run_classifier(frames, {"strategy": "weighted_loss", **HOLDOUT}, FAST, tmp_path)
-    with_set = training.run_classifier(frames, {"strategy": "weighted_loss", "synthetic_set": "toy", **HOLDOUT},
-                                       FAST, tmp_path)
-    copies = training.run_classifier(frames, {"strategy": "weighted_loss", "oversample_amount": 2.0, **HOLDOUT},
-                                     FAST, tmp_path)
-    weights = [r["training"]["-1"]["class_weights"] for r in (plain, with_set, copies)]
-    counts = np.array([plain["n_train"]["-1"][c] for c in CLASSES])
+    plain = run_classifier(frames, {"strategy": "weighted_loss", **HOLDOUT}, tmp_path)
+    with_set = run_classifier(frames, {"strategy": "weighted_loss", "synthetic_set": "toy", **HOLDOUT}, tmp_path)
+    copies = run_classifier(frames, {"strategy": "weighted_loss", "oversample_amount": 2.0, **HOLDOUT}, tmp_path)
+    weights = [r["training"]["split"]["class_weights"] for r in (plain, with_set, copies)]
+    counts = np.array([plain["n_train"]["split"][c] for c in CLASSES])
     assert np.allclose(weights[0], counts.sum() / (len(CLASSES) * counts), atol=1e-6)
     assert weights[0] == weights[1] == weights[2]
-    assert with_set["n_synthetic"]["-1"] > 0 and copies["n_oversampled"]["-1"] == 2 * counts[-1]
+    assert with_set["n_synthetic"]["split"] > 0 and copies["n_oversampled"]["split"] == 2 * counts[-1]
 
 
 def test_oversampling_repeats_real_minority_training_frames_evenly(study: Path, tmp_path: Path) -> None:
     frames = frames_of(study)
-    data = run_data.prepare_data(frames, ClassifierRunParams(oversample_amount=2.5), TrainParams(), tmp_path, 0)
+    data = run_data.prepare_data(frames, ClassifierRunParams(oversample_amount=2.5), TrainParams(), tmp_path,
+                                 Split(CV, 0, 0))
     copies = data.table[data.table.oversampled]
     real = data.table[(data.table.part == "train") & (data.table.label == "viral") & ~data.table.oversampled]
     assert len(copies) == round(2.5 * len(real)) and set(copies.part) == {"train"}
@@ -234,13 +220,12 @@ def test_oversampling_repeats_real_minority_training_frames_evenly(study: Path, 
     assert times.max() - times.min() <= 1 and len(times) == len(real)
     assert run_data.part_counts(data).loc["viral", "train (oversampled copies)"] == len(copies)
     with pytest.raises(ParamError, match="ratio or count"):
-        run_data.prepare_data(frames, ClassifierRunParams(oversample_amount=0.5),
-                              TrainParams(synthetic_amount_unit="fraction"), tmp_path, 0)
+        build(ClassifierRunParams, {"oversample_amount": 0.5, "amount_unit": "fraction"}, "test")
 
 
 def test_metadata_reference_run_writes_the_same_predictions(study: Path, tmp_path: Path) -> None:
     frames = frames_of(study)
-    record = training.run_classifier(frames, {"arch": "metadata_reference"}, FAST, tmp_path)
+    record = run_classifier(frames, {"arch": "metadata_reference"}, tmp_path)
     run_dir = tmp_path / "runs" / record["run_id"]
     predictions = pd.read_csv(run_dir / "predictions.csv")
     assert record["condition"] == "metadata_reference" and sorted(predictions.path) == sorted(frames.path)
@@ -256,10 +241,10 @@ def test_split_without_a_class_in_validation_stops_before_training(study: Path, 
     frames.loc[(frames.label == "viral") & (frames.split == "val"), "split"] = "test"
     monkeypatch.setattr(models, "build_model", lambda *a, **k: pytest.fail("trained despite a bad split"))
     with pytest.raises(splits.SplitError, match=r"\['viral'\] have no frame in validation") as err:
-        training.run_classifier(frames, {"arch": "resnet18", **HOLDOUT}, FAST, tmp_path)
+        run_classifier(frames, {"arch": "resnet18", **HOLDOUT}, tmp_path)
     assert "test" in str(err.value) and "covid" in str(err.value)  # the counts table is in the message
     with pytest.raises(ParamError, match="repeats"):
-        training.run_classifier(frames, {"arch": "resnet18", "repeat": 3}, FAST, tmp_path)
+        run_classifier(frames, {"arch": "resnet18", "repeat": 3}, tmp_path)
 
 
 def test_pretrained_without_weights_says_so(tmp_path: Path) -> None:
@@ -279,7 +264,8 @@ def write_synthetic_set(set_dir: Path, training_frames: list[str], n: int = 10, 
     images = [rng.integers(0, 255, (24, 24, 3), dtype=np.uint8) for _ in range(n)]
     rows = [{"label": label, "generator": "test", "passed_gate": i != 0} for i in range(n)]
     record = {"training_frames": training_frames, "generator": "test", "leakage_ablation": leakage_ablation}
-    synthetic.write_set(set_dir, images, rows, {**record, **({"split_column": split_column} if split_column else {})})
+    synthetic_sets.write_set(set_dir, images, rows,
+                             {**record, **({"split_column": split_column} if split_column else {})})
     return set_dir
 
 
@@ -290,47 +276,53 @@ def test_synthetic_images_join_training_only_and_each_fold_reads_its_own_set(stu
         viral_train = frames.loc[(frames[column] == "train") & (frames.label == "viral"), "path"].tolist()
         write_synthetic_set(tmp_path / "synthetic" / f"toy_fold{f}", viral_train, split_column=column)
     run = ClassifierRunParams(synthetic_set="toy", synthetic_amount=1.5)
-    data = run_data.prepare_data(frames, run, TrainParams(), tmp_path, 1)
+    data = run_data.prepare_data(frames, run, TrainParams(), tmp_path, Split(CV, 0, 1))
     rows = data.table[data.table.synthetic]
     assert len(rows) == 9 and set(rows.part) == {"train"}  # 1.5 x 6 real viral training frames
-    assert data.synthetic["dir"].endswith("toy_fold1")
-    assert run_data.prepare_data(frames, run, TrainParams(), tmp_path, 1).table.equals(data.table)  # seeded
-    record = training.run_classifier(frames, run, FAST, tmp_path)
+    assert data.synthetic["name"] == "toy_fold1"
+    assert run_data.prepare_data(frames, run, TrainParams(), tmp_path, Split(CV, 0, 1)).table.equals(data.table)
+    record = run_classifier(frames, run, tmp_path)
     assert record["condition"] == "toy@1.5ratio" and record["synthetic"]["leakage_ablation"] is False
-    assert record["n_synthetic"] == {str(f): 9 for f in range(4)}
-    predictions = training.read_predictions(tmp_path / "runs" / record["run_id"])
+    assert record["n_synthetic"] == {column: 9 for column in FOLDS}
+    predictions = records.read_predictions(tmp_path / "runs" / record["run_id"] / "predictions.csv", CLASSES)
     assert not predictions["path"].str.startswith("synthetic").any()
     wrong = write_synthetic_set(tmp_path / "wrong", [], split_column="cv_r0_f2")
-    with pytest.raises(synthetic.SyntheticSetError, match="own fold"):
-        run_data.prepare_data(frames, ClassifierRunParams(synthetic_set=str(wrong)), TrainParams(), tmp_path, 1)
-    with pytest.raises(FileNotFoundError, match="toy_missing"):
-        run_data.prepare_data(frames, ClassifierRunParams(synthetic_set="toy_missing"), TrainParams(), tmp_path, 0)
+    with pytest.raises(synthetic_sets.SyntheticSetError, match="reads only its own set"):
+        run_data.prepare_data(frames, ClassifierRunParams(synthetic_set=str(wrong)), TrainParams(), tmp_path,
+                              Split(CV, 0, 1))
+    with pytest.raises(synthetic_sets.SyntheticSetError, match="toy_missing"):
+        run_data.prepare_data(frames, ClassifierRunParams(synthetic_set="toy_missing"), TrainParams(), tmp_path,
+                              Split(CV, 0, 0))
 
 
 def test_synthetic_set_that_saw_non_training_frames_is_refused_unless_ablation(study: Path, tmp_path: Path) -> None:
     frames = frames_of(study)
     seen = frames.loc[frames.label == "viral", "path"].tolist()  # includes test frames of every fold
     leaky = write_synthetic_set(tmp_path / "leaky", seen)
-    with pytest.raises(synthetic.SyntheticSetError, match="not in this run's training split"):
-        run_data.prepare_data(frames, ClassifierRunParams(synthetic_set=str(leaky)), TrainParams(), tmp_path, 0)
+    fold0 = Split(CV, 0, 0)
+    with pytest.raises(synthetic_sets.SyntheticSetError, match="not in this run's training part"):
+        run_data.prepare_data(frames, ClassifierRunParams(synthetic_set=str(leaky)), TrainParams(), tmp_path, fold0)
     ablation = write_synthetic_set(tmp_path / "ablation", seen, leakage_ablation=True)
-    data = run_data.prepare_data(frames, ClassifierRunParams(synthetic_set=str(ablation)), TrainParams(), tmp_path, 0)
+    data = run_data.prepare_data(frames, ClassifierRunParams(synthetic_set=str(ablation)), TrainParams(), tmp_path,
+                                 fold0)
     assert data.synthetic["leakage_ablation"] is True
     assert set(data.table.loc[data.table.synthetic, "part"]) == {"train"}
-    # one leaky set (made for the hold-out split) serves every fold by name, as the seed replica's set does
-    write_synthetic_set(tmp_path / "synthetic" / "seedset", seen, leakage_ablation=True, split_column="split")
+    # one leaky set (made for the hold-out split) serves every fold, as the original study's set does
+    write_synthetic_set(tmp_path / "synthetic" / "ddpm_seed_3_mixed", seen, leakage_ablation=True, split_column="split")
     for fold in (0, 3):
-        data = run_data.prepare_data(frames, ClassifierRunParams(synthetic_set="seedset"), TrainParams(), tmp_path, fold)
-        assert data.synthetic["dir"].endswith("seedset") and data.synthetic["leakage_ablation"] is True
+        data = run_data.prepare_data(frames, ClassifierRunParams(synthetic_set="ddpm_seed_3_mixed"), TrainParams(),
+                                     tmp_path, Split(CV, 0, fold))
+        assert data.synthetic["name"] == "ddpm_seed_3_mixed" and data.synthetic["leakage_ablation"] is True
     write_synthetic_set(tmp_path / "synthetic" / "plainset", seen, split_column="split")  # not leaky: refused
-    with pytest.raises(synthetic.SyntheticSetError, match="own fold|not in this run's training split"):
-        run_data.prepare_data(frames, ClassifierRunParams(synthetic_set="plainset"), TrainParams(), tmp_path, 0)
+    with pytest.raises(synthetic_sets.SyntheticSetError, match="own set|not in this run's training part"):
+        run_data.prepare_data(frames, ClassifierRunParams(synthetic_set="plainset"), TrainParams(), tmp_path, fold0)
 
 
 def test_three_class_data_is_supported_under_holdout(study: Path, tmp_path: Path) -> None:
     frames = frames_of(study)
     three = frames[frames.label != "viral"].copy()
-    data = run_data.prepare_data(three, ClassifierRunParams(**HOLDOUT), TrainParams(), tmp_path, -1)
+    data = run_data.prepare_data(three, ClassifierRunParams(**HOLDOUT), TrainParams(), tmp_path,
+                                 Split(HOLDOUT_PROTOCOL))
     assert data.classes == ["covid", "pneumonia", "regular"]
 
 
@@ -343,12 +335,12 @@ def test_max_steps_per_epoch_cuts_every_epoch(study: Path, tmp_path: Path, monke
         return real(model, images, labels, batches, *args, **kwargs)
 
     monkeypatch.setattr(loop, "train_one_epoch", counting)
-    small = {**FAST, "batch_size": 2, "epochs": 2, "patience": 5}
-    training.run_classifier(frames_of(study), HOLDOUT, small, tmp_path / "all")
-    training.run_classifier(frames_of(study), HOLDOUT, {**small, "max_steps_per_epoch": 1}, tmp_path / "cut")
+    small = {"batch_size": 2, "epochs": 2, "patience": 5}
+    run_classifier(frames_of(study), HOLDOUT, tmp_path / "all", small)
+    run_classifier(frames_of(study), HOLDOUT, tmp_path / "cut", {**small, "max_steps_per_epoch": 1})
     assert len(seen) == 4 and min(seen[:2]) > 1 and seen[2:] == [1, 1]
     with pytest.raises(ParamError, match="max_steps_per_epoch"):
-        params.build(TrainParams, {"max_steps_per_epoch": -1}, "test")
+        build(TrainParams, {"max_steps_per_epoch": -1}, "test")
 
 
 def test_seed_replica_run_uses_the_seed_video_split_and_its_last_epoch(tmp_path: Path,
@@ -357,7 +349,7 @@ def test_seed_replica_run_uses_the_seed_video_split_and_its_last_epoch(tmp_path:
     frames_csv = make_frames(tmp_path / "study", frames_per_video=2, patients=7)
     frames = run_data.frames_for_run(str(frames_csv), "", tmp_path / "study")
     run = {"protocol": "seed_video", "checkpoint": "last", "seed": 1}
-    train = {**FAST, "epochs": 3, "patience": 1}
+    train = {"epochs": 3, "patience": 1}
     real_pass = loop.validation_pass
     calls = []
 
@@ -367,10 +359,10 @@ def test_seed_replica_run_uses_the_seed_video_split_and_its_last_epoch(tmp_path:
         return loss + 10.0 * len(calls), prob
 
     monkeypatch.setattr(loop, "validation_pass", worsening)
-    record = training.run_classifier(frames, run, train, tmp_path / "out")
+    record = run_classifier(frames, run, tmp_path / "out", train)
     assert record["condition"] == "seed_replica" and record["run_id"].endswith("seedvideo-r0-lastepoch")
-    assert record["split_column"] == {"-1": "seed_video_r0"} or record["split_column"] == {-1: "seed_video_r0"}
-    fold = record["training"].get("-1", record["training"].get(-1))
+    assert record["splits"] == ["seed_video_r0"]
+    fold = record["training"]["seed_video_r0"]
     assert fold["checkpoint"] == "last" and fold["tested_epoch"] == fold["epochs_run"] == 2
     assert fold["best_epoch"] == 1
     run_dir = tmp_path / "out" / "runs" / record["run_id"]
@@ -380,8 +372,8 @@ def test_seed_replica_run_uses_the_seed_video_split_and_its_last_epoch(tmp_path:
     predictions = pd.read_csv(run_dir / "predictions.csv")
     assert set(predictions["path"]) == set(frames.loc[frames["seed_video_r0"] == "test", "path"])
     calls.clear()
-    best = training.run_classifier(frames, {**run, "checkpoint": "best"}, train, tmp_path / "out")
-    best_fold = best["training"].get("-1", best["training"].get(-1))
+    best = run_classifier(frames, {**run, "checkpoint": "best"}, tmp_path / "out", train)
+    best_fold = best["training"]["seed_video_r0"]
     assert best_fold["tested_epoch"] == best_fold["best_epoch"] == 1
     assert (tmp_path / "out" / "runs" / best["run_id"] / "best.pt").is_file()
     assert not predictions.equals(pd.read_csv(tmp_path / "out" / "runs" / best["run_id"] / "predictions.csv"))

@@ -5,12 +5,12 @@ batch order and augmentation.
 - Imbalance strategies: `none`; `weighted_loss` (cross entropy weighted by inverse class frequency of the
   REAL training frames, scikit-learn's "balanced" weights, so the mean weight per real frame is 1);
   `balanced_sampler` (frames drawn with replacement, each class equally likely, like WeightedRandomSampler).
-- Augmentation (`train.augment`), per frame with parameters from a seeded generator, suited to ultrasound:
+- Augmentation (a run's `augment`), per frame with parameters from a seeded generator, suited to ultrasound:
   rotation within +-10 degrees, shift within 6% of the size, scale 0.9-1.1, brightness and contrast
   within +-20%, horizontal flip (left/right of a probe sector is arbitrary). Never a vertical flip: depth
   runs top to bottom and the pleural line, A-lines and B-lines are defined by it.
 - Same parameters, same numbers on CPU: every generator is seeded, torch runs deterministic algorithms with
-  a fixed thread count. With `train.amp`, bfloat16 autocast on cuda and cpu (measured faster on both).
+  a fixed thread count. `runtime.precision` bf16: bfloat16 autocast on cuda and cpu.
 """
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -29,8 +28,8 @@ from tqdm.auto import tqdm
 from lus_utils.classify import metrics as M
 from lus_utils.classify import models
 from lus_utils.classify.run_data import RunData, class_weights
-from lus_utils.params import STRATEGIES, TrainParams
-from lus_utils.provenance import write_csv_atomic
+from lus_utils.config.classify import TrainParams
+from lus_utils.vocabulary import STRATEGIES
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,7 @@ def epoch_batches(strategy: str, labels: np.ndarray, batch_size: int, generator:
 
 def train_one_epoch(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batches: list[torch.Tensor],
                     optimizer: torch.optim.Optimizer, loss_fn: torch.nn.Module, augment: Augmentation | None,
-                    generator: torch.Generator, amp: bool, desc: str = "train") -> float:
+                    generator: torch.Generator, precision: str, desc: str = "train") -> float:
     """One pass over `batches` (index tensors into `images`); returns the mean training loss per frame."""
     model.train()
     device = models.model_device(model)
@@ -109,7 +108,7 @@ def train_one_epoch(model: torch.nn.Module, images: torch.Tensor, labels: torch.
         if augment is not None:
             batch = augment(batch, generator)
         target = labels[index.to(labels.device)].to(device, non_blocking=True)
-        with models.autocast(device, amp):
+        with models.autocast(device, precision):
             logits = model(models.to_input(model, batch))
         loss = loss_fn(logits.float(), target)
         optimizer.zero_grad(set_to_none=True)
@@ -122,14 +121,14 @@ def train_one_epoch(model: torch.nn.Module, images: torch.Tensor, labels: torch.
 
 @torch.no_grad()
 def validation_pass(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, loss_fn: torch.nn.Module,
-                    batch_size: int, amp: bool) -> tuple[float, np.ndarray]:
+                    batch_size: int, precision: str) -> tuple[float, np.ndarray]:
     """Loss of the whole validation part (the training criterion) and its class probabilities."""
     model.eval()
     device = models.model_device(model)
     logits = []
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size].to(device, non_blocking=True)
-        with models.autocast(device, amp):
+        with models.autocast(device, precision):
             logits.append(model(models.to_input(model, batch)).float())
     all_logits = torch.cat(logits).double()
     weight = loss_fn.weight.double() if getattr(loss_fn, "weight", None) is not None else None
@@ -151,7 +150,7 @@ class FitResult:
 
 
 def fit(model: torch.nn.Module, data: RunData, images: torch.Tensor, train: TrainParams, strategy: str, seed: int,
-        history_path: Path | None = None, checkpoint: str = "best") -> FitResult:
+        augment: bool = False, precision: str = "fp32", checkpoint: str = "best") -> FitResult:
     """AdamW + ReduceLROnPlateau on the validation loss, early stopping; the model is left with the weights of
     the epoch with the lowest validation loss (`checkpoint` best) or of the last epoch run (last: the seed
     study tested its newest checkpoint, `patience` epochs past the best when training stopped early)."""
@@ -175,7 +174,7 @@ def fit(model: torch.nn.Module, data: RunData, images: torch.Tensor, train: Trai
                                                            patience=train.lr_patience)
     order_gen = torch.Generator().manual_seed(_derived_seed(seed, 1))
     augment_gen = torch.Generator().manual_seed(_derived_seed(seed, 2))
-    augment = Augmentation() if train.augment else None
+    augmenter = Augmentation() if augment else None
     train_label_np = train_labels.cpu().numpy()
     rows, best_state, best_epoch, best_loss = [], None, 0, math.inf
     started = time.perf_counter()
@@ -185,9 +184,9 @@ def fit(model: torch.nn.Module, data: RunData, images: torch.Tensor, train: Trai
         batches = epoch_batches(strategy, train_label_np, train.batch_size, order_gen)
         if train.max_steps_per_epoch:  # a rehearsal: the same shapes, a few steps
             batches = batches[:train.max_steps_per_epoch]
-        train_loss = train_one_epoch(model, train_images, train_labels, batches, optimizer, loss_fn, augment,
-                                     augment_gen, train.amp, desc=f"epoch {epoch}/{train.epochs}")
-        val_loss, val_prob = validation_pass(model, val_images, val_labels, loss_fn, train.batch_size * 2, train.amp)
+        train_loss = train_one_epoch(model, train_images, train_labels, batches, optimizer, loss_fn, augmenter,
+                                     augment_gen, precision, desc=f"epoch {epoch}/{train.epochs}")
+        val_loss, val_prob = validation_pass(model, val_images, val_labels, loss_fn, train.batch_size * 2, precision)
         val_metrics = M.from_predictions(val_labels.numpy(), val_prob.argmax(axis=1), None, data.classes, ranking=False)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step(val_loss)
@@ -200,8 +199,6 @@ def fit(model: torch.nn.Module, data: RunData, images: torch.Tensor, train: Trai
                      "lr": lr, "best": bool(improved), "seconds": time.perf_counter() - t0})
         print(f"epoch {epoch}: train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
               f"val balanced acc {val_metrics['balanced_accuracy']:.3f}  lr {lr:.2g}{'  *best' if improved else ''}")
-        if history_path is not None:
-            write_csv_atomic(history_path, pd.DataFrame(rows))
         if epoch - best_epoch >= train.patience and epoch < train.epochs:
             stopped_early = True
             print(f"early stop: no better validation loss for {train.patience} epochs (best: epoch {best_epoch})")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lus_utils.params import ParamError
+from lus_utils.config.schema import ParamError
 
 FEATURES = ("probe", "width", "height")
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lus_utils.params import ARCHS
+from lus_utils.config.classify import ARCHS
 
 
 class PretrainedWeightsUnavailable(RuntimeError):
@@ -85,22 +85,28 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def autocast(device: torch.device, amp: bool):
-    """bfloat16 autocast when `amp`, on cuda and on cpu (batch norm and the loss stay float32; on this AMX
-    CPU a resnet18 training step runs ~1.6x faster, see benchmarks/bench_classifier.py --bf16)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type in ("cuda", "cpu"))
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, precision: str):
+    """Autocast to `precision` (runtime.precision: bf16 on cuda and cpu, fp16 on cuda; fp32: none). Batch norm
+    and the loss stay float32 (on an AMX CPU a resnet18 training step ran ~1.6x faster in bf16,
+    benchmarks/bench_classifier.py)."""
+    dtype = AUTOCAST_DTYPES.get(precision)
+    enabled = dtype is not None and (device.type == "cuda" or (device.type == "cpu" and dtype == torch.bfloat16))
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=enabled)
 
 
 @torch.no_grad()
 def predict_proba(model: torch.nn.Module, images: torch.Tensor, batch_size: int,
-                  amp: bool = False) -> np.ndarray:
+                  precision: str = "fp32") -> np.ndarray:
     """Softmax probabilities (float64 numpy, N x classes) for uint8 frames, in eval mode."""
     model.eval()
     device = model_device(model)
     out = []
     for start in range(0, len(images), batch_size):
         batch = to_input(model, images[start:start + batch_size].to(device, non_blocking=True))
-        with autocast(device, amp):
+        with autocast(device, precision):
             logits = model(batch)
         out.append(torch.softmax(logits.float(), dim=1).double().cpu())
     n_classes = getattr(model, "num_classes", 0)

@@ -1,12 +1,16 @@
-"""A classifier run's data: which frames each fold trains, validates and tests on, the synthetic images or
-oversampled copies that join its training part, and the class weights of `weighted_loss`.
+"""A classifier run's data: which frames each of its models trains, validates and tests on, the synthetic images
+or oversampled copies that join a training part, and the class weights of `weighted_loss`.
 
-- The patient-grouped parts come from frames.csv as they are (`cv_r<repeat>_f<fold>`, or `split` for the
-  hold-out). Under cv, a fold's validation part holds no minority patient (see `data.splits`), so only the
-  other classes must have validation frames.
-- A synthetic set only ever joins the training part, checked by `synthetic.load_for_training` (missing files,
-  foreign labels, a generator that saw frames outside this training part are refused); fold f reads the
-  set's fold-f folder.
+- The patient-grouped parts come from frames.csv as they are, one column per split (`vocabulary.Split`: a cv
+  fold `cv_r<repeat>_f<fold>`, the hold-out `split`, the original study's video split, or a simulated-minority
+  draw `sim_<target>_d<draw>`). Under cv, a fold's validation part holds no viral patient, and a draw's holds no
+  target patient (see `data.splits`), so only the other classes must have validation frames.
+- A simulated draw covers the convex frames of the three well-populated classes; its target class's training
+  patients are ranked (`<column>_rank`), and a run with `real_patients` k trains on the first k of them: the
+  others are left out, never moved to test, so every condition of a draw is tested on the same frames.
+- A synthetic set only ever joins the training part, checked by `synthetic_sets.load_for_training` (missing
+  files, foreign labels, a generator that saw frames outside this training part are refused); each split reads
+  its own set folder.
 - The oversampling control repeats the real minority training frames, each as evenly as the count allows,
   to the count the synthetic condition of the same amount adds (the same augmentation applies to both).
 - Class weights (`weighted_loss`) are counted on the REAL training frames only (no synthetic image, no
@@ -21,13 +25,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lus_utils.classify.run_identity import fold_set_names, synthetic_set_name
+from lus_utils import synthetic_sets
+from lus_utils.config.classify import ClassifierRunParams, TrainParams
+from lus_utils.config.data import DataParams
+from lus_utils.config.schema import ParamError
 from lus_utils.data import splits
-from lus_utils.generate import synthetic
-from lus_utils.params import (CLASSES, MINORITY_CLASS, SEED_VIDEO, ClassifierRunParams, DataParams, ParamError,
-                              TrainParams)
+from lus_utils.data.dataset import build_frames, read_frames
 from lus_utils.paths import OutLayout, resolve_out_dir
 from lus_utils.provenance import sha256_file, sha256_text
+from lus_utils.vocabulary import (CLASSES, CV, HOLDOUT, ORIGINAL_VIDEO, SIMULATED, Condition, Split, set_family_of,
+                                  split_columns)
 
 TABLE_COLUMNS = ["path", "abspath", "video_id", "patient_id", "label", "probe", "width", "height", "part",
                  "synthetic", "oversampled"]
@@ -66,43 +73,47 @@ def data_fingerprint(frames: pd.DataFrame) -> dict[str, Any]:
     return {"frames_csv": "(in-memory frames)", "sha256": sha256_text(text), "n_frames": len(frames)}
 
 
-def run_folds(frames: pd.DataFrame, run: ClassifierRunParams) -> list[int]:
-    """The folds a run covers: [-1] for a single split (the hold-out, the seed's video split), else every fold of
-    its repeat in frames.csv."""
-    if run.protocol in ("holdout", SEED_VIDEO):
-        return [-1]
-    repeats = splits.cv_repeats(frames)
-    if run.repeat not in repeats:
-        raise ParamError(f"repeat {run.repeat}: frames.csv has cv folds for repeats {sorted(repeats)} only; "
-                         "rebuild it (notebook 01) with data.protocol cv and enough data.repeats, or use "
+def run_splits(frames: pd.DataFrame, run: ClassifierRunParams) -> list[Split]:
+    """The splits a run covers, one model each: every fold of its repeat (cv), every draw of its target
+    (simulated), or its one split (the hold-out, the original study's video split)."""
+    if run.protocol in (HOLDOUT, ORIGINAL_VIDEO):
+        return [Split(run.protocol, run.repeat)]
+    present = [Split.from_column(c) for c in split_columns(frames.columns)]
+    if run.protocol == SIMULATED:
+        draws = sorted((s for s in present if s.protocol == SIMULATED and s.target == run.target_class),
+                       key=lambda s: s.draw)
+        if not draws:
+            raise ParamError(f"frames.csv has no simulated-minority draw of '{run.target_class}' (columns "
+                             f"sim_{run.target_class}_d<d>); rebuild it (notebook 01) with simulated_minority.targets "
+                             f"including {run.target_class}")
+        return draws
+    folds = sorted((s for s in present if s.protocol == CV and s.repeat == run.repeat), key=lambda s: s.fold)
+    if not folds:
+        raise ParamError(f"repeat {run.repeat}: frames.csv has cv folds for repeats {sorted(splits.cv_repeats(frames))} "
+                         "only; rebuild it (notebook 01) with data.protocol cv and enough data.repeats, or use "
                          "protocol holdout")
-    return repeats[run.repeat]
-
-
-def resolve_synthetic_dir(synthetic_set: str, out_dir: str | Path, fold: int = -1, repeat: int = 0) -> Path:
-    """A synthetic set given as a path, or by family name under <out>/synthetic (fold f: that fold's folder)."""
-    candidate = Path(synthetic_set)
-    if candidate.is_absolute() or candidate.is_dir():
-        return candidate
-    root = OutLayout(resolve_out_dir(out_dir)).synthetic
-    names = fold_set_names(synthetic_set, fold, repeat)
-    found = [root / name for name in names if (root / name).is_dir()]
-    if not found:
-        raise FileNotFoundError(f"synthetic set '{synthetic_set}' for fold {fold}: none of {names} exists under "
-                                f"{root}; run its generator for this fold first (notebook 05 or 04)")
-    return found[0]
+    return folds
 
 
 @dataclass
 class RunData:
-    """Which frames one fold of a run trains, validates and tests on (synthetic images and copies train)."""
+    """Which frames one model of a run trains, validates and tests on (synthetic images and copies train)."""
 
     classes: list[str]
-    split_column: str
-    fold: int
+    split: Split
+    minority: str  # the class whose threshold and figures the run is about (viral, or a simulated target)
     table: pd.DataFrame  # TABLE_COLUMNS
     synthetic: dict[str, Any] | None = None  # the synthetic set's summary, when one joined
     oversampling: dict[str, Any] | None = None  # the oversampling control's counts, when it ran
+
+    @property
+    def split_column(self) -> str:
+        return self.split.column
+
+    @property
+    def unit(self) -> int:
+        """The fold or draw this model is (-1 for a single split)."""
+        return self.split.unit
 
     def part(self, name: str) -> pd.DataFrame:
         return self.table[self.table["part"] == name]
@@ -148,25 +159,25 @@ def check_parts(table: pd.DataFrame, classes: list[str], column: str, exempt: tu
 
 
 def add_synthetic(table: pd.DataFrame, set_dir: Path, classes: list[str], amount: float, unit: str,
-                  seed: int, split_column: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+                  seed: int, split: Split) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The training table plus `amount` images of a synthetic set, picked with the seed; and its summary."""
     real_train = table[(table.part == "train") & ~table.synthetic]
-    record = synthetic.read_provenance(set_dir)
+    record = synthetic_sets.read_provenance(set_dir)
     made_for = record.get("split_column")
-    if (made_for and split_column.startswith("cv_r") and not record.get("leakage_ablation", False)
-            and made_for.rsplit("_f", 1)[-1] != split_column.rsplit("_f", 1)[-1]):
-        raise synthetic.SyntheticSetError(f"{set_dir}: made for split '{made_for}', but this run's fold is "
-                                          f"'{split_column}'; a fold reads only its own fold's set")
-    manifest = synthetic.load_for_training(set_dir, classes, real_train["path"])
+    if made_for and made_for != split.column and not record.get("leakage_ablation", False) \
+            and Split.from_column(made_for).unit != split.unit:
+        raise synthetic_sets.SyntheticSetError(f"{set_dir}: made for split '{made_for}', but this model's split is "
+                                               f"'{split.column}'; a fold or draw reads only its own set")
+    manifest = synthetic_sets.load_for_training(set_dir, classes, real_train["path"])
     set_labels = sorted(set(manifest["label"]))
     n_real = int(real_train["label"].isin(set_labels).sum())
-    n_requested, n = synthetic.amount_to_count(amount, unit, n_real, len(manifest))
+    n_requested, n = synthetic_sets.amount_to_count(amount, unit, n_real, len(manifest))
     if n < n_requested:
         print(f"warning: {set_dir.name}: {amount} as {unit} asks for {n_requested} images but only {n} passed the "
               f"gate; all {n} are used and the run records the shortfall")
     rng = np.random.default_rng([seed, 31337])
     chosen = manifest.iloc[np.sort(rng.choice(len(manifest), size=n, replace=False))]
-    name = synthetic_set_name(str(set_dir))
+    name = set_dir.name
     rows = pd.DataFrame({
         "path": [f"synthetic/{name}/{p}" for p in chosen["path"]],
         "abspath": chosen["abspath"].tolist(),
@@ -177,7 +188,8 @@ def add_synthetic(table: pd.DataFrame, set_dir: Path, classes: list[str], amount
         "part": "train", "synthetic": True, "oversampled": False,
     })
     summary = {k: v for k, v in record.items() if k != "training_frames"}
-    summary.update({"name": name, "dir": str(set_dir), "n_training_frames": len(record.get("training_frames", [])),
+    summary.update({"name": name, "family": set_family_of(name) if "set" not in record else record["set"]["family"],
+                    "n_training_frames": len(record.get("training_frames", [])),
                     "leakage_ablation": bool(record.get("leakage_ablation", False)), "n_passed_gate": len(manifest),
                     "n_requested": n_requested, "n_used": n, "amount": amount, "unit": unit, "labels": set_labels})
     return pd.concat([table, rows], ignore_index=True), summary
@@ -208,38 +220,52 @@ def add_oversampling(table: pd.DataFrame, minority: str, amount: float, unit: st
     return pd.concat([table, copies], ignore_index=True), summary
 
 
-def prepare_data(frames: pd.DataFrame, run: ClassifierRunParams, train: TrainParams, out_dir: str | Path,
-                 fold: int) -> RunData:
-    """Check one fold's split and assemble its table (real frames by part, plus synthetic images or copies)."""
-    column = splits.split_column(fold, run.repeat, run.protocol)
+def split_table(frames: pd.DataFrame, split: Split, real_patients: int = 0) -> pd.DataFrame:
+    """The frames one split covers, with their part: a simulated draw's frames only (convex, its three classes),
+    its target's training patients cut to the first `real_patients` of its pool."""
+    column = split.column
     if column not in frames.columns:
-        raise ParamError(f"fold {fold} of repeat {run.repeat}: frames.csv has no column '{column}'; its splits: "
-                         f"{[c for c in frames.columns if c == 'split' or c.startswith(('cv_r', 'seed_video_r'))]}; "
-                         "rebuild it (notebook 01) with this version and enough data.repeats")
-    classes = class_order(frames["label"])
-    if run.protocol == SEED_VIDEO:  # the seed replica's split: by video, so patients may straddle parts
-        splits.check_seed_video(frames, column, classes)
-        print(f"{column}: the seed study's video split; patients in more than one part: "
-              f"{splits.straddling_patients(frames, column)}")
+        raise ParamError(f"frames.csv has no column '{column}'; its splits: {split_columns(frames.columns)}; "
+                         "rebuild it (notebook 01) with this version and the profile's data settings")
+    table = frames.assign(part=frames[column])
+    if split.protocol == SIMULATED:
+        rank = pd.to_numeric(frames[split.rank_column], errors="coerce")
+        left_out = (table["label"] == split.target) & (table["part"] == "train") & ~(rank < real_patients)
+        table = table[table["part"].isin(splits.PARTS) & ~left_out]
+    return table
+
+
+def prepare_data(frames: pd.DataFrame, run: ClassifierRunParams, train: TrainParams, out_dir: str | Path,
+                 split: Split) -> RunData:
+    """Check one split and assemble its table (real frames by part, plus synthetic images or copies)."""
+    condition = Condition.from_params({**vars(run)})
+    table = split_table(frames, split, run.real_patients)
+    classes = class_order(table["label"])
+    column = split.column
+    if split.protocol == ORIGINAL_VIDEO:  # the original study's split: by video, so patients may straddle parts
+        splits.check_seed_video(table, column, classes)
+        print(f"{column}: the original study's video split; patients in more than one part: "
+              f"{splits.straddling_patients(table, column)}")
     else:
-        splits.check(frames, column, classes)
-    table = frames.assign(part=frames[column], synthetic=False, oversampled=False)
+        splits.check(table, column, classes)
+    table = table.assign(synthetic=False, oversampled=False)
     for name in ("probe", "width", "height"):
         if name not in table.columns:
             table[name] = "" if name == "probe" else np.nan
     table = table[TABLE_COLUMNS].reset_index(drop=True)
-    # Under cv no minority patient validates (data.splits); the seed's rule gives 5 minority videos none.
-    exempt = (MINORITY_CLASS,) if fold >= 0 or run.protocol == SEED_VIDEO else ()
+    # Under cv no viral patient validates, nor a target patient in a draw (data.splits); the original study's
+    # rule gives the 5 viral videos none.
+    exempt = (condition.minority,) if split.protocol in (CV, SIMULATED, ORIGINAL_VIDEO) else ()
     check_parts(table, classes, column, exempt)
     summary = oversampled = None
     if run.synthetic_set:
-        set_dir = resolve_synthetic_dir(run.synthetic_set, out_dir, fold, run.repeat)
-        table, summary = add_synthetic(table, set_dir, classes, run.synthetic_amount, train.synthetic_amount_unit,
-                                       run.seed, column)
+        set_dir = synthetic_sets.resolve(run.synthetic_set, resolve_out_dir(out_dir), split, run.real_patients)
+        table, summary = add_synthetic(table, set_dir, classes, run.synthetic_amount, run.amount_unit, run.seed,
+                                       split)
     elif run.oversample_amount > 0:
-        table, oversampled = add_oversampling(table, MINORITY_CLASS, run.oversample_amount,
-                                              train.synthetic_amount_unit, run.seed)
-    return RunData(classes=classes, split_column=column, fold=fold, table=table, synthetic=summary,
+        table, oversampled = add_oversampling(table, condition.minority, run.oversample_amount, run.amount_unit,
+                                              run.seed)
+    return RunData(classes=classes, split=split, minority=condition.minority, table=table, synthetic=summary,
                    oversampling=oversampled)
 
 

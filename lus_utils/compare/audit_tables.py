@@ -1,6 +1,7 @@
 """The synthetic sets' audit figures as tables: what each audit.json holds (memorization, realism, the
-quality gate), beside the mean metrics of each condition that trained on the set, and the closest
-synthetic-training pairs for the figure.
+quality gate), one row per set folder; the same per family (a family is made once per fold or draw: how many of
+its sets reached the realism criterion, the mean of each figure), beside the mean metrics of each condition that
+trained on the family; and the closest synthetic-training pairs for the figure.
 """
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from lus_utils.compare.runs import metric_label, num
-from lus_utils.generate import synthetic
-from lus_utils.params import CompareParams
+from lus_utils import records, synthetic_sets
+from lus_utils.compare.runs import num
+from lus_utils.config.compare import CompareParams
 from lus_utils.paths import OutLayout
-from lus_utils.provenance import read_json
+from lus_utils.vocabulary import NameError_, SetRef, metric_label
 
 
 # Parts of audit.json that are not figures about the set itself (raw values, parameters, real-data scale).
@@ -47,14 +49,16 @@ def load_audits(out_dir: Path) -> pd.DataFrame:
     layout = OutLayout(Path(out_dir))
     rows = []
     for set_dir in sorted(p for p in layout.synthetic.glob("*") if p.is_dir() and not p.name.startswith(".")):
-        row: dict[str, Any] = {"synthetic_set": set_dir.name}
-        audit_path = set_dir / "audit.json"
         try:
-            audit = read_json(audit_path) if audit_path.is_file() else {}
-        except (OSError, ValueError):
-            audit = {}
+            ref = SetRef.parse(set_dir.name)
+        except NameError_:
+            continue
+        row: dict[str, Any] = {"synthetic_set": set_dir.name, "family": ref.family, "fold": ref.fold,
+                               "repeat": ref.repeat, "target": ref.target, "k": ref.k, "draw": ref.draw}
+        audit = records.read_audit(set_dir / "audit.json") or {}
         row["audited"] = bool(audit)
-        row["leakage_ablation"] = synthetic.SyntheticSet(set_dir.name, set_dir).leakage_ablation
+        row["reached_realism"] = audit.get("reached_realism")
+        row["leakage_ablation"] = synthetic_sets.leakage_ablation(set_dir)
         realism = audit.get("realism") if isinstance(audit.get("realism"), dict) else {}
         row["feature space"] = realism.get("feature_space", "")
         manifest = set_dir / "manifest.csv"
@@ -62,7 +66,7 @@ def load_audits(out_dir: Path) -> pd.DataFrame:
             table = pd.read_csv(manifest, keep_default_na=False)
             row["n_images"] = len(table)
             if "passed_gate" in table:
-                row["n_passed_gate"] = int(synthetic.passed_gate(table).sum())
+                row["n_passed_gate"] = int(synthetic_sets.passed_gate(table).sum())
         figures = {k: v for k, v in _numeric_items(audit).items() if k not in row}
         row.update({k: figures[k] for k in sorted(figures, key=_audit_priority)})
         rows.append(row)
@@ -85,24 +89,47 @@ def realism_columns(audits: pd.DataFrame) -> list[str]:
     return [c for c in audits.columns if realism(c)]
 
 
+def family_audits(audits: pd.DataFrame) -> pd.DataFrame:
+    """One row per family: its sets (one per fold or draw), how many were audited and reached the realism
+    criterion, the images kept by the gate, and the mean of every audit figure over its sets."""
+    if audits.empty:
+        return pd.DataFrame(columns=["family", "sets", "audited", "reached realism"])
+    rows = []
+    figures = [*memorization_columns(audits), *realism_columns(audits)]
+    for family, group in audits.groupby("family", sort=True):
+        reached = group["reached_realism"].dropna()
+        row = {"family": family, "sets": len(group), "audited": int(group["audited"].sum()),
+               "reached realism": f"{int(reached.astype(bool).sum())} of {len(reached)}" if len(reached) else "n/a",
+               "leakage_ablation": bool(group["leakage_ablation"].any()),
+               "feature space": ", ".join(sorted(set(group["feature space"]) - {""})),
+               "images": int(group.get("n_images", pd.Series(dtype=float)).fillna(0).sum()),
+               "kept by the gate": int(group.get("n_passed_gate", pd.Series(dtype=float)).fillna(0).sum())}
+        for column in figures:
+            if column != "reached_realism":
+                values = pd.to_numeric(group[column], errors="coerce")
+                row[column] = float(values.mean()) if values.notna().any() else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def synthetic_table(runs: pd.DataFrame, summary: pd.DataFrame, audits: pd.DataFrame,
                     params: CompareParams) -> pd.DataFrame:
-    """Every synthetic set's audit figures beside the mean metrics of each condition that trained on it
-    (a set no classifier run used still gets its row, with the condition '(no classifier run)')."""
-    synthetic = runs[runs["has_synthetic"]][["arch", "condition", "synthetic_set"]].drop_duplicates()
-    if not summary.empty and not synthetic.empty:
-        means = summary.pivot_table(index=["arch", "condition"], columns="metric", values="mean", aggfunc="first")
+    """Every synthetic family's audit figures (over its folds' or draws' sets) beside the mean metrics of each
+    condition that trained on it (a family no classifier run used still gets its row, '(no classifier run)')."""
+    used = runs[runs["has_synthetic"]][["design", "minority", "arch", "condition", "synthetic_set"]].drop_duplicates()
+    used = used.rename(columns={"synthetic_set": "family"})
+    if not summary.empty and not used.empty:
+        means = summary.pivot_table(index=["design", "arch", "condition"], columns="metric", values="mean",
+                                    aggfunc="first")
         means = means[[m for m in params.metrics if m in means.columns]]
-        means.columns = [metric_label(c, params.minority_class) for c in means.columns]
-        synthetic = synthetic.merge(means.reset_index(), on=["arch", "condition"], how="left")
-    if audits.empty:
-        return synthetic.reset_index(drop=True)
-    keep = ["synthetic_set", "leakage_ablation", "n_images", "n_passed_gate",
-            *memorization_columns(audits), "feature space", *realism_columns(audits)]
-    figures = audits[[c for c in dict.fromkeys(keep) if c in audits.columns]]
-    table = figures.merge(synthetic, on="synthetic_set", how="outer")
+        means.columns = [metric_label(c, "minority") for c in means.columns]
+        used = used.merge(means.reset_index(), on=["design", "arch", "condition"], how="left")
+    families = family_audits(audits)
+    if families.empty:
+        return used.reset_index(drop=True)
+    table = families.merge(used, on="family", how="outer")
     table["condition"] = table["condition"].fillna("(no classifier run)")
-    first = ["synthetic_set", "arch", "condition"]
+    first = ["family", "design", "arch", "condition"]
     return table[first + [c for c in table.columns if c not in first]].reset_index(drop=True)
 
 
@@ -118,7 +145,7 @@ def example_pairs(out_dir: Path, synthetic_set: str, n: int) -> list[tuple[Path,
         return []
     table = table[table["nearest_train_path"].astype(str) != ""]
     if "passed_gate" in table:
-        passed = synthetic.passed_gate(table)
+        passed = synthetic_sets.passed_gate(table)
         table = table[passed] if passed.any() else table
     table = table.assign(_sim=pd.to_numeric(table.get("nearest_train_similarity"), errors="coerce"))
     table = table.sort_values("_sim", ascending=False, na_position="last").head(n)

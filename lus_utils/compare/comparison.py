@@ -1,15 +1,14 @@
-"""The final comparison, computed once: every classifier run read back, per-condition estimates, paired
-effects (primary first), the per-minority-patient view, the synthetic sets' audits, the prose; written under
-<out>/comparison (results.csv at the top of the output folder) and shown by notebook 06.
+"""The final comparison, computed once: every classifier run of the current plan read back, per-condition
+estimates, paired effects (primary first), the per-viral-patient view, the synthetic sets' audits, the prose;
+written under <out>/comparison (results.csv at the top of the output folder) and shown by notebook 06.
 
 Nothing is trained again. What each number means is stated where it is made: `runs` (reading runs),
 `statistics` (exact test, Holm, MDE, the class-stratified patient bootstrap), `conditions` (per-condition
 intervals, reference points), `effects` (pairs, differences, the primary family), `patients`,
-`audit_tables`, `conclusions`, `figures`.
+`audit_tables`, `conclusions`, `figures`; `result.Comparison` holds it all.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,70 +17,22 @@ import pandas as pd
 from lus_utils.compare import audit_tables as A
 from lus_utils.compare import conditions as K
 from lus_utils.compare import effects as E
+from lus_utils.compare import original_claim
 from lus_utils.compare import patients as PT
 from lus_utils.compare import runs as R
-from lus_utils.compare import seed_claim
 from lus_utils.compare import statistics as S
-from lus_utils.classify.run_identity import SEED_REPLICA
-from lus_utils.compare.conclusions import LEAKAGE_NOTE, SEED_REPLICA_NOTE, conclusions, fmt_p
-from lus_utils.params import CompareParams, as_dict
+from lus_utils.compare.conclusions import (LEAKAGE_NOTE, ORIGINAL_REPLICA_NOTE, conclusions, missing_section)
+from lus_utils.compare.result import Comparison, comparison_dir
+from lus_utils.compare.text import fmt_p
+from lus_utils.config.classify import EvaluationParams
+from lus_utils.config.compare import CompareParams
+from lus_utils.config.schema import as_dict
 from lus_utils.paths import OutLayout
 from lus_utils.provenance import (fingerprint_files, provenance, write_csv_atomic, write_json_atomic,
                                   write_text_atomic)
+from lus_utils.vocabulary import Condition, metric_label
 
-
-@dataclass
-class Comparison:
-    """Everything notebook 06 shows, computed once by `compare` and written under <out>/comparison."""
-
-    out_dir: Path
-    params: CompareParams
-    runs: pd.DataFrame
-    summary: pd.DataFrame = field(default_factory=pd.DataFrame)
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-    pairs: pd.DataFrame = field(default_factory=pd.DataFrame)
-    diffs: pd.DataFrame = field(default_factory=pd.DataFrame)
-    effects: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=E.EFFECT_COLUMNS))
-    references: pd.DataFrame = field(default_factory=pd.DataFrame)
-    patients: pd.DataFrame = field(default_factory=pd.DataFrame)
-    patient_effects: pd.DataFrame = field(default_factory=pd.DataFrame)
-    patient_signs: pd.DataFrame = field(default_factory=pd.DataFrame)
-    audits: pd.DataFrame = field(default_factory=pd.DataFrame)
-    synthetic: pd.DataFrame = field(default_factory=pd.DataFrame)
-    missing: pd.DataFrame = field(default_factory=pd.DataFrame)
-    missing_primary: list[str] = field(default_factory=list)
-    seed_claim: pd.DataFrame = field(default_factory=pd.DataFrame)  # see compare.seed_claim
-    problems: list[str] = field(default_factory=list)
-    n_minority_patients: int = 0
-    conclusions: str = ""
-
-    @property
-    def folder(self) -> Path:
-        return comparison_dir(self.out_dir)
-
-    @property
-    def figures(self) -> Path:
-        return self.folder / "figures"
-
-    @property
-    def study_runs(self) -> pd.DataFrame:
-        """The runs on the study's protocol: the seed replica's test other frames (its video split), so views
-        that show every condition on the same frames (the Grad-CAM panel) leave them out."""
-        if self.runs.empty or "seed_replica" not in self.runs.columns:
-            return self.runs
-        return self.runs[~self.runs["seed_replica"].astype(bool)].reset_index(drop=True)
-
-    @property
-    def primary_pairs(self) -> set[tuple[str, str]]:
-        return {(p.condition, p.baseline) for p in self.params.primary_comparisons()}
-
-    @property
-    def primary_conditions(self) -> list[str]:
-        return list(dict.fromkeys(c for pair in self.primary_pairs for c in pair))
-
-
-def comparison_dir(out_dir: Path) -> Path:
-    return Path(out_dir) / "comparison"
+__all__ = ["Comparison", "comparison_dir", "compare"]
 
 
 def needed_metrics(params: CompareParams) -> list[str]:
@@ -90,12 +41,14 @@ def needed_metrics(params: CompareParams) -> list[str]:
 
 
 def bootstrap_draws(runs: pd.DataFrame, predictions: dict[str, pd.DataFrame], params: CompareParams,
-                    metrics: list[str]) -> tuple[dict[str, dict[str, np.ndarray]], int]:
-    """Every run's metrics in the same class-stratified patient resamples, and the minority cluster count."""
-    if not predictions:
-        return {}, int(np.nanmax(runs.get("n_minority_patients", pd.Series([0.0])).fillna(0))) if len(runs) else 0
-    boot = S.PatientBootstrap(list(predictions.values()), params.minority_class, params.n_boot, params.compare_seed)
-    draws = {run_id: boot.run_draws(table, table.attrs["classes"], metrics) for run_id, table in predictions.items()}
+                    evaluation: EvaluationParams, metrics: list[str]) -> tuple[dict[str, dict[str, np.ndarray]], int]:
+    """Every viral-design unit's metrics in the same class-stratified patient resamples, and the viral cluster
+    count (a simulated draw's intervals resample draws instead: `conditions`, `effects`)."""
+    viral = {u: predictions[u] for u in runs.loc[runs["design"] == "viral", "unit_id"] if u in predictions}
+    if not viral:
+        return {}, 0
+    boot = S.PatientBootstrap(list(viral.values()), params.minority_class, evaluation.n_boot, params.compare_seed)
+    draws = {unit: boot.run_draws(table, table.attrs["classes"], metrics) for unit, table in viral.items()}
     return draws, boot.n_minority_patients
 
 
@@ -103,34 +56,36 @@ def _effects_step(comp: Comparison, draws: dict, metrics: list[str]) -> None:
     primary = comp.params.primary_comparisons()
     comp.pairs = E.match_pairs(comp.runs, E.wanted_comparisons(comp.runs, primary))
     comp.diffs = E.paired_differences(comp.runs, comp.pairs, metrics)
-    comp.effects = E.effects(comp.diffs, draws, comp.params)
+    comp.effects = E.effects(comp.diffs, draws, comp.params, comp.evaluation)
     comp.missing_primary = E.missing_primary(comp.effects, comp.runs, comp.params)
-    comp.seed_claim = seed_claim.ladder(comp.effects, comp.params.minority_class, comp.primary_pairs)
+    comp.original_claim = original_claim.ladder(comp.effects, comp.params.minority_class, comp.primary_pairs)
 
 
 def _patients_step(comp: Comparison, predictions: dict[str, pd.DataFrame]) -> None:
-    per_run = PT.per_run(comp.runs, predictions, comp.params.minority_class)
+    per_run = PT.per_run(comp.viral_runs, predictions, comp.params.minority_class)
     comp.patients = PT.patient_table(per_run)
-    comp.patient_effects = PT.patient_effects(per_run, comp.pairs)
+    viral_pairs = comp.pairs[comp.pairs["design"] == "viral"] if not comp.pairs.empty else comp.pairs
+    comp.patient_effects = PT.patient_effects(per_run, viral_pairs)
     comp.patient_signs = PT.sign_agreement(comp.patient_effects)
 
 
-def compare(out_dir: Path, params: CompareParams) -> Comparison:
-    """Read every run and audit, compute tables, pairs, effects, the patient view and the conclusions, and
-    write them (atomically). With no finished run it still writes conclusions listing what is missing."""
+def compare(out_dir: Path, params: CompareParams, evaluation: EvaluationParams) -> Comparison:
+    """Read the current plan's runs (every run folder when 06 runs by hand) and every audit, compute tables,
+    pairs, effects, the patient view and the conclusions, and write them (atomically). With no finished run it
+    still writes conclusions listing what is missing."""
     out_dir = Path(out_dir)
-    runs, predictions, problems = R.load_runs(out_dir, params.minority_class)
-    comp = Comparison(out_dir=out_dir, params=params, runs=runs, problems=problems,
+    runs, predictions, problems = R.load_runs(out_dir, R.planned_runs(out_dir))
+    comp = Comparison(out_dir=out_dir, params=params, evaluation=evaluation, runs=runs, problems=problems,
                       missing=R.missing_runs(out_dir, runs), audits=A.load_audits(out_dir))
     if runs.empty:
         comp.conclusions = no_runs_conclusions(comp)
         write(comp)
         return comp
     metrics = needed_metrics(params)
-    draws, comp.n_minority_patients = bootstrap_draws(runs, predictions, params, metrics)
-    comp.summary = K.summarize(runs, draws, metrics, params.ci_level)
-    comp.tables = K.condition_tables(comp.summary, params)
-    comp.references = K.reference_points(comp.summary, params)
+    draws, comp.n_minority_patients = bootstrap_draws(runs, predictions, params, evaluation, metrics)
+    comp.summary = K.summarize(runs, draws, metrics, evaluation, params.compare_seed)
+    comp.tables = K.condition_tables(comp.summary)
+    comp.references = K.reference_points(comp.summary)
     _effects_step(comp, draws, metrics)
     _patients_step(comp, predictions)
     comp.synthetic = A.synthetic_table(runs, comp.summary, comp.audits, params)
@@ -140,8 +95,6 @@ def compare(out_dir: Path, params: CompareParams) -> Comparison:
 
 
 def no_runs_conclusions(comp: Comparison) -> str:
-    from lus_utils.compare.conclusions import missing_section
-
     lines = [f"**No classifier run finished** in {OutLayout(comp.out_dir).runs}: nothing can be compared yet "
              "(run notebooks 02 and 03: python run_all.py --profile <name> --only 02 03).", ""]
     return "\n".join(lines + missing_section(comp)).strip() + "\n"
@@ -149,27 +102,28 @@ def no_runs_conclusions(comp: Comparison) -> str:
 
 def write(comp: Comparison) -> None:
     """results.csv at the top of the output folder; tables, pairs, effects, conclusions and provenance beside."""
-    folder, minority = comp.folder, comp.params.minority_class
+    folder = comp.folder
     if not comp.runs.empty:
-        write_csv_atomic(comp.out_dir / "results.csv", R.results_table(comp.runs, minority))
+        write_csv_atomic(comp.out_dir / "results.csv", R.results_table(comp.runs))
     outputs = {"summary.csv": comp.summary, "pairs.csv": comp.pairs, "effects.csv": comp.effects,
                "audits.csv": comp.audits, "patients.csv": comp.patients, "patient_effects.csv": comp.patient_effects,
-               "missing_runs.csv": comp.missing, "seed_claim.csv": comp.seed_claim}
+               "missing_runs.csv": comp.missing, "original_claim.csv": comp.original_claim}
     for name, table in outputs.items():
         write_csv_atomic(folder / name, table)
     write_text_atomic(folder / "conclusions.md", comp.conclusions)
     write_text_atomic(folder / "tables.html", tables_html(comp))
-    write_text_atomic(folder / "effects.html", html_table(effects_display(comp.effects, comp.params)))
+    write_text_atomic(folder / "effects.html", html_table(effects_display(comp.effects, comp.evaluation)))
     write_text_atomic(folder / "references.html", html_table(comp.references))
-    write_text_atomic(folder / "seed_claim.html", html_table(comp.seed_claim, index=False))
+    write_text_atomic(folder / "original_claim.html", html_table(comp.original_claim, index=False))
     write_text_atomic(folder / "patients.html", html_table(patient_display(comp), index=False))
     write_text_atomic(folder / "synthetic.html", html_table(comp.synthetic, index=False))
     layout = OutLayout(comp.out_dir)
     sources = sorted(layout.runs.glob("*/metrics.json")) + sorted(layout.runs.glob("*/predictions.csv")) + sorted(
         layout.synthetic.glob("*/audit.json"))
     write_json_atomic(folder / "provenance.json", provenance(
-        as_dict(comp.params), inputs_fingerprint=fingerprint_files(sources, root=comp.out_dir) if sources else "",
-        n_runs=len(comp.runs), n_audits=int(comp.audits.get("audited", pd.Series(dtype=bool)).sum()),
+        {"compare": as_dict(comp.params), "evaluation": as_dict(comp.evaluation)},
+        inputs_fingerprint=fingerprint_files(sources, root=comp.out_dir) if sources else "",
+        n_units=len(comp.runs), n_audits=int(comp.audits.get("audited", pd.Series(dtype=bool)).sum()),
         n_minority_patients=comp.n_minority_patients))
 
 
@@ -184,28 +138,30 @@ def html_table(frame: pd.DataFrame, index: bool = True, floats: str = "{:.3f}") 
 def tables_html(comp: Comparison) -> str:
     """The per-architecture tables as one HTML fragment, with how the intervals were made."""
     parts = [f"<p>Each cell: mean over the condition's runs ((repeat, seed) pooled metrics) with its "
-             f"{comp.params.ci_level:.0%} interval from {comp.params.n_boot} class-stratified patient-bootstrap "
-             f"resamples ({comp.n_minority_patients} {comp.params.minority_class} patients); 'no CI' where a run "
+             f"{comp.evaluation.ci_level:.0%} interval from {comp.evaluation.n_boot} class-stratified patient-bootstrap "
+             f"resamples ({comp.n_minority_patients} {comp.params.minority_class} patients; a simulated minority's: "
+             "resamples of its draws); 'no CI' where a run "
              "has no predictions.csv.</p>"]
     for name, table in comp.tables.items():
         parts.append(f"<h3>{name}</h3>")
         if "seed replica" in name:
-            parts.append(f"<p><strong>{SEED_REPLICA_NOTE}.</strong></p>")
+            parts.append(f"<p><strong>{ORIGINAL_REPLICA_NOTE}.</strong></p>")
         elif "leakage" in name:
             parts.append(f"<p><strong>{LEAKAGE_NOTE}.</strong></p>")
         parts.append(html_table(table))
     return "\n".join(parts)
 
 
-def effects_display(table: pd.DataFrame, params: CompareParams) -> pd.DataFrame:
+def effects_display(table: pd.DataFrame, evaluation: EvaluationParams) -> pd.DataFrame:
     """The effects as read in the report: primary first with test and Holm p; exploratory with intervals only."""
-    level = f"{params.ci_level:.0%}"
+    level = f"{evaluation.ci_level:.0%}"
     rows = []
     for _, r in table.iterrows():
-        kind = ("seed replica" if str(r["condition"]).startswith(SEED_REPLICA) else "leakage ablation" if r["leakage"]
+        kind = ("original replica" if Condition.parse(r["condition"]).original_replica else "leakage ablation"
+                if r["leakage"]
                 else "primary" if r["primary"] else "exploratory")
         rows.append({"kind": kind, "arch": r["arch"], "comparison": f"{r['condition']} vs {r['baseline']}",
-                     "metric": R.metric_label(r["metric"], params.minority_class), "pairs": r["n_pairs"],
+                     "metric": metric_label(r["metric"], r["target_class"]), "pairs": r["n_pairs"],
                      f"difference [{level} interval]": K.cell(r["mean_diff"], r["ci_low"], r["ci_high"], r["n_pairs"]),
                      "p (exact Wilcoxon)": fmt_p(r["p"]) if r["primary"] else "",
                      "p (Holm, primary)": fmt_p(r["p_adj"]) if r["primary"] else "",
@@ -231,7 +187,7 @@ def overview(comp: Comparison) -> str:
     runs = comp.runs
     if runs.empty:
         return "no finished classifier run"
-    matched = int(comp.pairs["baseline_run_id"].notna().sum()) if not comp.pairs.empty else 0
+    matched = int(comp.pairs["baseline_unit_id"].notna().sum()) if not comp.pairs.empty else 0
     lines = [f"{len(runs)} classifier runs: {runs['arch'].nunique()} architecture(s), "
              f"{runs['condition'].nunique()} condition(s), protocol(s) {sorted(runs['protocol'].unique().tolist())}, "
              f"repeats {sorted(runs['repeat'].unique().tolist())}, seeds {sorted(runs['seed'].unique().tolist())}",
@@ -251,8 +207,8 @@ def matching_summary(comp: Comparison) -> pd.DataFrame:
     rows = []
     for (arch, condition, baseline), group in comp.pairs.groupby(["arch", "condition", "baseline"], sort=False):
         rows.append({"arch": arch, "condition": condition, "baseline": baseline, "runs": len(group),
-                     "paired": int(group["baseline_run_id"].notna().sum()),
-                     "unmatched runs": ", ".join(group[group["baseline_run_id"].isna()]["run_id"])})
+                     "paired": int(group["baseline_unit_id"].notna().sum()),
+                     "unmatched units": ", ".join(group[group["baseline_unit_id"].isna()]["unit_id"])})
     return pd.DataFrame(rows).set_index(["arch", "condition", "baseline"])
 
 
@@ -260,5 +216,5 @@ def run_counts(comp: Comparison) -> pd.DataFrame:
     """Runs per condition and architecture ((repeat, seed) units): where the n of every interval comes from."""
     if comp.runs.empty:
         return pd.DataFrame()
-    return comp.runs.pivot_table(index="condition", columns="arch", values="run_id", aggfunc="count",
+    return comp.runs.pivot_table(index="condition", columns="arch", values="unit_id", aggfunc="count",
                                  sort=False).fillna(0).astype(int)

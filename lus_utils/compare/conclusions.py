@@ -2,51 +2,31 @@
 generated from the numbers (never typed in). Primary comparisons first, with their pairs, intervals and
 tests; then the reference points (baseline, metadata-only reference, oversampling control); the
 per-patient view; the exploratory effects (intervals only, no p-values); the synthetic sets; the seed
-study's claim, correction by correction (`seed_claim`); the leakage ablation apart; and what failed or is
+study's claim, correction by correction (`original_claim`); the leakage ablation apart; and what failed or is
 missing.
 """
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Sequence
 
-import numpy as np
 import pandas as pd
 
-from lus_utils.classify.run_identity import SEED_REPLICA
+from lus_utils import records
+from lus_utils.compare import original_claim
 from lus_utils.compare import statistics as S
-from lus_utils.compare import seed_claim
-from lus_utils.compare.runs import interval, metric_label, num
-
-if TYPE_CHECKING:
-    from lus_utils.compare.comparison import Comparison
+from lus_utils.compare.audit_tables import family_audits
+from lus_utils.compare.result import Comparison
+from lus_utils.compare.text import fmt_p, interval, markdown_table, num, plural
+from lus_utils.generate.synthetic_audit import interpretation
+from lus_utils.paths import OutLayout
+from lus_utils.vocabulary import Condition, metric_label
 
 LEAKAGE_NOTE = ("leakage ablation: its generator also saw validation/test frames, so it is not a valid "
                 "condition; shown only to see what leakage does")
-SEED_REPLICA_NOTE = ("seed replica: the seed study's recipe as it ran (its video split puts a patient's videos in "
-                     "train and test, its last epoch is tested, its generator saw frames of any split), so it is "
-                     "not a valid condition; shown to test the seed's claim as the seed made it")
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
-def fmt_p(p: float) -> str:
-    p = num(p)
-    return "n/a" if not math.isfinite(p) else ("< 0.001" if p < 0.001 else f"{p:.3g}")
-
-
-def markdown_table(frame: pd.DataFrame) -> list[str]:
-    """A small markdown table (no index) of strings and numbers (3 decimals)."""
-    if frame.empty:
-        return []
-    def text(v: Any) -> str:
-        return f"{v:.3f}" if isinstance(v, (float, np.floating)) and math.isfinite(v) else (
-            "n/a" if isinstance(v, (float, np.floating)) else str(v).replace("|", "/"))
-    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(text(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return lines
+ORIGINAL_REPLICA_NOTE = ("the original study's replica: its recipe as it ran (its video split puts a patient's "
+                         "videos in train and test, its last epoch is tested, its generator saw frames of any split), "
+                         "so it is not a valid condition; shown to test its claim as it was made")
 
 
 def _mean_of(comp: Comparison, arch: str, condition: str, metric: str) -> str:
@@ -59,14 +39,14 @@ def _mean_of(comp: Comparison, arch: str, condition: str, metric: str) -> str:
 
 
 def what_was_compared(comp: Comparison) -> list[str]:
-    runs, p = comp.runs, comp.params
+    runs, p, e = comp.viral_runs, comp.params, comp.evaluation
     protocols = ", ".join(sorted(map(str, runs["protocol"].unique())))
     n_min = comp.n_minority_patients
     return [f"**What was compared.** {plural(len(runs), 'classifier run')} ({protocols} protocol) in "
             f"{plural(runs['condition'].nunique(), 'condition')}, repeats {sorted(runs['repeat'].unique().tolist())}, "
             f"seeds {sorted(runs['seed'].unique().tolist())}. Every figure is computed on a run's pooled test "
             f"predictions; a paired unit is one (repeat, seed): a condition's run and its baseline's run on the "
-            f"same folds with the same seed. Intervals ({p.ci_level:.0%}) come from {p.n_boot} resamples of "
+            f"same folds with the same seed. Intervals ({e.ci_level:.0%}) come from {e.n_boot} resamples of "
             f"patients, the {plural(n_min, p.minority_class + ' patient')} and the other patients resampled "
             f"separately. With {n_min} {p.minority_class} patients the {p.minority_class} figures rest on "
             f"{n_min} independent clusters: the intervals say how much the result could change with other "
@@ -74,25 +54,14 @@ def what_was_compared(comp: Comparison) -> list[str]:
 
 
 def realism_note(comp: Comparison, condition: str) -> str:
-    """Whether the generators behind a synthetic condition reached realism (each fold's audit), so a result is
-    not read as "synthetic data hurts" when the images were noise; empty for a condition without synthetic data."""
-    import re
-
-    from lus_utils.paths import OutLayout
-    from lus_utils.provenance import read_json
-
-    families = comp.runs.loc[comp.runs["condition"] == condition, "synthetic_set"]
-    family = str(families.iloc[0]) if len(families) else ""
-    if not family:
-        return ""
-    pattern = re.compile(rf"{re.escape(family)}(_r\d+)?(_fold\d+)?")
-    verdicts = []
-    for path in sorted(OutLayout(comp.out_dir).synthetic.glob("*/audit.json")):
-        if pattern.fullmatch(path.parent.name):
-            try:
-                verdicts.append(read_json(path).get("reached_realism"))
-            except (OSError, ValueError):
-                verdicts.append(None)
+    """Whether the generators behind a synthetic condition reached realism (each fold's or draw's audit), so a
+    result is not read as "synthetic data hurts" when the images were noise; empty without synthetic data."""
+    parsed = Condition.parse(condition)
+    if not parsed.synthetic or comp.audits.empty:
+        return "" if not parsed.synthetic else " Whether its generators reached realism was not measured."
+    sets = comp.audits[(comp.audits["family"] == parsed.synthetic) & (comp.audits["target"].fillna("") == parsed.target)
+                       & ((comp.audits["k"] == parsed.k) if parsed.k else True)]
+    verdicts = [v if isinstance(v, bool) else None for v in sets["reached_realism"]]
     measured = [v for v in verdicts if v is not None]
     missing = len(verdicts) - len(measured)
     unmeasured = f" ({plural(missing, 'fold')} not measured)" if missing else ""
@@ -109,8 +78,8 @@ def realism_note(comp: Comparison, condition: str) -> str:
 
 def _primary_sentence(comp: Comparison, r: pd.Series) -> str:
     p = comp.params
-    alpha = 1 - p.ci_level
-    metric = metric_label(r["metric"], p.minority_class)
+    alpha = 1 - comp.evaluation.ci_level
+    metric = metric_label(r["metric"], r["target_class"])
     head = (f"- **{r['condition']} vs {r['baseline']}** ({r['arch']}), {metric}: "
             f"{_mean_of(comp, r['arch'], r['condition'], r['metric'])} against "
             f"{_mean_of(comp, r['arch'], r['baseline'], r['metric'])}; mean paired difference "
@@ -145,7 +114,7 @@ def primary_section(comp: Comparison) -> list[str]:
         p = comp.params
         table = pd.DataFrame([{"comparison": f"{r['condition']} vs {r['baseline']}", "metric": r["metric"],
                                "pairs": int(r["n_pairs"]), "difference": f"{r['mean_diff']:+.3f}",
-                               f"{p.ci_level:.0%} interval": interval(r["ci_low"], r["ci_high"]),
+                               f"{comp.evaluation.ci_level:.0%} interval": interval(r["ci_low"], r["ci_high"]),
                                "p": fmt_p(r["p"]), "Holm p": fmt_p(r["p_adj"]), "smallest p": fmt_p(r["smallest_p"])}
                               for _, r in primary.iterrows()])
         lines += ["", *markdown_table(table)]
@@ -185,7 +154,7 @@ def exploratory_section(comp: Comparison) -> list[str]:
     rest = eff[~eff["primary"] & ~eff["leakage"]] if not eff.empty else eff
     if rest.empty:
         return []
-    level = f"{comp.params.ci_level:.0%}"
+    level = f"{comp.evaluation.ci_level:.0%}"
     clear = rest[rest["ci_excludes_zero"]]
     lines = [f"**Exploratory effects** ({len(rest)} condition x baseline x metric differences): intervals only, "
              "no p-values and no correction, so they suggest where to look next and prove nothing. "
@@ -193,7 +162,7 @@ def exploratory_section(comp: Comparison) -> list[str]:
              + (":" if len(clear) else ".")]
     for _, r in clear.head(12).iterrows():
         lines.append(f"- {r['condition']} vs {r['baseline']} ({r['arch']}), "
-                     f"{metric_label(r['metric'], comp.params.minority_class)}: {r['mean_diff']:+.3f} "
+                     f"{metric_label(r['metric'], r['target_class'])}: {r['mean_diff']:+.3f} "
                      f"{interval(r['ci_low'], r['ci_high'])} over {plural(int(r['n_pairs']), 'pair')}.")
     if len(clear) > 12:
         lines.append(f"- ... and {len(clear) - 12} more in comparison/effects.csv.")
@@ -205,46 +174,42 @@ def exploratory_section(comp: Comparison) -> list[str]:
 
 
 def synthetic_section(comp: Comparison) -> list[str]:
-    from lus_utils.generate.synthetic_audit import interpretation
-    from lus_utils.paths import OutLayout
-    from lus_utils.provenance import read_json
-
     audits = comp.audits
     if audits.empty:
         return ["**Synthetic sets:** none found in this output folder.", ""]
-    lines = ["**Synthetic sets** (what their audits say):"]
-    for _, r in audits.iterrows():
+    lines = ["**Synthetic families** (what their sets' audits say; one set per fold or draw):"]
+    for _, r in family_audits(audits).iterrows():
         flag = " (leakage ablation)" if r.get("leakage_ablation") else ""
-        path = OutLayout(comp.out_dir).synthetic / r["synthetic_set"] / "audit.json"
-        try:
-            text = interpretation(read_json(path)).replace("\n", " ")
-        except (OSError, ValueError, KeyError, TypeError):
-            text = "no complete audit, so how much it memorizes and how realistic it is are unknown."
-        lines.append(f"- `{r['synthetic_set']}`{flag}: {text}")
+        first = audits[audits["family"] == r["family"]]["synthetic_set"].iloc[0]
+        audit = records.read_audit(OutLayout(comp.out_dir).synthetic / first / "audit.json")
+        text = (interpretation(audit).replace("\n", " ") if audit else
+                "no complete audit, so how much it memorizes and how realistic it is are unknown.")
+        lines.append(f"- `{r['family']}`{flag}, {plural(int(r['sets']), 'set')}, reached the realism criterion in "
+                     f"{r['reached realism']}; its first set (`{first}`): {text}")
     return lines + [""]
 
 
-def seed_claim_section(comp: Comparison) -> list[str]:
-
-    table = comp.seed_claim
+def original_claim_section(comp: Comparison) -> list[str]:
+    table = comp.original_claim
     if table.empty:
         return []
-    lines = [f"**The seed study's claim, correction by correction** ({SEED_REPLICA_NOTE}). The effect of synthetic "
-             "images under the seed's recipe, then with the leak-free split but a leaky generator, then leak-free. "
-             + seed_claim.split_leak(comp.out_dir, comp.params.minority_class)]
-    for metric in seed_claim.HEADLINE[:3]:  # viral AP and AUROC, and the seed's own headline, accuracy
-        lines += seed_claim.sentences(table, metric_label(metric, comp.params.minority_class))
+    lines = [f"**The original study's claim, correction by correction** ({ORIGINAL_REPLICA_NOTE}). The effect of "
+             "synthetic images under its recipe, then with the leak-free split but a leaky generator, then leak-free. "
+             + original_claim.split_leak(comp.out_dir, comp.params.minority_class)]
+    for metric in original_claim.HEADLINE[:3]:  # viral AP and AUROC, and its own headline, accuracy
+        lines += original_claim.sentences(table, metric_label(metric, comp.params.minority_class))
     return lines + [""]
 
 
 def leakage_section(comp: Comparison) -> list[str]:
     eff = comp.effects
-    leak = eff[eff["leakage"] & ~eff["condition"].astype(str).str.startswith(SEED_REPLICA)] if not eff.empty else eff
+    replica = eff["condition"].map(lambda c: Condition.parse(c).original_replica) if not eff.empty else eff
+    leak = eff[eff["leakage"] & ~replica] if not eff.empty else eff
     if leak.empty:
         return []
     lines = [f"**Leakage ablation** (shown apart, in no correction family; {LEAKAGE_NOTE}):"]
     for _, r in leak.iterrows():
-        lines.append(f"- {r['condition']} vs {r['baseline']}, {metric_label(r['metric'], comp.params.minority_class)}: "
+        lines.append(f"- {r['condition']} vs {r['baseline']}, {metric_label(r['metric'], r['target_class'])}: "
                      f"{r['mean_diff']:+.3f} {interval(r['ci_low'], r['ci_high'])}.")
     return lines + [""]
 
@@ -261,7 +226,7 @@ def missing_section(comp: Comparison) -> list[str]:
 
 
 def power_note(comp: Comparison) -> list[str]:
-    alpha = 1 - comp.params.ci_level
+    alpha = 1 - comp.evaluation.ci_level
     eff = comp.effects
     primary = eff[eff["primary"]] if not eff.empty else eff
     most = int(primary["n_pairs"].max()) if len(primary) else 0
@@ -275,6 +240,6 @@ def conclusions(comp: Comparison) -> str:
     """Markdown: every section of the module doc, in reading order."""
     sections: Sequence[list[str]] = (what_was_compared(comp), primary_section(comp), power_note(comp),
                                      reference_section(comp), patient_section(comp), exploratory_section(comp),
-                                     synthetic_section(comp), seed_claim_section(comp), leakage_section(comp),
+                                     synthetic_section(comp), original_claim_section(comp), leakage_section(comp),
                                      missing_section(comp))
     return "\n".join(line for section in sections for line in section).strip() + "\n"

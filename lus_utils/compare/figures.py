@@ -11,7 +11,8 @@ import pandas as pd
 
 from lus_utils.compare.audit_tables import example_pairs
 from lus_utils.compare.patients import MEASURE_LABELS, MEASURES
-from lus_utils.compare.runs import metric_label, num
+from lus_utils.compare.text import num
+from lus_utils.vocabulary import metric_label
 
 PALETTE = {"primary, significant": "#c0392b", "primary": "#2c3e50", "exploratory": "#7f8c8d",
            "leakage ablation": "#bdc3c7"}

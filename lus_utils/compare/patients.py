@@ -41,7 +41,7 @@ def per_run(runs: pd.DataFrame, predictions: dict[str, pd.DataFrame], minority: 
     """The measures of every minority patient in every run that has predictions."""
     parts = []
     for _, run in runs.iterrows():
-        table = predictions.get(run["run_id"])
+        table = predictions.get(run["unit_id"])
         if table is None:
             continue
         block = run_patients(table, minority)

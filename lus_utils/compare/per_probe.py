@@ -16,32 +16,23 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
+
+from lus_utils import records
 from lus_utils.classify import metrics as M
-from lus_utils.params import MINORITY_CLASS
+from lus_utils.paths import OutLayout
+from lus_utils.provenance import write_csv_atomic
+from lus_utils.vocabulary import VIRAL as MINORITY_CLASS
 
 METRICS = ("minority_auroc", "minority_ap", "minority_recall", "minority_sens_at_threshold",
            "minority_spec_at_threshold")
-
-
-def attach_probe(predictions: pd.DataFrame, frames: pd.DataFrame) -> pd.DataFrame:
-    """predictions with each frame's probe from frames.csv (for prediction files written without it)."""
-    if "probe" in predictions.columns:
-        return predictions
-    probes = frames[["path", "probe"]].drop_duplicates("path")
-    out = predictions.merge(probes, on="path", how="left")
-    missing = out["probe"].isna()
-    if missing.any():
-        raise ValueError(f"{int(missing.sum())} predicted frames (e.g. {out.loc[missing, 'path'].iloc[0]}) are "
-                         "not in the frames table given: pass the run's own frames.csv")
-    return out
 
 
 def _check(predictions: pd.DataFrame, minority: str) -> str:
     score = f"prob_{minority}"
     missing = [c for c in ("label", "probe", "patient_id", score) if c not in predictions.columns]
     if missing:
-        raise ValueError(f"predictions lack column(s) {missing}; a run's predictions.csv has them (add `probe` "
-                         "with attach_probe(predictions, frames) if it was written without)")
+        raise ValueError(f"predictions lack column(s) {missing}; a run's predictions.csv has them "
+                         "(records.prediction_columns)")
     return score
 
 
@@ -109,26 +100,15 @@ def per_probe_metrics(predictions: pd.DataFrame, minority: str = MINORITY_CLASS,
     return pd.DataFrame(rows).set_index("probe")
 
 
-def per_probe_runs(run_dirs: Iterable[str | Path], frames: pd.DataFrame | None = None,
-                   minority: str = MINORITY_CLASS, n_boot: int = 0, seed: int = 0) -> pd.DataFrame:
-    """per_probe_metrics of several run folders, stacked, with each run's id and condition (from metrics.json).
-
-    `frames` (the study's frames.csv) supplies the probe of prediction files written without a probe column.
-    """
-    from lus_utils.provenance import read_json
-
+def per_probe_runs(run_dirs: Iterable[str | Path], minority: str = MINORITY_CLASS, n_boot: int = 0,
+                   seed: int = 0) -> pd.DataFrame:
+    """per_probe_metrics of several run folders, stacked, with each run's id and condition (from metrics.json)."""
     tables = []
     for run_dir in map(Path, run_dirs):
-        path = run_dir / "predictions.csv"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist: the run {run_dir.name} has not finished")
-        predictions = pd.read_csv(path, dtype={"video_id": str, "patient_id": str}, keep_default_na=False)
-        if frames is not None:
-            predictions = attach_probe(predictions, frames)
-        metrics_file = run_dir / "metrics.json"
-        condition = read_json(metrics_file).get("condition", "") if metrics_file.is_file() else ""
+        _, record = records.read_run_record(run_dir / "metrics.json")
+        predictions = records.read_predictions(run_dir / "predictions.csv", record["classes"])
         table = per_probe_metrics(predictions, minority, n_boot, seed).reset_index()
-        tables.append(table.assign(run_id=run_dir.name, condition=condition))
+        tables.append(table.assign(run_id=run_dir.name, condition=record["condition"]))
     if not tables:
         raise ValueError("per_probe_runs needs at least one run folder")
     out = pd.concat(tables, ignore_index=True)
@@ -137,19 +117,14 @@ def per_probe_runs(run_dirs: Iterable[str | Path], frames: pd.DataFrame | None =
 
 def study_table(out_dir: str | Path, runs: pd.DataFrame, minority: str = MINORITY_CLASS, n_boot: int = 0,
                 seed: int = 0, target: str | Path | None = None) -> pd.DataFrame:
-    """per_probe_runs of every run of a study with predictions (`runs`: notebook 06's run table), also written
-    to `target` when given; an empty table (with a note) when no run has predictions."""
-    from lus_utils.data.dataset import read_frames
-    from lus_utils.paths import OutLayout
-    from lus_utils.provenance import write_csv_atomic
-
+    """per_probe_runs of every viral-design run of a study with predictions (`runs`: notebook 06's run table),
+    also written to `target` when given; an empty table (with a note) when no run has predictions."""
     layout = OutLayout(Path(out_dir))
-    listed = runs[runs["has_predictions"].astype(bool)] if "has_predictions" in runs.columns else runs
+    listed = runs[runs["has_predictions"].astype(bool) & (runs["design"] == "viral")]
     if listed.empty:
-        print("no run with predictions: no per-probe table")
+        print("no viral-design run with predictions: no per-probe table")
         return pd.DataFrame(columns=["run_id", "condition", "probe", "status"])
-    table = per_probe_runs([layout.run_dir(r) for r in listed["run_id"]], read_frames(layout.frames_csv), minority,
-                           n_boot, seed)
+    table = per_probe_runs([layout.run_dir(r) for r in listed["run_id"].unique()], minority, n_boot, seed)
     if target is not None:
         write_csv_atomic(Path(target), table)
     return table

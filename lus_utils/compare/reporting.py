@@ -14,7 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lus_utils.compare.comparison import comparison_dir
+from lus_utils.compare.result import comparison_dir
+from lus_utils.compare.runs import missing_runs
 from lus_utils.paths import OutLayout
 from lus_utils.provenance import atomic_path, read_json, write_text_atomic
 
@@ -166,7 +167,6 @@ def notebooks_section(entries: list[dict[str, Any]]) -> str:
 
 def unfinished_section(out_dir: Path) -> str:
     """The runs the runner's last summary (logs/runner_summary.json) lists as failed, blocked or interrupted."""
-    from lus_utils.compare.runs import missing_runs
 
     rows = [f"<li><code>{html.escape(r['run_id'])}</code>: {html.escape(r['status'])}. {html.escape(r['message'])}</li>"
             for _, r in missing_runs(out_dir).iterrows()]

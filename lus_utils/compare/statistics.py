@@ -134,6 +134,18 @@ def percentile_interval(draws: Sequence[float], level: float,
     return float(np.clip(lo, *bounds)), float(np.clip(hi, *bounds))
 
 
+def unit_bootstrap_interval(values: Sequence[float], level: float, n_boot: int, seed: int,
+                            bounds: tuple[float, float] = (-math.inf, math.inf)) -> tuple[float, float]:
+    """Percentile interval of the mean of independent units (simulated draws), resampled with replacement;
+    NaN with fewer than two units."""
+    x = finite(values)
+    if len(x) < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng([seed, 2027])
+    means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
+    return percentile_interval(means, level, bounds)
+
+
 def degenerate(lo: float, hi: float) -> bool:
     """An interval that is one point (every resample agrees): it carries no uncertainty information."""
     return math.isfinite(lo) and math.isfinite(hi) and hi - lo <= 1e-12

@@ -26,7 +26,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from lus_utils.data import splits
-from lus_utils.params import MINORITY_CLASS, DataParams
+from lus_utils.config.data import DataParams
+from lus_utils.vocabulary import VIRAL as MINORITY_CLASS
 from lus_utils.paths import DATA_ROOT_ENV, DEFAULT_DATA_CLONE, DEFAULT_DATA_ROOT, OutLayout, cache_dir
 from lus_utils.provenance import (atomic_dir, file_lock, fingerprint_files, provenance, read_json, sha256_file,
                                   stable_hash,

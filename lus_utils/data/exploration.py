@@ -8,7 +8,7 @@ from matplotlib import pyplot as plt
 
 from lus_utils.data import splits
 from lus_utils.images import intensity_stats, load_image
-from lus_utils.params import MINORITY_CLASS
+from lus_utils.vocabulary import VIRAL as MINORITY_CLASS
 from lus_utils.plots import image_grid
 
 GATE_STD, GATE_ENTROPY = 30.0, 4.7  # the seed study's thresholds for synthetic images, drawn for reference
@@ -109,7 +109,7 @@ def split_tables(frames: pd.DataFrame, n_folds: int) -> dict[str, pd.DataFrame]:
     """The printable class x part table of the hold-out split and of every fold."""
     tables = {"hold-out": splits.summary_wide(frames, "split")}
     for fold in range(n_folds):
-        tables[f"fold {fold}"] = splits.summary_wide(frames, splits.split_column(fold))
+        tables[f"fold {fold}"] = splits.summary_wide(frames, splits.cv_column(0, fold))
     seed_split = splits.seed_video_column(0)
     if seed_split in frames.columns:  # the seed replica's video split (patients may straddle parts)
         tables["seed video split (repeat 0)"] = splits.summary_wide(frames, seed_split)

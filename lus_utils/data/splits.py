@@ -33,7 +33,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lus_utils.params import MINORITY_CLASS, SEED_VIDEO, DataParams
+from lus_utils.config.data import DataParams
+from lus_utils.vocabulary import CV, ORIGINAL_VIDEO, VIRAL as MINORITY_CLASS, Split, split_columns
 
 PARTS = ("train", "val", "test")
 
@@ -98,7 +99,7 @@ def n_folds(frames: pd.DataFrame, classes: list[str]) -> int:
 
 
 def cv_column(repeat: int, fold: int) -> str:
-    return f"cv_r{repeat}_f{fold}"
+    return Split(CV, repeat, fold).column
 
 
 def cv_folds(frames: pd.DataFrame, params: DataParams, repeat: int) -> pd.DataFrame:
@@ -160,7 +161,7 @@ SEED_TRAIN, SEED_VAL, SEED_FEW_VIDEOS = 0.7, 0.15, 3  # the seed's shares and it
 
 
 def seed_video_column(repeat: int) -> str:
-    return f"seed_video_r{repeat}"
+    return Split(ORIGINAL_VIDEO, repeat).column
 
 
 def seed_video_split(frames: pd.DataFrame, params: DataParams, repeat: int) -> pd.Series:
@@ -203,19 +204,10 @@ def straddling_patients(frames: pd.DataFrame, column: str) -> list[str]:
 def cv_repeats(frames: pd.DataFrame) -> dict[int, list[int]]:
     """{repeat: [folds]} of the cv columns in frames.csv."""
     found: dict[int, list[int]] = {}
-    for column in frames.columns:
-        if column.startswith("cv_r") and "_f" in column:
-            r, f = column.removeprefix("cv_r").split("_f")
-            found.setdefault(int(r), []).append(int(f))
+    for split in map(Split.from_column, split_columns(frames.columns)):
+        if split.protocol == CV:
+            found.setdefault(split.repeat, []).append(split.fold)
     return {r: sorted(fs) for r, fs in sorted(found.items())}
-
-
-def split_column(fold: int, repeat: int = 0, protocol: str = "cv") -> str:
-    """The column that holds the parts of one split: the hold-out split (fold -1), a cv fold's, or under the
-    seed_video protocol the seed's video split of the repeat."""
-    if protocol == SEED_VIDEO:
-        return seed_video_column(repeat)
-    return "split" if fold < 0 else cv_column(repeat, fold)
 
 
 def check_cv(frames: pd.DataFrame, classes: list[str], repeats: list[int]) -> None:

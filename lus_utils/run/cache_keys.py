@@ -7,8 +7,8 @@ Each run has a cache key, the hash of
   when that cannot be told; never the `run` subpackage, which decides what runs, not what a run computes),
   so editing comparison.py re-runs notebook 06 but no training,
 - fingerprints of the inputs it reads: 01 the data root's files (path, size, mtime); 02-05 frames.csv,
-  the synthetic set it trains on (manifest.csv + provenance.json) and the classifier folder its audit
-  uses; 06 every runs/*/metrics.json and synthetic/*/audit.json plus the stamps of all other runs (its
+  every synthetic-set folder it trains on (each fold's or draw's: the content of every file, images included,
+  as `Run.reads` lists them) and the classifier folder its audit uses; 06 every runs/*/metrics.json and synthetic/*/audit.json plus the stamps of all other runs (its
   report renders their notebooks), so 06 re-runs whenever anything it shows has changed,
 - the keys of the runs it comes after, except notebook 01's: runs after 01 are keyed on the frames.csv it
   wrote, so changing a parameter that leaves frames.csv as it was re-runs notebook 01 alone.
@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lus_utils.generate.synthetic import SyntheticSet
 from lus_utils.paths import OutLayout
 from lus_utils.provenance import PACKAGE_DIR, read_json, sha256_file, stable_hash
+from lus_utils.synthetic_sets import set_dir
 from lus_utils.run.planning import Run
 from lus_utils.stages import STAGES, TABLE
 
@@ -169,6 +169,13 @@ class Fingerprints:
     def files(self, paths: list[Path], root: Path) -> str:
         return stable_hash({Path(p).relative_to(root).as_posix(): self.file(p) for p in paths}, 32)
 
+    def folder(self, root: Path) -> str:
+        """Every file under a folder by content (a copied or moved folder keeps its fingerprint)."""
+        root = Path(root)
+        if not root.is_dir():
+            return "missing"
+        return self.files(sorted(p for p in root.rglob("*") if p.is_file()), root)
+
     @staticmethod
     def tree(root: Path) -> str:
         """A folder's file listing (relative path, size, mtime): cheap, and changes when any file does."""
@@ -197,10 +204,8 @@ def input_fingerprints(run: Run, layout: OutLayout, prints: Fingerprints) -> dic
         return {"metrics.json": prints.files(runs, layout.root), "audit.json": prints.files(audits, layout.root),
                 "other runs": stable_hash(stamps, 32)}
     inputs = {"frames.csv": prints.file(Path(p["frames_csv"]) if p.get("frames_csv") else layout.frames_csv)}
-    if p.get("synthetic_set"):
-        folder = SyntheticSet.resolve(str(p["synthetic_set"]), layout.root).folder
-        inputs[f"synthetic set {folder.name}"] = stable_hash(
-            [prints.file(folder / "manifest.csv"), prints.file(folder / "provenance.json")], 32)
+    for ref in run.reads:
+        inputs[f"synthetic set {ref.name}"] = prints.folder(set_dir(layout.root, ref))
     if p.get("feature_run_dir"):
         folder = Path(p["feature_run_dir"])
         files = sorted(f for f in folder.glob("*") if f.is_file()) if folder.is_dir() else []

@@ -1,5 +1,6 @@
-"""The command line: `python run_all.py --profile smoke|quick|full|path.yaml [--data-root P] [--out DIR]
-[--only 01 02 ...] [--dry-run] [--force] [--executor local|slurm|submitit-local] [--jobs N]`.
+"""The command line: `python run_all.py --profile smoke|quick|full|path.yaml[+overlay...] [--set section.key=value ...]
+[--data-root P] [--out DIR] [--only 01 02 ...] [--dry-run] [--force] [--executor local|slurm|submitit-local]
+[--jobs N]`.
 
 Every parameter of every run is validated, and every pretrained weight checked (preflight), before the first
 notebook starts.
@@ -10,7 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from lus_utils import params as P
+from lus_utils.config.profiles import load_profile
+from lus_utils.config.runtime import SlurmParams
+from lus_utils.config.schema import ParamError, as_dict, build
 from lus_utils.data.dataset import DataRootError, resolve_data_root
 from lus_utils.paths import default_out_dir
 from lus_utils.run.executors import LocalExecutor, SubmititExecutor
@@ -22,15 +25,19 @@ from lus_utils.run.study import describe_dry_run, execute_study, refresh_report,
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="run_all.py", description="Run the study's notebooks with papermill, "
                                      "skipping runs whose parameters, code and inputs are unchanged.")
-    parser.add_argument("--profile", default="quick", help="smoke, quick, full, or a path to a profile .yaml")
+    parser.add_argument("--profile", default="quick", help="smoke, quick, full, or a path to a profile .yaml; "
+                        "overlays compose left to right with +, e.g. full+convex_only")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="set one key over the profile (a YAML value), e.g. --set train.lr=0.001; repeatable")
     parser.add_argument("--data-root", default=None, help="the dataset's data/ folder (else $LUS_DATA_ROOT, "
                                                           "else data/covid19_ultrasound/data, fetched if absent)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default outputs/<profile>)")
     parser.add_argument("--only", nargs="+", default=None, metavar="STAGE", help="run only these stages, e.g. 01 02")
     parser.add_argument("--dry-run", action="store_true", help="say what would run and why, run nothing")
     parser.add_argument("--force", action="store_true", help="run every planned run, cached or not")
-    parser.add_argument("--rehearse", action="store_true", help="the profile's shapes with every loop cut to 1-2 "
-                        "steps and random weights (run/rehearsal.py); outputs in outputs/<profile>-rehearsal")
+    parser.add_argument("--rehearse", action="store_true", help="the profile with the rehearsal overlay: its shapes, "
+                        "every loop cut to 1-2 steps, random weights (params/rehearsal.yaml, run/rehearsal.py); "
+                        "outputs in outputs/<profile>+rehearsal")
     parser.add_argument("--executor", choices=("local", "slurm", "submitit-local"), default="local",
                         help="local: on this machine; slurm: one job array per stage and level (submitit); "
                              "submitit-local: the Slurm code path run by submitit on this machine (a check)")
@@ -46,22 +53,22 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     try:
-        profile = P.load_profile(args.profile)
-        if args.rehearse:
-            profile = rehearsal.rehearse(profile, (args.out or default_out_dir(
-                rehearsal.rehearsal_name(profile.name))).resolve())
-        data_root = resolve_data_root(args.data_root, fetch_if_missing=not args.dry_run)
+        spec = f"{args.profile}+{rehearsal.OVERLAY}" if args.rehearse else args.profile
+        profile = load_profile(spec, args.overrides)
         out_dir = (args.out or default_out_dir(profile.name)).resolve()
+        if rehearsal.is_rehearsal(profile):
+            profile = rehearsal.with_sd_sized_base(profile, out_dir)
+        data_root = resolve_data_root(args.data_root, fetch_if_missing=not args.dry_run)
         runs = plan(profile, out_dir, data_root.resolve(), args.only)
         overrides = {k: v for k, v in (("partition", args.partition), ("gpus_per_node", args.gpus),
                                        ("timeout_min", args.time), ("mem_gb", args.mem)) if v is not None}
-        slurm = P.build(P.SlurmParams, {**P.as_dict(profile.slurm), **overrides}, "--partition/--gpus/--time/--mem")
-    except (P.ParamError, DataRootError) as err:
+        slurm = build(SlurmParams, {**as_dict(profile.slurm), **overrides}, "--partition/--gpus/--time/--mem")
+    except (ParamError, DataRootError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"profile {profile.name} ({profile.path}): {profile.description}")
     print(f"data root {data_root.resolve()}; outputs {out_dir}; {len(runs)} run(s); executor {args.executor}")
-    if args.rehearse and not args.dry_run and rehearsal.needs_sd_sized_base(profile, out_dir, args.only):
+    if rehearsal.is_rehearsal(profile) and not args.dry_run and rehearsal.needs_sd_sized_base(profile, out_dir, args.only):
         print(f"writing the SD-v1.5-sized random base model: {rehearsal.write_sd_sized_base(out_dir)}")
     missing = preflight.check(profile, args.only)
     if missing:
@@ -78,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         with study_lock(out_dir):
             study = execute_study(runs, out_dir, executor, force=args.force)
             study.write({"profile": profile.name, "executor": args.executor})
-    except (RuntimeError, P.ParamError) as err:
+    except (RuntimeError, ParamError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print()

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from lus_utils import params as P
+from lus_utils.config.runtime import SlurmParams
 from lus_utils.run.cache_keys import RunPaths
 from lus_utils.run.planning import Run
 from lus_utils.provenance import write_json_atomic, write_text_atomic
@@ -179,7 +179,7 @@ def _result_or_failure(spec: RunSpec, get: Callable[[], RunResult], log: str = "
                          message, spec.reasons)
 
 
-def slurm_parameters(slurm: P.SlurmParams, stage: str, n_runs: int) -> dict[str, Any]:
+def slurm_parameters(slurm: SlurmParams, stage: str, n_runs: int) -> dict[str, Any]:
     """submitit AutoExecutor parameters for one stage's job array (CPU-only stages ask for no GPU)."""
     kwargs: dict[str, Any] = {
         "name": f"lus-{stage}", "timeout_min": slurm.timeout_min, "mem_gb": slurm.mem_gb,
@@ -195,7 +195,7 @@ def slurm_parameters(slurm: P.SlurmParams, stage: str, n_runs: int) -> dict[str,
     return kwargs
 
 
-def make_executor(folder: Path, cluster: str, slurm: P.SlurmParams, stage: str, n_runs: int) -> Any:
+def make_executor(folder: Path, cluster: str, slurm: SlurmParams, stage: str, n_runs: int) -> Any:
     """A submitit AutoExecutor for one stage: cluster 'slurm', or 'local'/'debug' to run without one."""
     import submitit
 
@@ -207,7 +207,7 @@ def make_executor(folder: Path, cluster: str, slurm: P.SlurmParams, stage: str, 
 class SubmititExecutor:
     """One job array per stage and level through submitit; logs copied into each run's log folder."""
 
-    def __init__(self, out_dir: Path, slurm: P.SlurmParams, cluster: str = "slurm", poll_s: float = 10.0) -> None:
+    def __init__(self, out_dir: Path, slurm: SlurmParams, cluster: str = "slurm", poll_s: float = 10.0) -> None:
         self.folder = Path(out_dir) / "logs" / "submitit"
         self.slurm = slurm
         self.cluster = cluster

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from lus_utils.params import Profile
+from lus_utils.config.profiles import Profile
 
 CLASSIFIER_STAGES = ("02", "03")
 TI_STAGE = "04"

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from lus_utils import params as P
+from lus_utils.config.schema import ParamError
 from lus_utils.paths import NOTEBOOKS_DIR, OutLayout
 from lus_utils.provenance import file_lock, write_json_atomic
 from lus_utils.run.cache_keys import (KEYED_BY_OUTPUTS, STAMPS, Fingerprints, RunPaths, cache_components, cache_key,
@@ -40,7 +40,7 @@ def levels(runs: list[Run]) -> list[list[Run]]:
                 remaining.remove(run)
                 progressed = True
         if not progressed:
-            raise P.ParamError(f"runs {[r.run_id for r in remaining]} depend on each other in a cycle")
+            raise ParamError(f"runs {[r.run_id for r in remaining]} depend on each other in a cycle")
     grouped: list[list[Run]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
     for run in runs:
         grouped[depth[run.run_id]].append(run)
