@@ -1,9 +1,10 @@
 """The lung-ultrasound dataset: find it (or fetch it), read its files, extract frames, write frames.csv.
 
 Frame extraction follows the POCOVID protocol (Born et al. 2021): from each video keep every
-`int(fps / sample_hz)`-th frame, at most `max_frames_per_video`; still images are copied as they are.
-Decoded frames are cached by the content of their source file and the two extraction numbers, so a
-second run with the same inputs decodes nothing.
+`int(fps / sample_hz)`-th frame, at most `max_frames_per_video`; still images are copied as they are
+(lus_utils.data.decode). Decoded frames are cached by the content of their source file and the two extraction
+numbers, so a second run with the same inputs decodes nothing; an entry is checked before it is trusted.
+Every file not used is listed in data/report.json with why, also when the build stops early.
 
 Run `python -m lus_utils.data fetch` to download the dataset (a sparse, partial git clone).
 """
@@ -13,6 +14,7 @@ import argparse
 import difflib
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,17 +23,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from lus_utils.data import splits
 from lus_utils.config.data import DataParams
+# Module-level names, so tests can replace the decoders; frame_step is part of this module's interface.
+from lus_utils.data.decode import DECODER_VERSION, frame_step, sound_entry  # noqa: F401
+from lus_utils.data.decode import copy_image as _copy_image, decode_video as _decode_video
 from lus_utils.vocabulary import VIRAL as MINORITY_CLASS
 from lus_utils.paths import DATA_ROOT_ENV, DEFAULT_DATA_CLONE, DEFAULT_DATA_ROOT, OutLayout, cache_dir
-from lus_utils.provenance import (atomic_dir, file_lock, fingerprint_files, provenance, read_json, sha256_file,
-                                  stable_hash,
-                         write_csv_atomic, write_json_atomic)
+from lus_utils.provenance import (atomic_dir, file_lock, fingerprint_files, provenance, sha256_file, stable_hash,
+                                  write_csv_atomic, write_json_atomic)
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +42,17 @@ DATASET_REPO_URL = "https://github.com/jannisborn/covid19_ultrasound.git"
 # Only these paths of the repository are checked out (about 80 MB of its several GB).
 DATASET_SPARSE_PATHS = ("/data/pocus_videos/", "/data/pocus_images/", "/data/dataset_metadata.csv")
 DATASET_APPROX_MB = 85
-LABEL_PREFIXES = {"cov": "covid", "pne": "pneumonia", "reg": "regular", "vir": "viral"}
+# The dataset names each file by its class, then '_' or '-': Cov_/Cov-, Pneu_/Pneu-/pneu-, Reg_/Reg-, Vir_
+# (checked against the real file names). The separator matters: Pneumothorax_* is not pneumonia.
+LABEL_PREFIXES = {"cov": "covid", "pneu": "pneumonia", "reg": "regular", "vir": "viral"}
+LABEL_PATTERN = re.compile(r"(cov|pneu|reg|vir)[_-]", re.IGNORECASE)
+# Two classes named at the start (Vir_or_Pneu_*, the dataset's label_uncertain files): no label.
+AMBIGUOUS_PATTERN = re.compile(r"(cov|pneu|reg|vir)[_-]or[_-](cov|pneu|reg|vir)", re.IGNORECASE)
+KNOWN_PREFIXES = "Cov_, Cov-, Pneu_, Pneu-, pneu-, Reg_, Reg-, Vir_ (the class, then _ or -)"
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".avi", ".gif", ".mpeg", ".m4v"}
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png"}
 PROBES = ("convex", "linear")
 EXCLUDED_FOLDERS = {"label_uncertain"}
-# A video that decodes to fewer than this share of the frames its header announces is truncated.
-MIN_DECODED_SHARE = 0.5
 # Metadata columns carried into frames.csv (findings feed the captions of the domain base model).
 METADATA_COLUMNS = {
     "Patient ID / Name": "patient_id",
@@ -69,16 +76,24 @@ def how_to_get_data() -> str:
             f"or point to a copy of the dataset's data/ folder with --data-root PATH or {DATA_ROOT_ENV}=PATH.")
 
 
-def check_layout(root: Path) -> Path:
+def check_layout(root: Path, origin: str = "") -> Path:
+    """`root` when it is laid out like the dataset's data/ folder, else a DataRootError naming what is wrong
+    (origin: where the root came from, for the message)."""
     root = Path(root)
+    where = f"data root {root}" + (f" ({origin})" if origin else "")
+    if not root.exists():
+        raise DataRootError(f"{where} does not exist. {how_to_get_data()}")
     if not root.is_dir():
-        raise DataRootError(f"data root {root} does not exist. {how_to_get_data()}")
-    needed = [root / "dataset_metadata.csv"]
-    missing = [p.name for p in needed if not p.is_file()]
-    if not any((root / d).is_dir() for d in ("pocus_videos", "pocus_images")):
-        missing.append("pocus_videos/ or pocus_images/")
+        raise DataRootError(f"{where} is a file, not a folder: point it at the dataset's data/ folder (unpack an "
+                            f"archive first). {how_to_get_data()}")
+    if not (root / "dataset_metadata.csv").is_file() and (root / "data" / "dataset_metadata.csv").is_file():
+        raise DataRootError(f"{where} is the dataset's repository, not its data/ folder: did you mean "
+                            f"{root / 'data'}?")
+    missing = [] if (root / "dataset_metadata.csv").is_file() else ["dataset_metadata.csv"]
+    if not any((root / d / p).is_dir() for d in ("pocus_videos", "pocus_images") for p in PROBES):
+        missing.append("pocus_videos/{convex,linear} or pocus_images/{convex,linear}")
     if missing:
-        raise DataRootError(f"data root {root} lacks {missing}: it must be laid out like the dataset's data/ "
+        raise DataRootError(f"{where} lacks {missing}: it must be laid out like the dataset's data/ "
                             f"folder (pocus_videos/{{convex,linear}}, pocus_images/{{convex,linear}}, "
                             f"dataset_metadata.csv). {how_to_get_data()}")
     return root
@@ -90,12 +105,12 @@ def resolve_data_root(explicit: str | Path | None = None, fetch_if_missing: bool
     An explicit root or $LUS_DATA_ROOT that does not exist is an error, never a fetch.
     """
     if explicit:
-        return check_layout(Path(explicit).expanduser())
+        return check_layout(Path(explicit).expanduser(), "from --data-root or the data_root parameter")
     if os.environ.get(DATA_ROOT_ENV):
-        return check_layout(Path(os.environ[DATA_ROOT_ENV]).expanduser())
+        return check_layout(Path(os.environ[DATA_ROOT_ENV]).expanduser(), f"from ${DATA_ROOT_ENV}")
     if not DEFAULT_DATA_ROOT.exists() and fetch_if_missing:
         fetch()
-    return check_layout(DEFAULT_DATA_ROOT)
+    return check_layout(DEFAULT_DATA_ROOT, "the default")
 
 
 def fetch(dest: Path = DEFAULT_DATA_CLONE, repo_url: str = DATASET_REPO_URL) -> Path:
@@ -104,6 +119,10 @@ def fetch(dest: Path = DEFAULT_DATA_CLONE, repo_url: str = DATASET_REPO_URL) -> 
     if (dest / "data" / "dataset_metadata.csv").is_file():
         print(f"dataset already present at {dest / 'data'}")
         return dest / "data"
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise DataRootError(f"{dest} already exists and holds no dataset clone (no data/dataset_metadata.csv): "
+                            "the fetch would not put it there. Remove it, or fetch into another folder with "
+                            "--dest PATH.")
     print(f"Fetching the lung-ultrasound dataset (about {DATASET_APPROX_MB} MB: "
           f"{', '.join(p.strip('/') for p in DATASET_SPARSE_PATHS)}) from {repo_url} into {dest} ...",
           flush=True)
@@ -115,14 +134,26 @@ def fetch(dest: Path = DEFAULT_DATA_CLONE, repo_url: str = DATASET_REPO_URL) -> 
     def git(*args: str, cwd: Path | None = None) -> None:
         subprocess.run(["git", *args], cwd=cwd, check=True)
 
+    offline = (f"without network, copy the dataset's data/ folder anywhere and pass --data-root PATH or set "
+               f"{DATA_ROOT_ENV}.")
     try:
         git("clone", "--depth", "1", "--filter=blob:none", "--no-checkout", "--sparse", repo_url, str(tmp))
         git("sparse-checkout", "set", "--no-cone", *DATASET_SPARSE_PATHS, cwd=tmp)
         git("checkout", cwd=tmp)
-    except (subprocess.CalledProcessError, FileNotFoundError) as err:
+    except FileNotFoundError as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise DataRootError(f"fetching {repo_url} failed ({err}); without network, copy the dataset's data/ "
-                            f"folder anywhere and pass --data-root PATH or set {DATA_ROOT_ENV}.") from err
+        raise DataRootError(f"fetching {repo_url} needs git, and git is not installed ({err}): install git, or "
+                            f"{offline}") from err
+    except subprocess.CalledProcessError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataRootError(f"fetching {repo_url} failed ({err}); {offline}") from err
+    if not (tmp / "data" / "dataset_metadata.csv").is_file():
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataRootError(f"{repo_url} does not hold the dataset (no data/dataset_metadata.csv after the "
+                            f"clone): give the dataset's repository with --repo-url ({DATASET_REPO_URL}), or "
+                            f"{offline}")
+    if dest.exists():
+        dest.rmdir()  # empty (checked above): os.replace needs it gone
     os.replace(tmp, dest)
     print(f"dataset ready at {dest / 'data'}")
     return dest / "data"
@@ -140,12 +171,25 @@ class SourceFile:
 
 
 def label_from_name(name: str) -> str | None:
-    return LABEL_PREFIXES.get(name[:3].lower())
+    """The class a file name starts with (see LABEL_PREFIXES), None when it names none or two."""
+    match = LABEL_PATTERN.match(name)
+    if match is None or AMBIGUOUS_PATTERN.match(name):
+        return None
+    return LABEL_PREFIXES[match.group(1).lower()]
+
+
+def _no_label_reason(name: str) -> str:
+    if AMBIGUOUS_PATTERN.match(name):
+        return (f"ambiguous label: '{AMBIGUOUS_PATTERN.match(name).group(0)}' names two classes (move it to a "
+                "label_uncertain folder, or rename it with one class prefix)")
+    head = re.split(r"[_\-.+ ]", name, maxsplit=1)[0]
+    return f"unknown label prefix '{head}' (known: {KNOWN_PREFIXES})"
 
 
 def discover(root: Path, params: DataParams) -> tuple[list[SourceFile], list[dict], list[dict]]:
     """All usable source files, plus the skipped ones (with why) and those excluded by parameters."""
     sources, skipped, excluded = [], [], []
+    named: dict[str, list[str]] = {}  # file name without extension -> every labelled file that has it
     for folder, kind in (("pocus_videos", "video"), ("pocus_images", "image")):
         for probe in PROBES:
             base = root / folder / probe
@@ -166,9 +210,9 @@ def discover(root: Path, params: DataParams) -> tuple[list[SourceFile], list[dic
                     continue
                 label = label_from_name(path.name)
                 if label is None:
-                    skipped.append({"file": rel, "reason": f"unknown label prefix '{path.name[:3]}' (known: "
-                                                           "Cov, Pne/pne, Reg, Vir)"})
+                    skipped.append({"file": rel, "reason": _no_label_reason(path.name)})
                     continue
+                named.setdefault(path.stem, []).append(rel)
                 if params.probe != "both" and probe != params.probe:
                     excluded.append({"file": rel, "reason": f"probe {probe} (profile keeps {params.probe})"})
                     continue
@@ -176,10 +220,13 @@ def discover(root: Path, params: DataParams) -> tuple[list[SourceFile], list[dic
                     excluded.append({"file": rel, "reason": f"class {label} not in {params.classes}"})
                     continue
                 sources.append(SourceFile(str(path), rel, kind, probe, label, path.stem))
-    ids = pd.Series([s.video_id for s in sources])
-    twins = sorted(ids[ids.duplicated()].unique())
+    # Checked over every labelled file, whatever the profile keeps: the metadata row is ambiguous for all.
+    twins = [files for files in named.values() if len(files) > 1]
     if twins:
-        raise ValueError(f"file names must be unique without their extension; repeated: {twins}")
+        raise DataRootError(
+            f"data files in {root} share a name without their extension, so dataset_metadata.csv (one row per "
+            f"name without extension) cannot tell them apart: {'; '.join(' and '.join(t) for t in twins)}. Keep "
+            "one file per name: rename or remove the others.")
     return sources, skipped, excluded
 
 
@@ -201,77 +248,32 @@ def read_metadata(root: Path) -> pd.DataFrame:
 
 
 # --- extraction -----------------------------------------------------------------------------------------
-def frame_step(fps: float, sample_hz: float) -> int:
-    """POCOVID: keep every int(fps / 3)-th frame; never less than every frame."""
-    if not np.isfinite(fps) or fps <= 0:
-        return 1
-    return max(1, int(fps / sample_hz))
-
-
-def _decode_video(path: str, out: Path, params: DataParams) -> dict[str, Any]:
-    import cv2
-
-    cv2.setNumThreads(1)
-    capture = cv2.VideoCapture(path)
-    if not capture.isOpened():
-        return {"error": "unreadable or truncated video (cannot be opened)"}
-    fps = float(capture.get(cv2.CAP_PROP_FPS))
-    announced = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    step = frame_step(fps, params.sample_hz)
-    frames, index = [], 0
-    while True:
-        if index % step == 0:
-            ok, image = capture.read()
-            if not ok:
-                break
-            if len(frames) < params.max_frames_per_video:
-                name = f"frame_{index:05d}.png"
-                cv2.imwrite(str(out / name), image)
-                frames.append({"file": name, "frame_index": index, "width": image.shape[1],
-                               "height": image.shape[0]})
-        elif not capture.grab():
-            break
-        index += 1
-        # Keep reading after the cap only to count frames for the truncation check.
-    capture.release()
-    if index == 0 or not frames:
-        return {"error": "unreadable video (no frame decodes)"}
-    if announced > 0 and index < MIN_DECODED_SHARE * announced:
-        return {"error": f"truncated video ({index} of {announced} announced frames decode)"}
-    return {"fps": fps, "step": step, "n_decoded": index, "frames": frames}
-
-
-def _copy_image(path: str, out: Path) -> dict[str, Any]:
-    import cv2
-
-    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if image is None:
-        return {"error": "unreadable image"}
-    name = "image" + Path(path).suffix.lower()
-    shutil.copyfile(path, out / name)
-    return {"frames": [{"file": name, "frame_index": 0, "width": image.shape[1], "height": image.shape[0]}]}
-
-
 def cache_key(source: SourceFile, params: DataParams) -> str:
     settings = {"sample_hz": params.sample_hz, "max_frames_per_video": params.max_frames_per_video,
                 "kind": source.kind}
     return f"{sha256_file(Path(source.path))[:20]}-{stable_hash(settings, 8)}"
 
 
-def extract_one(source: SourceFile, params: DataParams, cache_root: Path) -> dict[str, Any]:
-    """Frames of one source file, from the cache when its content was decoded before."""
-    folder = cache_root / "frames" / cache_key(source, params)
-    index_file = folder / "index.json"
-    if index_file.is_file():
-        return {**read_json(index_file), "folder": str(folder), "cached": True}
+def extract_one(source: SourceFile, params: DataParams, cache_root: Path, key: str | None = None) -> dict[str, Any]:
+    """Frames of one source file, from the cache when its content was decoded before and the entry is sound."""
+    folder = cache_root / "frames" / (key or cache_key(source, params))
+    entry, _ = sound_entry(folder)
+    if entry is not None:
+        return {**entry, "folder": str(folder), "cached": True}
     # Two studies may decode the same file at once: one decodes, the other waits and reads its frames.
     with file_lock(folder.with_name(f".{folder.name}.lock")):
-        if index_file.is_file():
-            return {**read_json(index_file), "folder": str(folder), "cached": True}
+        entry, why = sound_entry(folder)
+        if entry is not None:
+            return {**entry, "folder": str(folder), "cached": True}
+        if folder.exists():  # an entry from an older decoder is expected after an upgrade; a broken one is not
+            (log.info if why.startswith("made by decoder") else log.warning)(
+                "decoding %s again: its cache entry %s cannot be trusted (%s)", source.rel, folder, why)
+        # Built under a temporary name and renamed into place: an entry is whole or absent.
         with atomic_dir(folder) as tmp:
             result = (_decode_video(source.path, tmp, params) if source.kind == "video"
                       else _copy_image(source.path, tmp))
             # Failures are cached too: a file that did not decode is not decoded again.
+            result["decoder"] = DECODER_VERSION
             write_json_atomic(tmp / "index.json", result)
     return {**result, "folder": str(folder), "cached": False}
 
@@ -280,13 +282,49 @@ def _extract_star(args: tuple) -> dict[str, Any]:
     return extract_one(*args)
 
 
-def extract_all(sources: list[SourceFile], params: DataParams, cache_root: Path) -> list[dict]:
-    jobs = [(s, params, cache_root) for s in sources]
+def extract_all(sources: list[SourceFile], params: DataParams, cache_root: Path,
+                keys: list[str] | None = None) -> list[dict]:
+    jobs = [(s, params, cache_root, k) for s, k in zip(sources, keys or [None] * len(sources))]
     if params.n_workers == 1 or len(jobs) < 2:
         return [extract_one(*job) for job in tqdm(jobs, desc="frames", unit="file")]
     with ProcessPoolExecutor(max_workers=params.n_workers) as pool:
         return list(tqdm(pool.map(_extract_star, jobs, chunksize=1), total=len(jobs), desc="frames",
                          unit="file"))
+
+
+def patient_of(source: SourceFile, meta: pd.DataFrame) -> str:
+    """The patient a file's frames belong to; a file without a patient id is its own patient."""
+    patient = str(meta.loc[source.video_id, "patient_id"]).strip() if source.video_id in meta.index else ""
+    return f"p{patient}" if patient else f"v:{source.video_id}"
+
+
+def drop_content_duplicates(sources: list[SourceFile], keys: list[str], meta: pd.DataFrame
+                            ) -> tuple[list[SourceFile], list[str], list[dict], list[str]]:
+    """One file per content: the same bytes under two names would be one video counted twice (and its frames
+    could land on both sides of a split). Keeps the first, skips the others; the same content under two labels
+    keeps none. Returns the sources and keys kept, the skipped entries and the warnings."""
+    groups: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    dropped, skipped, warnings = set(), [], []
+    for members in (m for m in groups.values() if len(m) > 1):
+        first, *others = [sources[i] for i in members]
+        if len({s.label for s in (first, *others)}) > 1:
+            for i in members:
+                twins = ", ".join(f"{s.rel} (labelled {s.label})" for s in (first, *others) if s is not sources[i])
+                skipped.append({"file": sources[i].rel, "reason": f"same content as {twins}: the label is "
+                                                                  "ambiguous, neither is used"})
+            dropped.update(members)
+            continue
+        for i, other in zip(members[1:], others):
+            skipped.append({"file": other.rel, "reason": f"same content as {first.rel} (kept that one)"})
+            dropped.add(i)
+            if patient_of(other, meta) != patient_of(first, meta) or other.probe != first.probe:
+                warnings.append(f"{other.rel} has the same content as {first.rel} but is recorded as patient "
+                                f"{patient_of(other, meta)} ({other.probe}) against {patient_of(first, meta)} "
+                                f"({first.probe}) in dataset_metadata.csv: check which is right")
+    kept = [i for i in range(len(sources)) if i not in dropped]
+    return [sources[i] for i in kept], [keys[i] for i in kept], skipped, warnings
 
 
 def check_minority_present(root: Path, rows: list[dict], skipped: list[dict], params: DataParams) -> None:
@@ -304,27 +342,61 @@ def check_minority_present(root: Path, rows: list[dict], skipped: list[dict], pa
 
 def build_frames(data_root: str | Path | None, out_dir: Path, params: DataParams,
                  cache_root: Path | None = None) -> pd.DataFrame:
-    """Extract frames, attach patients, split them, and write frames.csv, report.json, provenance.json."""
+    """Extract frames, attach patients, split them, and write frames.csv, report.json, provenance.json.
+
+    report.json is written also when the build stops early, with the error, so what was skipped can be seen."""
     root = resolve_data_root(data_root)
     layout = OutLayout(Path(out_dir))
     cache_root = Path(cache_root) if cache_root else cache_dir()
+    report: dict[str, Any] = {"data_root": str(root), "skipped": [], "excluded": [], "warnings": []}
+    try:
+        frames, sources, results = _build(root, params, cache_root, report)
+    except Exception as err:
+        try:
+            write_json_atomic(layout.data_report, {**report, "error": f"{type(err).__name__}: {err}"})
+        except OSError as write_err:  # a full disk: the original error matters more
+            log.error("could not write %s: %s", layout.data_report, write_err)
+        raise
+    used = [Path(s.path) for s in sources] + [root / "dataset_metadata.csv"]
+    record = provenance(asdict(params), data_root=str(root), data_fingerprint=fingerprint_files(used, root),
+                        n_frames=len(frames), n_videos=int(frames.video_id.nunique()))
+    link_frames(results, layout)
+    write_csv_atomic(layout.frames_csv, frames)
+    write_json_atomic(layout.data_report, report)
+    write_json_atomic(layout.data_provenance, record)
+    return read_frames(layout.frames_csv)
+
+
+def _build(root: Path, params: DataParams, cache_root: Path, report: dict[str, Any]
+           ) -> tuple[pd.DataFrame, list[SourceFile], list[dict]]:
+    """build_frames' work; fills `report` as it goes, so an error leaves what was found so far."""
     sources, skipped, excluded = discover(root, params)
+    report.update(skipped=skipped, excluded=excluded)
     meta = read_metadata(root)
-    results = extract_all(sources, params, cache_root)
+    keys = [cache_key(s, params) for s in sources]
+    kept, keys, duplicates, warnings = drop_content_duplicates(sources, keys, meta)
+    skipped += duplicates
+    report["warnings"] += warnings
+    for warning in warnings:
+        log.warning(warning)
+    results = extract_all(kept, params, cache_root, keys)
+    report.update(n_sources=len(kept), n_cached=int(sum(bool(r.get("cached")) for r in results)))
     rows = []
-    for source, result in zip(sources, results):
+    for source, result in zip(kept, results):
         if "error" in result:
             skipped.append({"file": source.rel, "reason": result["error"]})
             log.warning("skipped %s: %s", source.rel, result["error"])
             continue
+        for flat in result.get("flat_frames", []):
+            skipped.append({"file": source.rel, "frame_index": flat["frame_index"],
+                            "reason": f"frame {flat['frame_index']}: {flat['reason']}"})
         info = meta.loc[source.video_id].to_dict() if source.video_id in meta.index else {}
-        patient = str(info.get("patient_id", "")).strip()
         for frame in result["frames"]:
             rows.append({
                 "path": frame_path(Path(result["folder"]).name, frame["file"]),
                 "video_id": source.video_id,
                 # A file without a patient id is its own patient: its frames still never straddle splits.
-                "patient_id": f"p{patient}" if patient else f"v:{source.video_id}",
+                "patient_id": patient_of(source, meta),
                 "label": source.label, "probe": source.probe, "kind": source.kind,
                 "frame_index": frame["frame_index"], "width": frame["width"], "height": frame["height"],
                 "source": source.rel,
@@ -341,17 +413,8 @@ def build_frames(data_root: str | Path | None, out_dir: Path, params: DataParams
     frames = splits.assign_all(frames, params)
     ordered = FRAME_COLUMNS + [c for c in frames.columns if c not in FRAME_COLUMNS]
     frames = frames[ordered]
-    used = [Path(s.path) for s in sources] + [root / "dataset_metadata.csv"]
-    record = provenance(asdict(params), data_root=str(root), data_fingerprint=fingerprint_files(used, root),
-                        n_frames=len(frames), n_videos=int(frames.video_id.nunique()))
-    report = {"data_root": str(root), "n_sources": len(sources), "n_frames": len(frames),
-              "n_cached": int(sum(bool(r.get("cached")) for r in results)), "skipped": skipped,
-              "excluded": excluded, "split_summary": splits.summary(frames, "split").to_dict(orient="records")}
-    link_frames(results, layout)
-    write_csv_atomic(layout.frames_csv, frames)
-    write_json_atomic(layout.data_report, report)
-    write_json_atomic(layout.data_provenance, record)
-    return read_frames(layout.frames_csv)
+    report.update(n_frames=len(frames), split_summary=splits.summary(frames, "split").to_dict(orient="records"))
+    return frames, sources, [r for r in results if "error" not in r]
 
 
 def frame_path(cache_key: str, file: str) -> str:
