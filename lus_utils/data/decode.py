@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from lus_utils.params import DataParams
+from lus_utils.config.data import DataParams
 from lus_utils.paths import CACHE_DIR_ENV
 from lus_utils.provenance import read_json
 
