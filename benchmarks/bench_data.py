@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from lus_utils.data import dataset
-from lus_utils.params import DataParams
+from lus_utils.config.data import DataParams
 
 
 def main() -> None:

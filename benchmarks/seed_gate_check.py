@@ -27,7 +27,7 @@ from scipy.stats import entropy
 
 from lus_utils.data import dataset
 from lus_utils.generate import synthetic
-from lus_utils.params import DataParams
+from lus_utils.config.data import DataParams
 from lus_utils.paths import OutLayout
 
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from lus_utils.data import dataset
-from lus_utils.params import DataParams
+from lus_utils.config.data import DataParams
 from lus_utils.provenance import read_json
 
 from conftest import FPS, N_FRAMES, make_tiny_dataset, write_video, _frames

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from lus_utils.data import exploration
-from lus_utils.params import DataParams
+from lus_utils.config.data import DataParams
 
 matplotlib.use("Agg")
 
