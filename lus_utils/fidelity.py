@@ -85,7 +85,9 @@ SETTINGS: tuple[Setting, ...] = (
             why="each set of weights gets the normalisation it was trained with, as in the seed"),
     Setting("classify", "channel order", "BGR (`cv2.imread`) fed to RGB ImageNet weights", f"{DS}:79; {MC}:75",
             (), same=False, ours="RGB", why="a slip in the seed: the weights expect RGB"),
-    Setting("classify", "augmentation", "none", f"{MC}:74-79", ("train.augment",), seed_value=False),
+    Setting("classify", "augmentation", "none", f"{MC}:74-79", (), same=True,
+            ours="none in the unaugmented conditions and the original replica; classical augmentation is a condition "
+                 "of its own (`+augment`, grid.augment_strategies)"),
     Setting("classify", "batch size", "32", f"{MC}:182", ("train.batch_size",), seed_value=32),
     Setting("classify", "epochs", "at most 50", f"{MC}:183", ("train.epochs",), seed_value=50),
     Setting("classify", "learning rate", "AdamW, 1e-5 (default 1e-4 until the last commit; runs named `lr_1e-05`)",
@@ -113,7 +115,7 @@ SETTINGS: tuple[Setting, ...] = (
     # --- synthetic data in the classifier
     Setting("synthetic", "amount added", "`synthetic_perc` % of the synthetic set, 100 in the final runs "
             "(all ~1000 images, about 37x the 27 real viral training frames)", f"{DS}:18-40; {MC}:173, 204",
-            ("train.synthetic_amount_unit", "grid.synthetic_amounts"), same=False,
+            ("grid.synthetic_amounts",), same=False,
             why="amounts in units of the real minority frames compare across folds and give a dose-response; "
                 "the seed's ~37x (all of the set) is above the largest amount here; the seed replica adds all of its "
                 "set (`seed_replica_ddpm_seed_3_mixed@1fraction`)"),
@@ -143,7 +145,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ddpm", "EMA", "none: the raw weights are saved", f"{BT}:212, 221", ("ddpm.ema_decay",), same=False,
             why="EMA weights give cleaner samples at the same training cost (diffusers' unconditional "
                 "training default); no key turns it off"),
-    Setting("ddpm", "mixed precision", "fp16", f"{BT}:15", ("ddpm.mixed_precision",), seed_value="fp16",
+    Setting("ddpm", "mixed precision", "fp16", f"{BT}:15", ("runtime.precision",), seed_value="fp16",
             why="bf16 has fp32's range (no loss scaling, no overflow) at fp16's speed on current GPUs, and runs on "
                 "CPUs with AMX"),
     Setting("ddpm", "augmentation", "random horizontal flip", f"{BT}:46", (), same=True, ours="random horizontal flip"),
@@ -183,13 +185,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("seed_replica", "generator frames", "a hand-picked folder of 3 viral frames, made apart from the "
             "classifier's split", f"{BT}:28-30", (), same=True,
             ours="three frames of three viral videos whatever their split (`seed_3_mixed`, marked leaky)"),
-    Setting("seed_replica", "sampling steps", "DDPM, 500 steps", f"{GD}:42, 84", ("seed_replica.sampling_steps",),
+    Setting("seed_replica", "sampling steps", "DDPM, 500 steps", f"{GD}:42, 84", ("seed_replica.ddpm.sampling_steps",),
             seed_value=500),
-    Setting("seed_replica", "tries", "1000", f"{GD}:85", ("seed_replica.n_samples",), seed_value=1000),
+    Setting("seed_replica", "tries", "1000", f"{GD}:85", ("seed_replica.ddpm.n_samples",), seed_value=1000),
     Setting("seed_replica", "gate", "std > 30 and entropy > 4.7", f"{GD}:88-89, 62",
-            ("seed_replica.min_std", "seed_replica.min_entropy"), same=True),
+            ("seed_replica.audit.min_std", "seed_replica.audit.min_entropy"), same=True),
     Setting("seed_replica", "redraw loop", "unbounded while both criteria fail, seed + 1000 x attempt",
-            f"{GD}:54-71", ("seed_replica.gate_retries",), same=False,
+            f"{GD}:54-71", ("seed_replica.ddpm.gate_retries",), same=False,
             why="a bound ends the loop on a generator whose images never pass; within it, the seed's seeds"),
     Setting("seed_replica", "classifier", "the seed's optimiser, split, last epoch; no synthetic images vs all of "
             "them (its tested synthetic checkpoint is named `pretrained_False`)", f"{MC}:173, 186-204",
@@ -216,8 +218,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("textual_inversion", "learning rate", "5e-4 with `--scale_lr` (x 4 x 1 x 1 = 2e-3), constant",
             f"{NB} cell 3; {TI}:702-705", ("textual_inversion.lr",), seed_value=0.002),
     Setting("textual_inversion", "precision", "fp32 training (accelerate's default config); fp16 sampling",
-            f"{NB} cell 1; {TI}:332; {IT}:25", ("textual_inversion.mixed_precision",), same=False,
-            why="one key sets both; fp16 frozen weights halve memory and time, the learned embedding stays fp32"),
+            f"{NB} cell 1; {TI}:332; {IT}:25", ("runtime.precision",), same=False,
+            why="one key sets both; on a GPU the frozen weights are half precision (bf16 in full), which halves "
+                "memory and time, and the learned embedding stays fp32"),
     Setting("textual_inversion", "sampler", "SD v1.5's own (PNDM), 50 steps, guidance 7.5", f"{IT}:25-28",
             ("textual_inversion.sampler", "textual_inversion.sampling_steps", "textual_inversion.guidance_scale"),
             same=True),
@@ -234,8 +237,11 @@ def key_value(profile: Profile, key: str) -> Any:
     if ":" in key:
         module, name = key.split(":", 1)
         return getattr(importlib.import_module(module), name)
-    section, name = key.split(".", 1)
-    return getattr(profile.sections[section], name)
+    section, name, *inner = key.split(".")
+    value = getattr(profile.sections[section], name)
+    for part in inner:  # a key inside a mapping (the original replica's overlay: seed_replica.ddpm.sampler)
+        value = value[part]
+    return value
 
 
 def full_matches(setting: Setting, full: Profile) -> bool:

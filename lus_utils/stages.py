@@ -23,7 +23,8 @@ class Stage:
 
 
 TABLE: tuple[Stage, ...] = (
-    Stage("01", "01_data_exploration", ("DataParams", "ExploreParams"), ("plan_explore",), (), "data_root",
+    Stage("01", "01_data_exploration", ("DataParams", "SimulatedMinorityParams", "ExploreParams"), ("plan_explore",),
+          (), "data_root",
           keyed_by_outputs=True),
     Stage("02", "02_baseline", ("ClassifierRunParams", "TrainParams", "EvaluationParams", "RuntimeParams"),
           ("plan_feature_baseline", "plan_classifiers"), ("01",), "frames"),

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from lus_utils import fidelity
-from lus_utils.params import load_profile
+from lus_utils.config.profiles import load_profile
 
 
 def test_committed_page_is_what_the_command_renders():

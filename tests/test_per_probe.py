@@ -68,37 +68,43 @@ def test_bootstrap_interval_brackets_estimate_and_repeats():
     assert row.minority_auroc_ci_low < row.minority_auroc_ci_high
 
 
-def test_attach_probe_and_missing_columns():
-    toy = toy_predictions()
-    frames = toy[["path", "probe"]].copy()
-    bare = toy.drop(columns="probe")
-    with pytest.raises(ValueError, match="attach_probe"):
-        per_probe.per_probe_metrics(bare, "viral")
-    assert per_probe.attach_probe(bare, frames)["probe"].tolist() == toy["probe"].tolist()
-    with pytest.raises(ValueError, match="not in the frames table"):
-        per_probe.attach_probe(bare, frames.iloc[1:])
+def test_missing_columns_are_named():
+    with pytest.raises(ValueError, match=r"\['probe'\]"):
+        per_probe.per_probe_metrics(toy_predictions().drop(columns="probe"), "viral")
+
+
+def write_toy_run(out, condition: str, shift: float, seed: int = 0) -> str:
+    """A finished run (records.RUN_SCHEMA) whose predictions are the toy table, its viral scores shifted."""
+    from lus_utils import records
+    from lus_utils.vocabulary import Condition, RunKey
+
+    key = RunKey("resnet18", Condition.parse(condition), 0, seed)
+    folder = out / "runs" / key.run_id
+    folder.mkdir(parents=True)
+    classes = ["covid", "pneumonia", "regular", "viral"]
+    toy = toy_predictions().assign(fold=0, draw=-1, repeat=0, seed=seed)
+    toy["prob_viral"] = (toy["prob_viral"] + shift).clip(0, 1)
+    for c in classes[:3]:
+        toy[f"prob_{c}"] = (1 - toy["prob_viral"]) / 3
+    toy[records.prediction_columns(classes)].to_csv(folder / "predictions.csv", index=False)
+    (folder / "metrics.json").write_text(json.dumps(records.run_identity(key, classes, ["cv_r0_f0"])))
+    return key.run_id
 
 
 def test_per_probe_runs_reads_run_folders(tmp_path):
-    for run_id, condition, shift in (("r_base", "none", 0.0), ("r_syn", "ddpm_3_mixed@1ratio", 0.05)):
-        folder = tmp_path / run_id
-        folder.mkdir()
-        toy = toy_predictions()
-        toy["prob_viral"] = (toy["prob_viral"] + shift).clip(0, 1)
-        toy.to_csv(folder / "predictions.csv", index=False)
-        (folder / "metrics.json").write_text(json.dumps({"condition": condition}))
-    table = per_probe.per_probe_runs([tmp_path / "r_base", tmp_path / "r_syn"], minority="viral")
+    ids = [write_toy_run(tmp_path, "none", 0.0), write_toy_run(tmp_path, "ddpm_3_mixed@1ratio", 0.05)]
+    table = per_probe.per_probe_runs([tmp_path / "runs" / i for i in ids], minority="viral")
     assert len(table) == 6 and set(table.condition) == {"none", "ddpm_3_mixed@1ratio"}
     summary = per_probe.summarise_by_condition(table)
     assert summary.loc["none", ("minority_auroc", "linear")] == pytest.approx(1.0)
     assert np.isfinite(summary.loc["ddpm_3_mixed@1ratio", ("minority_auroc", "convex")])
-    with pytest.raises(FileNotFoundError, match="has not finished"):
+    with pytest.raises(ValueError, match="re-run"):
         per_probe.per_probe_runs([tmp_path / "absent"])
 
 
 def test_probe_filter_that_empties_a_class_is_a_clear_error(tiny_root, tmp_path, cache):
     from lus_utils.data import dataset
-    from lus_utils.params import DataParams
+    from lus_utils.config.data import DataParams
 
     # The tiny data set records covid with the convex probe only.
     with pytest.raises(ValueError, match=r"\['covid'\] have no usable frames with probe 'linear'.*data.probe"):
@@ -107,7 +113,7 @@ def test_probe_filter_that_empties_a_class_is_a_clear_error(tiny_root, tmp_path,
 
 def test_convex_only_frames_keep_the_minority_class(tiny_root, tmp_path, cache):
     from lus_utils.data import dataset
-    from lus_utils.params import DataParams
+    from lus_utils.config.data import DataParams
 
     frames = dataset.build_frames(tiny_root, tmp_path / "out", DataParams(n_workers=1, probe="convex", few_patients=3,
                                                                          classes=["covid", "pneumonia", "viral"]),
@@ -117,21 +123,15 @@ def test_convex_only_frames_keep_the_minority_class(tiny_root, tmp_path, cache):
     assert list(table.index) == ["all", "convex"] and table.loc["convex", "minority_auroc"] == 1.0
 
 
-def test_study_table_reads_the_runs_with_predictions(tmp_path):
-    from lus_utils.paths import OutLayout
-
-    layout = OutLayout(tmp_path)
-    toy = toy_predictions()
-    layout.data.mkdir(parents=True)
-    toy[["path", "video_id", "patient_id", "label", "probe"]].to_csv(layout.frames_csv, index=False)
-    layout.run_dir("r1").mkdir(parents=True)
-    toy.drop(columns="probe").to_csv(layout.run_dir("r1") / "predictions.csv", index=False)
-    runs = pd.DataFrame({"run_id": ["r1", "r2"], "has_predictions": [True, False]})
+def test_study_table_reads_the_viral_runs_with_predictions(tmp_path):
+    run_id = write_toy_run(tmp_path, "none", 0.0)
+    runs = pd.DataFrame({"run_id": [run_id, "r2"], "has_predictions": [True, False], "design": ["viral", "viral"]})
     table = per_probe.study_table(tmp_path, runs, "viral")
-    assert table.run_id.unique().tolist() == ["r1"] and table.set_index("probe").loc["linear", "minority_auroc"] == 1.0
+    assert table.run_id.unique().tolist() == [run_id] and table.set_index("probe").loc["linear", "minority_auroc"] == 1.0
 
 
 def test_study_table_without_predictions_is_empty_not_an_error(tmp_path, capsys):
-    table = per_probe.study_table(tmp_path, pd.DataFrame({"run_id": ["r1"], "has_predictions": [False]}))
-    assert table.empty and "no run with predictions" in capsys.readouterr().out
+    table = per_probe.study_table(tmp_path, pd.DataFrame({"run_id": ["r1"], "has_predictions": [False],
+                                                         "design": ["viral"]}))
+    assert table.empty and "no viral-design run with predictions" in capsys.readouterr().out
     assert per_probe.summarise_by_condition(table).empty

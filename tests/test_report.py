@@ -15,23 +15,14 @@ import pytest
 
 from lus_utils.compare import comparison as C
 from lus_utils.compare import figures, reporting
-from test_comparison import predictions
-from lus_utils.params import CompareParams
+from test_comparison import write_run
+from lus_utils.config.classify import EvaluationParams
+from lus_utils.config.compare import CompareParams
 
 CHROMIUM = Path("/usr/bin/chromium")
 BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 TINY_PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
-
-
-def fake_run(out: Path, run_id: str, seed: int, strategy: str, boost: float) -> None:
-    """A cv run as CONTRACT.md writes it: metrics.json and pooled predictions.csv."""
-    folder = out / "runs" / run_id
-    folder.mkdir(parents=True)
-    (folder / "metrics.json").write_text(json.dumps({
-        "run_id": run_id, "condition": strategy, "protocol": "cv", "repeat": 0, "seed": seed,
-        "params": {"arch": "resnet18", "strategy": strategy, "seed": seed, "synthetic_set": ""}}))
-    predictions(0, seed, boost).to_csv(folder / "predictions.csv", index=False)
 
 
 def executed_notebook(out: Path, name: str, source_name: str) -> None:
@@ -50,13 +41,13 @@ def executed_notebook(out: Path, name: str, source_name: str) -> None:
 def report(tmp_path) -> Path:
     out = tmp_path / "out"
     for seed in range(3):
-        fake_run(out, f"none-{seed}", seed, "none", 0.0)
-        fake_run(out, f"wl-{seed}", seed, "weighted_loss", 0.5)
+        write_run(out, "none", 0, seed)
+        write_run(out, "weighted_loss", 0, seed, boost=0.5)
     executed_notebook(out, "01_data_exploration.ipynb", "01_data_exploration")
     executed_notebook(out, "resnet18-none-seed0.ipynb", "02_baseline")
     executed_notebook(out, "resnet18-bad.failed.ipynb", "02_baseline")
     (out / "notebooks" / ".resnet18-x.running.ipynb").write_text("{}")  # in progress: never listed
-    comp = C.compare(out, CompareParams(n_boot=100, primary=["weighted_loss vs none: minority_ap"]))
+    comp = C.compare(out, CompareParams(primary=["weighted_loss vs none: minority_ap"]), EvaluationParams(n_boot=100))
     figures.forest_plot(comp.effects, "viral", 0.95, comp.figures)
     figures.patient_plot(comp.patients, "viral", comp.figures)
     figures.example_pairs_plot(out, comp.audits, 2, comp.figures)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lus_utils.config.schema import choice, require
+from lus_utils.config.schema import choice, listof, require
 from lus_utils.stages import IDS as STAGES
-from lus_utils.vocabulary import CLASSES, CV, HOLDOUT, VIRAL
+from lus_utils.vocabulary import CLASSES, CONVEX_CLASSES, CV, HOLDOUT, VIRAL
 
 
 @dataclass
@@ -46,6 +46,26 @@ class DataParams:
                 f"lacks '{VIRAL}', the study's minority class: every viral-design run measures it and the cv folds "
                 f"are its patients; keep '{VIRAL}' in data.classes (drop other classes instead)")
         require(self.n_workers >= 1, "n_workers", "must be >= 1")
+
+
+@dataclass
+class SimulatedMinorityParams:
+    """The simulated-minority design (section `simulated_minority`, data.simulated_minority): each target class of
+    the convex three-class task cut to a few training patients, per draw; its draws are built by notebook 01."""
+
+    targets: list[str] = choice(["pneumonia"], CONVEX_CLASSES)  # classes cut down in turn ([]: no simulated design; pneumonia has the most patients)
+    draws: int = 12  # draws per target, each a new split and pool order: the paired unit (12 reach an exact p of 0.0005)
+    real_patients: int = 3  # k: the target's training patients the baseline and its generators see (3: as many as a cv fold's viral training patients)
+    curve: list[int] = listof([1, 2, 3, 6, 12])  # real target patients of the positive-control curve (points larger than a pool are dropped)
+    target_test_fraction: float = 0.5  # share of the target's patients tested in a draw; the rest is its ordered training pool
+
+    def check(self) -> None:
+        require(len(set(self.targets)) == len(self.targets), "targets", "must not repeat a class")
+        require(self.draws >= 2, "draws", "must be >= 2 (the draw is the paired unit)")
+        require(self.real_patients >= 1, "real_patients", "must be >= 1")
+        require(len(self.curve) > 0 and all(k >= 1 for k in self.curve) and len(set(self.curve)) == len(self.curve),
+                "curve", "must list distinct patient counts >= 1")
+        require(0 < self.target_test_fraction < 1, "target_test_fraction", "must lie in (0, 1)")
 
 
 @dataclass

@@ -18,7 +18,7 @@ import yaml
 
 from lus_utils.config.classify import EvaluationParams, GridParams, TrainParams
 from lus_utils.config.compare import CompareParams
-from lus_utils.config.data import DataParams, ExploreParams, StudyParams
+from lus_utils.config.data import DataParams, ExploreParams, SimulatedMinorityParams, StudyParams
 from lus_utils.config.generate import (AuditParams, DDPMParams, DDPMRunsParams, DomainBaseModelParams,
                                        OriginalReplicaParams, TextualInversionParams, TextualInversionRunsParams)
 from lus_utils.config.runtime import RuntimeParams, SlurmParams
@@ -28,6 +28,7 @@ from lus_utils.paths import PARAMS_DIR
 SECTIONS: dict[str, type] = {
     "study": StudyParams,
     "data": DataParams,
+    "simulated_minority": SimulatedMinorityParams,
     "explore": ExploreParams,
     "runtime": RuntimeParams,
     "evaluation": EvaluationParams,

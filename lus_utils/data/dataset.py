@@ -27,7 +27,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from lus_utils.data import splits
-from lus_utils.config.data import DataParams
+from lus_utils.config.data import DataParams, SimulatedMinorityParams
+from lus_utils.data import simulated_minority
 # Module-level names, so tests can replace the decoders; frame_step is part of this module's interface.
 from lus_utils.data.decode import DECODER_VERSION, frame_step, sound_entry  # noqa: F401
 from lus_utils.data.decode import copy_image as _copy_image, decode_video as _decode_video
@@ -341,8 +342,9 @@ def check_minority_present(root: Path, rows: list[dict], skipped: list[dict], pa
 
 
 def build_frames(data_root: str | Path | None, out_dir: Path, params: DataParams,
-                 cache_root: Path | None = None) -> pd.DataFrame:
-    """Extract frames, attach patients, split them, and write frames.csv, report.json, provenance.json.
+                 cache_root: Path | None = None, simulated: SimulatedMinorityParams | None = None) -> pd.DataFrame:
+    """Extract frames, attach patients, split them (the viral design's splits and the simulated minorities'
+    draws, default `SimulatedMinorityParams()`), and write frames.csv, report.json, provenance.json.
 
     report.json is written also when the build stops early, with the error, so what was skipped can be seen."""
     root = resolve_data_root(data_root)
@@ -351,6 +353,7 @@ def build_frames(data_root: str | Path | None, out_dir: Path, params: DataParams
     report: dict[str, Any] = {"data_root": str(root), "skipped": [], "excluded": [], "warnings": []}
     try:
         frames, sources, results = _build(root, params, cache_root, report)
+        frames = simulated_minority.assign_draws(frames, params, simulated or SimulatedMinorityParams())
     except Exception as err:
         try:
             write_json_atomic(layout.data_report, {**report, "error": f"{type(err).__name__}: {err}"})
@@ -358,7 +361,8 @@ def build_frames(data_root: str | Path | None, out_dir: Path, params: DataParams
             log.error("could not write %s: %s", layout.data_report, write_err)
         raise
     used = [Path(s.path) for s in sources] + [root / "dataset_metadata.csv"]
-    record = provenance(asdict(params), data_root=str(root), data_fingerprint=fingerprint_files(used, root),
+    record = provenance({"data": asdict(params), "simulated_minority": asdict(simulated or SimulatedMinorityParams())},
+                        data_root=str(root), data_fingerprint=fingerprint_files(used, root),
                         n_frames=len(frames), n_videos=int(frames.video_id.nunique()))
     link_frames(results, layout)
     write_csv_atomic(layout.frames_csv, frames)

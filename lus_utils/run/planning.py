@@ -35,11 +35,11 @@ from lus_utils.config.classify import ClassifierRunParams
 from lus_utils.config.notebooks import COMMON_NOTEBOOK_PARAMS, NOTEBOOK_PARAMS
 from lus_utils.config.profiles import Profile
 from lus_utils.config.schema import ParamError, as_dict, build
-from lus_utils.data import dataset, splits
+from lus_utils.data import dataset, simulated_minority, splits
 from lus_utils.paths import NOTEBOOKS_DIR
 from lus_utils.stages import STAGES, TABLE
 from lus_utils.vocabulary import (CV, DDPM_LEAKY_VARIANTS, DDPM_ORIGINAL_VARIANT, HOLDOUT, METADATA_REFERENCE,
-                                  ORIGINAL_SET, ORIGINAL_VIDEO, VIRAL, Condition, RunKey, SetRef, Split,
+                                  ORIGINAL_SET, ORIGINAL_VIDEO, SIMULATED, VIRAL, Condition, RunKey, SetRef, Split,
                                   base_model_tag, ddpm_family, ti_set_refs)
 
 NOTEBOOKS = {stage.id: stage.notebook for stage in TABLE}
@@ -73,7 +73,21 @@ def section_values(*sections: Any) -> dict[str, Any]:
 # --- planners: one per stage, in dependency order -------------------------------------------------------
 def plan_explore(profile: Profile, common: dict[str, Any], planned: list[Run]) -> list[Run]:
     return [Run("01", NOTEBOOKS["01"], "01_data_exploration",
-                {**common, **section_values(profile.data, profile.explore)})]
+                {**common, **section_values(profile.data, profile.simulated_minority, profile.explore)})]
+
+
+def source_table(profile: Profile, common: dict[str, Any]) -> pd.DataFrame:
+    """The study's frames as far as planning needs them: frames.csv when notebook 01 has written it, else one row
+    per data file (video, label, probe, patient), so a dry run plans before any frame is decoded."""
+    frames_csv = Path(common["out_dir"]) / "data" / "frames.csv"
+    if frames_csv.is_file():
+        return pd.read_csv(frames_csv, usecols=["path", "video_id", "label", "probe", "patient_id"], dtype=str,
+                           keep_default_na=False)
+    root = dataset.resolve_data_root(common["data_root"] or None)
+    sources, _, _ = dataset.discover(root, profile.data)
+    meta = dataset.read_metadata(root)
+    return pd.DataFrame([{"path": s.rel, "video_id": s.video_id, "label": s.label, "probe": s.probe,
+                          "patient_id": dataset.patient_of(s, meta)} for s in sources])
 
 
 def generator_folds(profile: Profile, common: dict[str, Any]) -> list[int]:
@@ -85,18 +99,25 @@ def generator_folds(profile: Profile, common: dict[str, Any]) -> list[int]:
         header = pd.read_csv(frames_csv, nrows=0)
         if splits.cv_repeats(header).get(0):
             return splits.cv_repeats(header)[0]
-    root = dataset.resolve_data_root(common["data_root"] or None)
-    sources, _, _ = dataset.discover(root, profile.data)
-    meta = dataset.read_metadata(root)
-    patients = set()
-    for source in sources:
-        if source.label == VIRAL:
-            patient = str(meta.loc[source.video_id, "patient_id"]).strip() if source.video_id in meta.index else ""
-            patients.add(patient or f"v:{source.video_id}")
-    if len(patients) < 2:
-        raise ParamError(f"data.protocol cv needs at least 2 '{VIRAL}' patients in {root}; found "
-                         f"{len(patients)}: use data.protocol holdout, or a data root with more viral patients")
-    return list(range(len(patients)))
+    table = source_table(profile, common)
+    patients = table.loc[table["label"] == VIRAL, "patient_id"].nunique()
+    if patients < 2:
+        raise ParamError(f"data.protocol cv needs at least 2 '{VIRAL}' patients in the data; found {patients}: use "
+                         "data.protocol holdout, or a data root with more viral patients")
+    return list(range(patients))
+
+
+def simulated_splits(profile: Profile) -> list[tuple[str, list[Split]]]:
+    """Every target of the simulated-minority design with its draws (none when it has no target)."""
+    sim = profile.simulated_minority
+    return [(t, [Split(SIMULATED, target=t, draw=d) for d in range(sim.draws)]) for t in sim.targets]
+
+
+def simulated_curve(profile: Profile, common: dict[str, Any], target: str) -> list[int]:
+    """The real-patient counts of `target`'s curve its draws' pool can give (k itself included)."""
+    sim = profile.simulated_minority
+    return simulated_minority.curve_points(simulated_minority.pool_size(source_table(profile, common), sim, target),
+                                           sim)
 
 
 def generator_split(fold: int) -> Split:
@@ -140,14 +161,17 @@ def plan_ddpm(profile: Profile, common: dict[str, Any], planned: list[Run]) -> l
     folds = generator_folds(profile, common)
     generators = [(variant, fold, {}) for variant in profile.ddpm_runs.variants
                   for fold in ([-1] if variant in DDPM_LEAKY_VARIANTS else folds)]
+    generators = [(variant, generator_split(fold), 0, overrides) for variant, fold, overrides in generators]
     if profile.grid.seed_replica:
-        generators.append((DDPM_ORIGINAL_VARIANT, -1, profile.seed_replica.overrides()))
+        generators.append((DDPM_ORIGINAL_VARIANT, Split(HOLDOUT), 0, profile.seed_replica.overrides()))
+    k = profile.simulated_minority.real_patients
+    generators += [(variant, split, k, {}) for _, draws in simulated_splits(profile) for split in draws
+                   for variant in profile.ddpm_runs.variants if variant not in DDPM_LEAKY_VARIANTS]
     runs = []
-    for variant, fold, overrides in generators:
-        split = generator_split(fold)
-        ref = SetRef.for_split(ddpm_family(variant), split)
+    for variant, split, k, overrides in generators:
+        ref = SetRef.for_split(ddpm_family(variant), split, k)
         values = {**as_dict(profile.ddpm), **as_dict(profile.audit), **as_dict(profile.runtime), "variant": variant,
-                  "split_column": split.column, "target_class": VIRAL, "real_patients": 0,
+                  "split_column": split.column, "target_class": split.target or VIRAL, "real_patients": k,
                   "output_size": profile.train.image_size, "feature_run_dir": feature_dir, **overrides}
         runs.append(Run("05", NOTEBOOKS["05"], f"05_{ref.name}", {**common, **values},
                         _ids(planned, *STAGES["05"].after), writes=(ref,)))
@@ -195,9 +219,11 @@ def synthetic_families(planned: list[Run]) -> dict[str, list[tuple[SetRef, str]]
     return families
 
 
-def _family_for(producers: list[tuple[SetRef, str]], repeat: int) -> tuple[tuple[SetRef, ...], list[str]]:
-    """The sets (and their producers) a classifier run of `repeat` reads of one family."""
-    chosen = [(ref, run_id) for ref, run_id in producers if ref.repeat is None or ref.repeat == repeat]
+def _family_for(producers: list[tuple[SetRef, str]], repeat: int, target: str = "") -> tuple[tuple[SetRef, ...],
+                                                                                            list[str]]:
+    """The sets (and their producers) a classifier run of `repeat` (or of a simulated `target`) reads of a family."""
+    chosen = [(ref, run_id) for ref, run_id in producers if ref.target == target
+              and (ref.repeat is None or ref.repeat == repeat)]
     return tuple(ref for ref, _ in chosen), [run_id for _, run_id in chosen]
 
 
@@ -230,6 +256,8 @@ def plan_classifiers(profile: Profile, common: dict[str, Any], planned: list[Run
                 strategies = [s for s in grid.synthetic_strategies if _notebook_stage(s) in stages]
                 for family, producers in families.items():
                     reads, after = _family_for(producers, repeat)
+                    if not reads:  # a family made for the simulated design only
+                        continue
                     runs += [classifier_run(profile, common, key(strategy=s, synthetic=family, amount=amount),
                                             data_runs + after, reads)
                              for s in strategies for amount in grid.synthetic_amounts]
@@ -238,6 +266,38 @@ def plan_classifiers(profile: Profile, common: dict[str, Any], planned: list[Run
                              for s in strategies for amount in grid.synthetic_amounts]
                 if grid.seed_replica and "02" in stages:
                     runs += original_replica_runs(profile, common, key(), data_runs, original_set)
+    if "02" in stages:
+        runs += simulated_runs(profile, common, data_runs, families)
+    return runs
+
+
+def simulated_runs(profile: Profile, common: dict[str, Any], data_runs: list[str],
+                   families: dict[str, list[tuple[SetRef, str]]]) -> list[Run]:
+    """The simulated-minority design, per target, architecture and seed (each run covers every draw): the
+    practitioner's baseline (augmented) with k real target patients, the same without augmentation, the
+    oversampling control and every synthetic family made on the draws at each amount, the metadata reference,
+    and the real-patient curve (the baseline with k' patients)."""
+    grid, sim, runs = profile.grid, profile.simulated_minority, []
+    k = sim.real_patients
+    for target, _ in simulated_splits(profile):
+        design = {"protocol": SIMULATED, "target": target}
+        reference = RunKey(METADATA_REFERENCE, Condition(reference=True, k=k, **design), 0, grid.seeds[0])
+        runs.append(classifier_run(profile, common, reference, data_runs))
+        for arch in grid.archs:
+            for seed in grid.seeds[:1]:  # the draw is the unit: one seed per draw
+                def key(**condition: Any) -> RunKey:
+                    return RunKey(arch, Condition(**{"k": k, "augment": True, **design, **condition}), 0, seed)
+
+                runs += [classifier_run(profile, common, key(k=n), data_runs)
+                         for n in simulated_curve(profile, common, target)]
+                runs.append(classifier_run(profile, common, key(augment=False), data_runs))
+                for family, producers in families.items():
+                    reads, after = _family_for(producers, 0, target)
+                    runs += [classifier_run(profile, common, key(synthetic=family, amount=amount), data_runs + after,
+                                            reads) for amount in grid.synthetic_amounts if reads]
+                if grid.oversampling and families:
+                    runs += [classifier_run(profile, common, key(oversample=True, amount=amount), data_runs)
+                             for amount in grid.synthetic_amounts]
     return runs
 
 
