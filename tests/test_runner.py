@@ -200,13 +200,13 @@ def test_code_hash_follows_the_modules_a_notebook_imports(tmp_path):
     modules = K.notebook_modules(tmp_path / "n.ipynb")
     assert {"lus_utils.compare.comparison", "lus_utils.params", "lus_utils.provenance",
             "lus_utils.classify.training"} <= modules  # training: a lazy import in comparison
-    assert "lus_utils.generate.ddpm" not in modules and not any(m.startswith("lus_utils.run") for m in modules)
+    assert "lus_utils.generate.ddpm_training" not in modules and not any(m.startswith("lus_utils.run") for m in modules)
     hashes = K.code_hashes(tmp_path / "n.ipynb")
     assert "compare/comparison.py" in hashes and "__init__.py" in hashes and not any(k.startswith("run/") for k in hashes)
     magic = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("%time x = 1")])
     nbformat.write(magic, tmp_path / "m.ipynb")
     whole = K.code_hashes(tmp_path / "m.ipynb")  # cannot tell: the whole package, still without the runner
-    assert "generate/ddpm.py" in whole and not any(k.startswith("run/") for k in whole)
+    assert "generate/ddpm_training.py" in whole and not any(k.startswith("run/") for k in whole)
 
 
 def test_levels_follow_dependencies():
