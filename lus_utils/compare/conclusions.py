@@ -205,7 +205,7 @@ def exploratory_section(comp: Comparison) -> list[str]:
 
 
 def synthetic_section(comp: Comparison) -> list[str]:
-    from lus_utils.generate.synthetic_audit import interpretation
+    from lus_utils.generate.synthetic_audit_summary import interpretation
     from lus_utils.paths import OutLayout
     from lus_utils.provenance import read_json
 

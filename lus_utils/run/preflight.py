@@ -105,7 +105,7 @@ def feature_extractor_missing(kind: str) -> Missing | None:
                        "inception_v3(weights=Inception_V3_Weights.IMAGENET1K_V1)\" where there is network, or use "
                        "'classifier' or 'pixels'")
     if kind == "dinov2":
-        from lus_utils.generate.synthetic_audit import DINOV2_MODEL
+        from lus_utils.generate.synthetic_audit_features import DINOV2_MODEL
 
         if hf_cached(DINOV2_MODEL, "config.json") and hf_cached(DINOV2_MODEL, "preprocessor_config.json"):
             return None
