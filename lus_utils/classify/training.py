@@ -235,7 +235,7 @@ def fold_counts(frames: pd.DataFrame, run_params: Any, train_params: Any, out_di
 def _save_curves(history: pd.DataFrame, target: Path) -> None:
     import matplotlib.pyplot as plt
 
-    from lus_utils.plots import training_curves
+    from lus_utils.classify.figures import training_curves
 
     figure = training_curves(history)
     with atomic_path(target) as tmp, open(tmp, "wb") as handle:

@@ -323,7 +323,7 @@ def gate_on_real(tables: dict[str, pd.DataFrame], frames: pd.DataFrame, split_co
 
 def closest_pair_images(audit: dict[str, Any], set_dir: Path, frames: pd.DataFrame, pool: str = "all_train",
                         size: int | None = None) -> list[dict[str, Any]]:
-    """The audit's closest pairs with their images loaded (grey): for `plots.closest_pairs`."""
+    """The audit's closest pairs with their images loaded (grey): for `figures.closest_pairs`."""
     size = size or audit["params"]["audit_size"]
     abspath = dict(zip(frames["path"], frames["abspath"]))
     pairs = []
