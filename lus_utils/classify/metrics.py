@@ -26,6 +26,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from lus_utils.params import MINORITY_CLASS
+
 SUMMARY_KEYS = ("accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1",
                 "weighted_precision", "weighted_recall", "weighted_f1", "macro_auroc", "macro_ap")
 PER_CLASS_KEYS = ("precision", "recall", "f1", "specificity", "auroc", "ap", "support")
@@ -214,8 +216,6 @@ def thresholds_of(table: pd.DataFrame) -> np.ndarray:
 
 def default_minority(classes: Sequence[str], minority: str | None) -> str | None:
     """`minority`, else the study's minority class when the run has it; an unknown name is an error."""
-    from lus_utils.params import MINORITY_CLASS
-
     if minority is None:
         return MINORITY_CLASS if MINORITY_CLASS in classes else None
     if minority not in classes:

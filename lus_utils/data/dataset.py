@@ -208,7 +208,7 @@ def frame_step(fps: float, sample_hz: float) -> int:
 
 
 def _decode_video(path: str, out: Path, params: DataParams) -> dict[str, Any]:
-    import cv2
+    import cv2  # lazy: only decoding needs OpenCV; the runner and every reader of frames.csv import this module
 
     cv2.setNumThreads(1)
     capture = cv2.VideoCapture(path)
@@ -241,7 +241,7 @@ def _decode_video(path: str, out: Path, params: DataParams) -> dict[str, Any]:
 
 
 def _copy_image(path: str, out: Path) -> dict[str, Any]:
-    import cv2
+    import cv2  # lazy: only decoding needs OpenCV (see _decode_video)
 
     image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if image is None:
