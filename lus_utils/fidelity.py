@@ -139,7 +139,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ddpm", "learning rate", "1e-4, cosine with 500 warm-up steps", f"{BT}:11-12, 98-102",
             ("ddpm.lr", "ddpm.warmup_steps"), same=True),
     Setting("ddpm", "optimiser", "AdamW defaults: betas (0.9, 0.999), weight decay 0.01", f"{BT}:97",
-            ("lus_utils.generate.ddpm_training:ADAM_BETAS", "lus_utils.generate.ddpm_training:ADAM_WEIGHT_DECAY"), same=True),
+            ("lus_utils.generate.ddpm_training:ADAM_BETAS", "lus_utils.generate.ddpm_training:ADAM_WEIGHT_DECAY"),
+            same=True),
     Setting("ddpm", "EMA", "none: the raw weights are saved", f"{BT}:212, 221", ("ddpm.ema_decay",), same=False,
             why="EMA weights give cleaner samples at the same training cost (diffusers' unconditional "
                 "training default); no key turns it off"),

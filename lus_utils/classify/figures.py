@@ -1,4 +1,5 @@
-"""Figures of a classifier run (notebooks 02 and 03). Each function returns its matplotlib Figure and draws nothing else."""
+"""Figures of a classifier run (notebooks 02 and 03). Each function returns its matplotlib Figure and draws nothing
+else."""
 from __future__ import annotations
 
 from typing import Sequence
