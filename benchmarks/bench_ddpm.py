@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from lus_utils.data import dataset, splits
-from lus_utils.generate import ddpm, realism, synthetic
+from lus_utils.generate import ddpm_sampling, ddpm_training, realism, synthetic
 from lus_utils.images import load_image
 from lus_utils.params import MINORITY_CLASS, DataParams, DDPMParams, build
 
@@ -42,7 +42,7 @@ def unet_params(channels: list[int], attention: list[int], size: int = 64) -> DD
 def step_seconds(p: DDPMParams, batch: int, bf16: bool, train: bool, steps: int = 3) -> float:
     """Median CPU seconds of one optimizer step (train) or one no-grad forward (sampling) after a warm-up."""
     torch.manual_seed(0)
-    model = ddpm.build_unet(p)
+    model = ddpm_training.build_unet(p)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randn(batch, 1, p.image_size, p.image_size)
     t = torch.randint(0, 1000, (batch,))
@@ -79,9 +79,9 @@ def speed(args: argparse.Namespace) -> None:
 
 
 def load_unet(args: argparse.Namespace):
-    """The EMA UNet of a checkpoint (or of a saved pipeline) wrapped as a pipeline for ddpm.sample_images."""
+    """The EMA UNet of a checkpoint (or of a saved pipeline) wrapped as a pipeline for ddpm_sampling.sample_images."""
     if args.pipeline:
-        return ddpm.load_pipeline(Path(args.pipeline))
+        return ddpm_sampling.load_pipeline(Path(args.pipeline))
     from diffusers import UNet2DModel
     from diffusers.training_utils import EMAModel
 
@@ -90,7 +90,7 @@ def load_unet(args: argparse.Namespace):
     ema = EMAModel(unet.parameters())
     ema.load_state_dict(torch.load(checkpoint / "training_state.pt", weights_only=False, map_location="cpu")["ema"])
     ema.copy_to(unet.parameters())
-    return ddpm.make_pipeline(unet.eval())
+    return ddpm_training.make_pipeline(unet.eval())
 
 
 def samplers(args: argparse.Namespace) -> None:
@@ -117,8 +117,8 @@ def samplers(args: argparse.Namespace) -> None:
             key, seed = key + " (2nd seeds)", 1
         n = args.n_slow if steps >= SLOW else args.n
         start = time.process_time()
-        images, _ = ddpm.sample_images(pipeline, sampler, steps, n, min(n, 32), seed, progress=False,
-                                       precision=precision)
+        images, _ = ddpm_sampling.sample_images(pipeline, sampler, steps, n, min(n, 32), seed, progress=False,
+                                                precision=precision)
         cpu = (time.process_time() - start) / n
         features = cnn(images)
         sets[key] = features

@@ -18,7 +18,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lus_utils.generate import domain_base_model, textual_inversion as ti, tiny_sd
+from lus_utils.generate import domain_base_model, tiny_sd
+from lus_utils.generate import textual_inversion_sampling as ti_sampling
+from lus_utils.generate import textual_inversion_training as ti_training
 from lus_utils.params import TextualInversionParams
 from lus_utils.reproducibility import seed_everything
 
@@ -45,13 +47,14 @@ def fake_frames(folder: Path, n: int, size: int) -> pd.DataFrame:
 
 def bench_generation(name: str, pipe, frames: pd.DataFrame, params: TextualInversionParams, n: int) -> list[dict]:
     prompt = params.prompt.format(params.placeholder_token)
-    ti.set_sampler(pipe, params.sampler)
+    ti_sampling.set_sampler(pipe, params.sampler)
     rows = []
-    wall, cpu, _ = timed(lambda: ti.txt2img(pipe, prompt, n, params, 0, CPU, torch.float32, params.output_size), n)
+    wall, cpu, _ = timed(lambda: ti_sampling.txt2img(pipe, prompt, n, params, 0, CPU, torch.float32,
+                                                     params.output_size), n)
     rows.append({"model": name, "what": f"txt2img image ({params.sampler} x{params.sampling_steps}, "
                                         f"batch {params.sample_batch_size})", "wall s": wall, "cpu s": cpu})
-    wall, cpu, _ = timed(lambda: ti.img2img(pipe, prompt, frames, n, params, 0, CPU, torch.float32,
-                                            params.output_size), n)
+    wall, cpu, _ = timed(lambda: ti_sampling.img2img(pipe, prompt, frames, n, params, 0, CPU, torch.float32,
+                                                     params.output_size), n)
     rows.append({"model": name, "what": f"img2img image (strength {params.strength})", "wall s": wall, "cpu s": cpu})
     return rows
 
@@ -93,7 +96,8 @@ def main() -> None:
                      "tiny": tiny_sd.tiny_pipeline(0, tokenizer_dir=tmp / "tokenizer")}
         for name, pipe in pipelines.items():
             selected = frames.head(6)
-            wall, cpu, _ = timed(lambda: ti.train_token(pipe, selected, params, tmp / f"ti_{name}", CPU), args.steps)
+            wall, cpu, _ = timed(lambda: ti_training.train_token(pipe, selected, params, tmp / f"ti_{name}", CPU),
+                                 args.steps)
             size = pipe.unet.config.sample_size * pipe.vae_scale_factor
             rows.append({"model": name, "what": f"textual-inversion step (batch {params.batch_size}, {size} px; "
                                                 "includes 2 one-image checkpoint grids)", "wall s": wall,

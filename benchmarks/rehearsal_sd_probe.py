@@ -1,8 +1,8 @@
 """The rehearsal's Stable-Diffusion-sized textual-inversion path on CPU: wall time per phase and peak memory.
 
 Writes the SD-v1.5-sized random base model (`run.rehearsal.write_sd_sized_base`), loads it as a notebook-04
-run does (`textual_inversion.load_base_model`, a diffusers folder), learns the token for one step on one real
-minority training frame at SD's native 512 px, and samples one text-to-image image in two steps.
+run does (`textual_inversion_base_model.load_base_model`, a diffusers folder), learns the token for one step on one
+real minority training frame at SD's native 512 px, and samples one text-to-image image in two steps.
 
     python benchmarks/rehearsal_sd_probe.py --frames-csv OUT/data/frames.csv [--threads 2] [--work DIR]
 """
@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from lus_utils import params as P
-from lus_utils.generate import textual_inversion
+from lus_utils.generate import textual_inversion_base_model, textual_inversion_sampling, textual_inversion_training
 from lus_utils.run import rehearsal
 
 
@@ -43,14 +43,14 @@ def main() -> None:
                                           sample_batch_size=1, num_threads=args.threads)
         device = torch.device("cpu")
         tick = time.perf_counter()
-        pipe, info = textual_inversion.load_base_model(params, frames, "split", work / "out", device)
+        pipe, info = textual_inversion_base_model.load_base_model(params, frames, "split", work / "out", device)
         timings["load (diffusers folder)"] = time.perf_counter() - tick
         tick = time.perf_counter()
-        result = textual_inversion.train_token(pipe, one, params, work / "token", device)
+        result = textual_inversion_training.train_token(pipe, one, params, work / "token", device)
         timings["train 1 step (with 2 checkpoint grids)"] = time.perf_counter() - tick
         tick = time.perf_counter()
-        images = textual_inversion.txt2img(pipe, params.prompt.format(params.placeholder_token), 1, params, 0,
-                                           device, torch.float32)
+        images = textual_inversion_sampling.txt2img(pipe, params.prompt.format(params.placeholder_token), 1, params, 0,
+                                                    device, torch.float32)
         timings["txt2img 1 image, 2 steps"] = time.perf_counter() - tick
     print(f"base model {info['kind']} at {info['resolution']} px, {info['dtype']}; UNet "
           f"{sum(p.numel() for p in pipe.unet.parameters()):,} parameters; threads {args.threads}")

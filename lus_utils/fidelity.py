@@ -5,7 +5,7 @@ value comes from there. `python -m lus_utils.fidelity` renders `docs/fidelity.md
 the current profiles (`full` and `quick`), so the table follows the profiles; a test checks that the
 committed page is what the command renders and that every mapped key exists.
 
-A key is a profile key (`train.lr`) or a code constant (`lus_utils.generate.ddpm:ADAM_BETAS`, the same in
+A key is a profile key (`train.lr`) or a code constant (`lus_utils.generate.ddpm_training:ADAM_BETAS`, the same in
 every profile). A setting with `seed_value` is compared with `full`'s value of its one key; a setting
 without one says in `same` whether `full` does what the seed did. Where `full` differs, `why` says why.
 """
@@ -141,7 +141,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ddpm", "learning rate", "1e-4, cosine with 500 warm-up steps", f"{BT}:11-12, 98-102",
             ("ddpm.lr", "ddpm.warmup_steps"), same=True),
     Setting("ddpm", "optimiser", "AdamW defaults: betas (0.9, 0.999), weight decay 0.01", f"{BT}:97",
-            ("lus_utils.generate.ddpm:ADAM_BETAS", "lus_utils.generate.ddpm:ADAM_WEIGHT_DECAY"), same=True),
+            ("lus_utils.generate.ddpm_training:ADAM_BETAS", "lus_utils.generate.ddpm_training:ADAM_WEIGHT_DECAY"),
+            same=True),
     Setting("ddpm", "EMA", "none: the raw weights are saved", f"{BT}:212, 221", ("ddpm.ema_decay",), same=False,
             why="EMA weights give cleaner samples at the same training cost (diffusers' unconditional "
                 "training default); no key turns it off"),
@@ -149,10 +150,10 @@ SETTINGS: tuple[Setting, ...] = (
             why="bf16 has fp32's range (no loss scaling, no overflow) at fp16's speed on current GPUs, and runs on "
                 "CPUs with AMX"),
     Setting("ddpm", "augmentation", "random horizontal flip", f"{BT}:46", (), same=True, ours="random horizontal flip"),
-    Setting("ddpm", "gradient clipping", "norm 1.0", f"{BT}:199", ("lus_utils.generate.ddpm:MAX_GRAD_NORM",),
+    Setting("ddpm", "gradient clipping", "norm 1.0", f"{BT}:199", ("lus_utils.generate.ddpm_training:MAX_GRAD_NORM",),
             seed_value=1.0),
     Setting("ddpm", "noise schedule", "DDPMScheduler, 1000 steps, linear betas", f"{BT}:129",
-            ("lus_utils.generate.ddpm:NUM_TRAIN_TIMESTEPS",), seed_value=1000),
+            ("lus_utils.generate.ddpm_training:NUM_TRAIN_TIMESTEPS",), seed_value=1000),
     Setting("ddpm", "sampler", "DDPM (the pipeline's own scheduler)", f"{GD}:42", ("ddpm.sampler",),
             seed_value="ddpm"),
     Setting("ddpm", "sampling steps", "500", f"{GD}:84", ("ddpm.sampling_steps",), seed_value=500),

@@ -6,6 +6,8 @@ modes the umask allows (as `open` and `mkdir` would give them), so a group can r
 """
 from __future__ import annotations
 
+import ast
+import fcntl
 import functools
 import hashlib
 import json
@@ -17,9 +19,10 @@ import sys
 import tempfile
 from importlib import metadata
 from contextlib import contextmanager
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -38,6 +41,27 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def code_meaning(source: str) -> str:
+    """What Python source means: its syntax tree without the docstrings of the module, its classes and functions.
+
+    Comments and layout are not in the tree, so editing prose or reformatting leaves it as it was; any change to
+    what runs (a name, a value, a statement) does not. The tree's printout depends on the Python version.
+    """
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            constant = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+            if constant and isinstance(first.value.value, str):
+                node.body = node.body[1:]
+    return ast.dump(tree)
+
+
+def code_hash(path: Path) -> str:
+    """sha256 of what a Python file means (`code_meaning`): the same after a comment or docstring edit."""
+    return sha256_text(code_meaning(Path(path).read_text(encoding="utf-8")))
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:
@@ -138,14 +162,16 @@ def print_environment() -> None:
     print(f"machine: {machine_line()}; cuda {env['cuda']}; code {git_commit()}")
 
 
-def fingerprint_files(paths: Iterable[Path], root: Path | None = None) -> str:
-    """One hash over the names and contents of many files (order-independent)."""
+def fingerprint_files(paths: Iterable[Path], root: Path | None = None,
+                      file_hash: Callable[[Path], str] = sha256_file) -> str:
+    """One hash over the names and contents of many files (order-independent); `file_hash=code_hash` hashes
+    Python files by what they mean."""
     digest = hashlib.sha256()
     entries = []
     for path in paths:
         path = Path(path)
         name = path.relative_to(root).as_posix() if root else path.name
-        entries.append((name, sha256_file(path)))
+        entries.append((name, file_hash(path)))
     for name, file_hash in sorted(entries):
         digest.update(f"{name}\0{file_hash}\n".encode())
     return digest.hexdigest()[:16]
@@ -172,7 +198,6 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return obj.as_posix()
     if hasattr(obj, "__dataclass_fields__"):
-        from dataclasses import asdict
         return asdict(obj)
     raise TypeError(f"cannot write {type(obj).__name__} to JSON")
 
@@ -251,8 +276,6 @@ def file_lock(path: Path, blocking: bool = True) -> Iterator[None]:
     """An exclusive lock on `path` (created if absent) held for the block, across processes (flock).
 
     With blocking=False, raises BlockingIOError at once when another process holds it."""
-    import fcntl
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lus_utils.data import exploration
 from lus_utils.config.data import DataParams
+from lus_utils.data import exploration, figures
 
 matplotlib.use("Agg")
 
@@ -72,7 +72,7 @@ def test_separability_without_minority_is_a_clear_error():
 
 
 def test_native_size_plot_draws_both_axes():
-    fig = exploration.plot_native_sizes(toy_frames())
+    fig = figures.plot_native_sizes(toy_frames())
     assert len(fig.axes) == 2 and all(np.isfinite(ax.get_ylim()).all() for ax in fig.axes)
 
 

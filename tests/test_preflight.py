@@ -7,8 +7,8 @@ import torch
 
 from lus_utils.config.generate import TextualInversionParams
 from lus_utils.config.profiles import load_profile
+from lus_utils.generate import textual_inversion_base_model, tiny_sd
 from lus_utils.stages import IDS as STAGES
-from lus_utils.generate import textual_inversion, tiny_sd
 from lus_utils.run import cli, preflight
 from test_models import TINY_ARCH, write_hf_cache
 
@@ -63,8 +63,8 @@ def test_local_diffusers_folder_passes_and_loads_through_the_base_model_path(hub
     tiny_sd.tiny_pipeline(seed=0).save_pretrained(str(folder))
     assert preflight.check(needing([], [str(folder)], pretrained=False), STAGES) == []
     params = TextualInversionParams(base_model=str(folder))
-    pipe, info = textual_inversion.load_base_model(params, pd.DataFrame(), "split", tmp_path / "out",
-                                                   torch.device("cpu"))
+    pipe, info = textual_inversion_base_model.load_base_model(params, pd.DataFrame(), "split", tmp_path / "out",
+                                                              torch.device("cpu"))
     assert info["kind"] == "local" and info["resolution"] == pipe.unet.config.sample_size * pipe.vae_scale_factor
 
 

@@ -104,7 +104,7 @@ def test_cache_then_one_parameter_reruns_only_it_and_its_dependents(setup, monke
     nb.cells[2].execution_count = 7
     nbformat.write(nb, notebooks / "nb_c.ipynb")
     assert statuses(study(make_runs(out, xa=2), out, notebooks, dry_run=True))["c"] == "cached"
-    nb.cells[0].source = "# nb_c, edited"
+    nb.cells[3].source = nb.cells[3].source.replace("boom", "bang")
     nbformat.write(nb, notebooks / "nb_c.ipynb")
     (out / "data").mkdir()
     (out / "data" / "frames.csv").write_text("path,label\n")
@@ -205,13 +205,57 @@ def test_code_hash_follows_the_modules_a_notebook_imports(tmp_path):
     modules = K.notebook_modules(tmp_path / "n.ipynb")
     assert {"lus_utils.compare.comparison", "lus_utils.config.compare", "lus_utils.provenance",
             "lus_utils.vocabulary"} <= modules
-    assert "lus_utils.generate.ddpm" not in modules and not any(m.startswith("lus_utils.run") for m in modules)
+    assert "lus_utils.generate.ddpm_training" not in modules and not any(m.startswith("lus_utils.run") for m in modules)
     hashes = K.code_hashes(tmp_path / "n.ipynb")
     assert "compare/comparison.py" in hashes and "__init__.py" in hashes and not any(k.startswith("run/") for k in hashes)
     magic = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("%time x = 1")])
     nbformat.write(magic, tmp_path / "m.ipynb")
     whole = K.code_hashes(tmp_path / "m.ipynb")  # cannot tell: the whole package, still without the runner
-    assert "generate/ddpm.py" in whole and not any(k.startswith("run/") for k in whole)
+    assert "generate/ddpm_training.py" in whole and not any(k.startswith("run/") for k in whole)
+
+
+def test_prose_edits_rerun_nothing_but_the_report(setup):
+    """A markdown edit, a comment or a reflowed line in a code cell is no change; editing code is. The comparison
+    notebook (06), whose markdown is the report's prose, re-runs on a markdown edit too."""
+    notebooks, out = setup
+    runs = make_runs(out)
+    assert set(statuses(study(runs, out, notebooks)).values()) == {"ran"}
+    nb = nbformat.read(notebooks / "nb_c.ipynb", as_version=4)
+    nb.cells[0].source = "# nb_c\n\nA paragraph that explains it better."
+    nb.cells[2].source = "# write where the runner looks\n" + nb.cells[2].source.replace('print("hello', 'print(  "hello')
+    nbformat.write(nb, notebooks / "nb_c.ipynb")
+    assert statuses(study(runs, out, notebooks, dry_run=True))["c"] == "cached"
+    report = Run("06", "nb_c", "c", runs[2].params)
+    assert K.notebook_hash(notebooks / "nb_c.ipynb") != K.notebook_hash(notebooks / "nb_c.ipynb", prose=True)
+    assert "notebook changed" in reasons(study([*runs[:2], report], out, notebooks, dry_run=True))["c"].split("; ")
+    nb.cells[2].source = nb.cells[2].source.replace("hello from", "hi from")
+    nbformat.write(nb, notebooks / "nb_c.ipynb")
+    assert reasons(study(runs, out, notebooks, dry_run=True))["c"] == "notebook changed"
+
+
+def test_code_hash_follows_meaning_not_prose(tmp_path, monkeypatch):
+    """Editing a comment or a docstring in a module changes no code hash; editing its code does."""
+    package = tmp_path / "lus_utils"
+    package.mkdir()
+    (package / "__init__.py").write_text('"""The package."""\n')
+    module = package / "model.py"
+    module.write_text('"""A module."""\nSCALE = 2  # why two\n\n\nclass Net:\n    """A net."""\n\n'
+                      '    def forward(self, x):\n        """Scale x."""\n        return SCALE * x\n')
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("from lus_utils import model")])
+    nbformat.write(nb, tmp_path / "n.ipynb")
+    monkeypatch.setattr(K, "PACKAGE_DIR", package)
+    before = K.code_hashes(tmp_path / "n.ipynb")
+    assert set(before) == {"__init__.py", "model.py"}
+    source = module.read_text()
+    for edit in (source.replace("# why two", "# two, as the paper says"), source.replace("A module.", "The model."),
+                 source.replace("Scale x.", "Twice x."), source.replace('    """A net."""\n', ""),
+                 source.replace("return SCALE * x", "return (SCALE\n                * x)")):
+        module.write_text(edit)
+        assert K.code_hashes(tmp_path / "n.ipynb") == before, edit
+    for edit in (source.replace("SCALE = 2", "SCALE = 3"), source.replace("SCALE * x", "x * SCALE"),
+                 source.replace('"""Scale x."""', '"""Scale x."""\n        print(x)')):
+        module.write_text(edit)
+        assert K.code_hashes(tmp_path / "n.ipynb")["model.py"] != before["model.py"], edit
 
 
 def test_levels_follow_dependencies():

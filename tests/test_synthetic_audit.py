@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lus_utils.generate import realism, synthetic, synthetic_audit
+from lus_utils.generate import realism, synthetic, synthetic_audit, synthetic_audit_features, synthetic_audit_summary
 from lus_utils.images import load_image
 from lus_utils.params import AuditParams, build
 from lus_utils.provenance import read_json
@@ -80,15 +80,15 @@ def test_exact_copy_of_a_training_frame_counts_as_memorized(frames, tmp_path):
     assert ref["holdout_minority_vs_all_train"]["n"] == 4
     assert ref["minority_train_vs_other_minority_train"]["correlation"]["median"] > \
         ref["holdout_minority_vs_minority_train"]["correlation"]["median"]
-    assert audit["realism"]["feature_space"] == synthetic_audit.NO_FEATURES
+    assert audit["realism"]["feature_space"] == synthetic_audit_features.NO_FEATURES
     assert audit["realism"]["reached_realism"] is None and audit["reached_realism"] is None
     assert set(audit["intensity"]["density"]) == {"synthetic", "minority_train", "minority_holdout"}
     assert read_json(set_dir / "audit.json")["n_kept"] == 2
     assert not [p for p in set_dir.iterdir() if p.name.startswith(".")]  # written atomically
-    table = synthetic_audit.summary_table(audit)
+    table = synthetic_audit_summary.summary_table(audit)
     assert "synthetic vs minority_train" in set(table.comparison)
-    assert synthetic_audit.realism_table(audit)["feature space"][0] == synthetic_audit.NO_FEATURES
-    text = synthetic_audit.interpretation(audit)
+    assert synthetic_audit_summary.realism_table(audit)["feature space"][0] == synthetic_audit_features.NO_FEATURES
+    text = synthetic_audit_summary.interpretation(audit)
     assert "2 of 2 images passed" in text and "50% of the images count as memorized" in text
     assert "not measured" in text
     pairs = synthetic_audit.closest_pair_images(audit, set_dir, frames)
@@ -105,7 +105,7 @@ def test_leakage_ablation_reports_test_frames(frames, tmp_path):
     assert audit["memorization"]["minority_test"]["correlation"]["max"] > 0.999
     assert audit["memorization"]["all_train"]["correlation"]["max"] < 0.9
     assert audit["closest_pairs"]["minority_test"][0]["real"] == test_frame.path
-    assert "100% count as copies of test frames" in synthetic_audit.interpretation(audit)
+    assert "100% count as copies of test frames" in synthetic_audit_summary.interpretation(audit)
     assert audit["generator_training_frame_parts"] == {"test": 1}
 
 
@@ -229,14 +229,14 @@ def test_pixel_feature_space_gives_numbers(frames, tmp_path):
     assert info["n_per_side"] == 4 and info["synthetic_vs_holdout"]["kid"]["subset_size"] == 2
     assert np.isfinite(info["real_train_vs_holdout"]["c2st"]["auroc"])
     assert audit["reached_realism"] is info["reached_realism"] and "KID" in audit["reached_realism_criterion"]
-    table = synthetic_audit.realism_table(audit)
+    table = synthetic_audit_summary.realism_table(audit)
     assert list(table.comparison) == ["synthetic vs held-out real", "real training vs held-out real (reference)"]
     gate = audit["gate_on_real"]  # the test set has no quality_gate record: it was gated by the seed's gate
     assert gate["noise_uniform"]["pass_rate"] == 1.0 and gate["minority_train"]["n"] == 7
     real_range = synthetic_audit.gate_on_real({"minority_train": frames[frames.label == "viral"]}, frames, "split",
                                               audit_params())
     assert real_range["noise_gaussian"]["pass_rate"] == 0.0 and real_range["noise_uniform"]["pass_rate"] == 0.0
-    assert "reach" in synthetic_audit.interpretation(audit)
+    assert "reach" in synthetic_audit_summary.interpretation(audit)
 
 
 def test_random_cnn_is_the_default_feature_space(frames, tmp_path):
@@ -274,6 +274,6 @@ def test_classifier_feature_space_is_a_thin_call(frames, tmp_path, monkeypatch):
 
 def test_unknown_feature_extractor_and_missing_set(tmp_path):
     with pytest.raises(ValueError, match="unknown feature_extractor"):
-        synthetic_audit.feature_function("clip")
+        synthetic_audit_features.feature_function("clip")
     with pytest.raises(synthetic.SyntheticSetError, match="no manifest.csv"):
         synthetic_audit.audit_set(tmp_path / "nothing", pd.DataFrame({"split": []}), "split", audit_params())

@@ -9,7 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
-from lus_utils.generate import domain_base_model, synthetic, textual_inversion as ti, tiny_sd
+from lus_utils.data.splits import TooFewFramesError
+from lus_utils.generate import domain_base_model, synthetic, tiny_sd
+from lus_utils.generate import textual_inversion_base_model as ti_base_model
+from lus_utils.generate import textual_inversion_sampling as ti_sampling
+from lus_utils.generate import textual_inversion_set as ti_set
+from lus_utils.generate import textual_inversion_training as ti_training
 from lus_utils.params import MINORITY_CLASS, AuditParams, ParamError, TextualInversionParams, build
 from lus_utils.paths import OutLayout
 
@@ -86,8 +91,8 @@ def test_training_changes_only_the_placeholder_rows(frames: pd.DataFrame, tokeni
               for name in ("unet", "vae", "text_encoder")}
     old = pipe.text_encoder.get_input_embeddings().weight.detach().clone()
     table = [k for k, v in before["text_encoder"].items() if v.shape == old.shape and torch.equal(v, old)]
-    selected = ti.select_training_frames(frames, "split", params.train_frames, params.seed)
-    result = ti.train_token(pipe, selected, params, tmp_path / "ti", CPU)
+    selected = ti_training.select_training_frames(frames, "split", params.train_frames, params.seed)
+    result = ti_training.train_token(pipe, selected, params, tmp_path / "ti", CPU)
     weight = pipe.text_encoder.get_input_embeddings().weight
     assert weight.shape[0] == old.shape[0] + 2 and result.token_ids == [old.shape[0], old.shape[0] + 1]
     assert torch.equal(weight[: old.shape[0]], old)  # every original row bit-identical
@@ -107,11 +112,11 @@ def test_same_seed_same_embedding(frames: pd.DataFrame, tokenizer_dir: Path, tmp
     from safetensors.torch import load_file
 
     params = tiny_params(steps=2, checkpoint_every=5, gradient_accumulation=2)
-    selected = ti.select_training_frames(frames, "split", params.train_frames, params.seed)
+    selected = ti_training.select_training_frames(frames, "split", params.train_frames, params.seed)
     embeds = []
     for run in ("a", "b"):
-        result = ti.train_token(tiny_sd.tiny_pipeline(0, tokenizer_dir=tokenizer_dir), selected, params,
-                                tmp_path / run, CPU)
+        result = ti_training.train_token(tiny_sd.tiny_pipeline(0, tokenizer_dir=tokenizer_dir), selected, params,
+                                         tmp_path / run, CPU)
         embeds.append(load_file(result.embeds_path)[params.placeholder_token])
     assert torch.equal(embeds[0], embeds[1])
 
@@ -120,14 +125,14 @@ def test_learned_embeds_load_with_diffusers(frames: pd.DataFrame, tokenizer_dir:
     from safetensors.torch import load_file
 
     params = tiny_params(num_vectors=2, steps=2)
-    selected = ti.select_training_frames(frames, "split", params.train_frames, params.seed)
-    result = ti.train_token(tiny_sd.tiny_pipeline(0, tokenizer_dir=tokenizer_dir), selected, params,
-                            tmp_path / "ti", CPU)
+    selected = ti_training.select_training_frames(frames, "split", params.train_frames, params.seed)
+    result = ti_training.train_token(tiny_sd.tiny_pipeline(0, tokenizer_dir=tokenizer_dir), selected, params,
+                                     tmp_path / "ti", CPU)
     saved = load_file(result.embeds_path)
     assert list(saved) == [params.placeholder_token] and saved[params.placeholder_token].shape == (2, 32)
     fresh = tiny_sd.tiny_pipeline(0, tokenizer_dir=tokenizer_dir)
-    ti.load_learned_embeds(fresh, result.embeds_path)  # StableDiffusionPipeline.load_textual_inversion
-    ids = fresh.tokenizer.convert_tokens_to_ids(ti.placeholder_tokens(params.placeholder_token, 2))
+    ti_training.load_learned_embeds(fresh, result.embeds_path)  # StableDiffusionPipeline.load_textual_inversion
+    ids = fresh.tokenizer.convert_tokens_to_ids(ti_training.placeholder_tokens(params.placeholder_token, 2))
     assert torch.equal(fresh.text_encoder.get_input_embeddings().weight[ids], saved[params.placeholder_token])
     prompt = f"a lung ultrasound frame of {params.placeholder_token}"
     assert fresh.maybe_convert_prompt(prompt, fresh.tokenizer).endswith(
@@ -139,26 +144,26 @@ def test_learned_embeds_load_with_diffusers(frames: pd.DataFrame, tokenizer_dir:
 
 def test_known_token_and_multi_token_initializer_refused(tokenizer_dir: Path) -> None:
     pipe = tiny_sd.tiny_pipeline(0, tokenizer_dir=tokenizer_dir)
-    with pytest.raises(ti.TokenError, match="already contains"):
-        ti.add_placeholder_tokens(pipe.tokenizer, pipe.text_encoder, "lung</w>", "pneumonia")
-    ti.add_placeholder_tokens(pipe.tokenizer, pipe.text_encoder, "<new-token>", "pneumonia")
-    with pytest.raises(ti.TokenError, match="already contains"):
-        ti.add_placeholder_tokens(pipe.tokenizer, pipe.text_encoder, "<new-token>", "pneumonia")
-    with pytest.raises(ti.TokenError, match="single token"):
-        ti.add_placeholder_tokens(pipe.tokenizer, pipe.text_encoder, "<other>", "covid-19")
+    with pytest.raises(ti_training.TokenError, match="already contains"):
+        ti_training.add_placeholder_tokens(pipe.tokenizer, pipe.text_encoder, "lung</w>", "pneumonia")
+    ti_training.add_placeholder_tokens(pipe.tokenizer, pipe.text_encoder, "<new-token>", "pneumonia")
+    with pytest.raises(ti_training.TokenError, match="already contains"):
+        ti_training.add_placeholder_tokens(pipe.tokenizer, pipe.text_encoder, "<new-token>", "pneumonia")
+    with pytest.raises(ti_training.TokenError, match="single token"):
+        ti_training.add_placeholder_tokens(pipe.tokenizer, pipe.text_encoder, "<other>", "covid-19")
 
 
 def test_frame_selection_spread_and_too_few(frames: pd.DataFrame) -> None:
-    picked = ti.select_training_frames(frames, "split", "3_mixed", seed=0)
+    picked = ti_training.select_training_frames(frames, "split", "3_mixed", seed=0)
     assert len(picked) == 3 and picked["video_id"].nunique() == 3
     assert set(picked["split"]) == {"train"} and set(picked["label"]) == {MINORITY_CLASS}
-    assert picked.equals(ti.select_training_frames(frames, "split", "3_mixed", seed=0))
-    six = ti.select_training_frames(frames, "split", "6_mixed", seed=1)
+    assert picked.equals(ti_training.select_training_frames(frames, "split", "3_mixed", seed=0))
+    six = ti_training.select_training_frames(frames, "split", "6_mixed", seed=1)
     assert len(six) == 6 and six["path"].is_unique
-    assert len(ti.select_training_frames(frames, "split", "all", seed=0)) == 6
+    assert len(ti_training.select_training_frames(frames, "split", "all", seed=0)) == 6
     few = frames[~((frames.label == MINORITY_CLASS) & frames.video_id.isin(["Vir_a", "Vir_b"]))]
-    with pytest.raises(ti.TooFewFramesError, match=r"needs at least 3 'viral' frames.*it has 1 from 1 video"):
-        ti.select_training_frames(few, "split", "3_mixed", seed=0)
+    with pytest.raises(TooFewFramesError, match=r"needs at least 3 'viral' frames.*it has 1 from 1 video"):
+        ti_training.select_training_frames(few, "split", "3_mixed", seed=0)
 
 
 def test_caption_from_label_and_findings() -> None:
@@ -197,17 +202,18 @@ def test_stage_writes_sets_that_list_only_training_frames(frames: pd.DataFrame, 
                                                          tmp_path: Path) -> None:
     params, audit_params = tiny_params(base_model="domain", set_tag="test"), AuditParams(audit_size=16)
     layout = OutLayout(tmp_path / "out")
-    pipe, base = ti.load_base_model(params, frames, "split", layout.root, CPU, tokenizer_dir)
+    pipe, base = ti_base_model.load_base_model(params, frames, "split", layout.root, CPU, tokenizer_dir)
     assert base["kind"] == "domain" and base["training_frames"]
-    selected = ti.select_training_frames(frames, "split", params.train_frames, params.seed)
-    trained = ti.train_and_save(pipe, selected, params, ti.generator_dir(layout, params.set_tag), base, "split", CPU)
+    selected = ti_training.select_training_frames(frames, "split", params.train_frames, params.seed)
+    trained = ti_training.train_and_save(pipe, selected, params, ti_training.generator_dir(layout, params.set_tag), base,
+                                         "split", CPU)
     assert trained.embeds_path.is_file() and (trained.folder / "provenance.json").is_file()
     train_paths = set(frames.loc[frames.split == "train", "path"])
     for mode, name in synthetic.ti_set_names(params.set_tag).items():
-        images, sources, seconds = ti.generate(pipe, mode, selected, params, CPU)
+        images, sources, seconds = ti_sampling.generate(pipe, mode, selected, params, CPU)
         set_dir = layout.synthetic / name
-        manifest = ti.write_synthetic_set(set_dir, mode, images, sources, params, audit_params, base, selected,
-                                          "split", trained, seconds, frames)
+        manifest = ti_set.write_synthetic_set(set_dir, mode, images, sources, params, audit_params, base, selected,
+                                              "split", trained, seconds, frames)
         record = synthetic.read_provenance(set_dir)
         # the study's gate (real_range by default), calibrated on the split's training frames, as for the DDPM
         assert record["quality_gate"]["gate"] == "real_range" and "gate_roughness" in manifest.columns
@@ -231,9 +237,10 @@ def test_output_folder_alone_loads_with_diffusers(frames: pd.DataFrame, tokenize
 
     params = tiny_params(base_model=base_model, steps=2)
     layout = OutLayout(tmp_path / "out")
-    pipe, base = ti.load_base_model(params, frames, "split", layout.root, CPU, tokenizer_dir)
-    selected = ti.select_training_frames(frames, "split", params.train_frames, params.seed)
-    trained = ti.train_and_save(pipe, selected, params, ti.generator_dir(layout, ""), base, "split", CPU)
+    pipe, base = ti_base_model.load_base_model(params, frames, "split", layout.root, CPU, tokenizer_dir)
+    selected = ti_training.select_training_frames(frames, "split", params.train_frames, params.seed)
+    trained = ti_training.train_and_save(pipe, selected, params, ti_training.generator_dir(layout, ""), base, "split",
+                                         CPU)
     moved = tmp_path / "elsewhere"
     trained.folder.rename(moved)  # only the output folder, somewhere else: no cache, no study code
     record = json.loads((moved / "provenance.json").read_text())
@@ -252,8 +259,8 @@ def test_output_folder_alone_loads_with_diffusers(frames: pd.DataFrame, tokenize
 def test_base_model_that_cannot_load_names_alternatives(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     params = tiny_params(base_model=str(tmp_path / "no-such-model"))
-    with pytest.raises(ti.BaseModelError, match=r"no-such-model.*'tiny'.*'domain'.*local folder"):
-        ti.load_base_model(params, pd.DataFrame(), "split", tmp_path, CPU)
+    with pytest.raises(ti_base_model.BaseModelError, match=r"no-such-model.*'tiny'.*'domain'.*local folder"):
+        ti_base_model.load_base_model(params, pd.DataFrame(), "split", tmp_path, CPU)
 
 
 def test_params_refuse_bad_values() -> None:
@@ -266,7 +273,7 @@ def test_params_refuse_bad_values() -> None:
 
 
 def test_pndm_skips_its_runge_kutta_warm_up_as_stable_diffusion_ships_it(tokenizer_dir: Path) -> None:
-    pipe = ti.set_sampler(tiny_sd.tiny_pipeline(0, tokenizer_dir=tokenizer_dir), "pndm")
+    pipe = ti_sampling.set_sampler(tiny_sd.tiny_pipeline(0, tokenizer_dir=tokenizer_dir), "pndm")
     assert type(pipe.scheduler).__name__ == "PNDMScheduler" and pipe.scheduler.config.skip_prk_steps
     pipe.scheduler.set_timesteps(2)  # a rehearsal's two steps (PNDM's warm-up would need four)
     assert len(pipe.scheduler.timesteps) >= 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import timm
 import torch
 
 from lus_utils.config.classify import ARCHS
@@ -24,8 +25,6 @@ def check_arch(arch: str, image_size: int) -> None:
         raise ValueError(f"architecture '{arch}' unknown; allowed: {list(ARCHS)}{ARCHS.hint}")
     base, _, tag = arch.partition(".")
     if tag:
-        import timm
-
         tagged = timm.list_pretrained(f"{base}.*")
         if arch not in tagged:
             raise ValueError(f"timm has no pretrained tag '{tag}' for {base}; its tags: "
@@ -43,8 +42,6 @@ def build_model(arch: str, n_classes: int, image_size: int, pretrained: bool = F
     With `pretrained`, timm's usual loading runs (Hugging Face hub, honouring its cache and HF_HUB_OFFLINE);
     when the weights cannot be had the error says so instead of a network traceback.
     """
-    import timm
-
     check_arch(arch, image_size)
     kwargs: dict[str, Any] = {"num_classes": n_classes}
     if arch.startswith("vit_"):

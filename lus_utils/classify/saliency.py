@@ -19,14 +19,25 @@ from functools import partial
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+import cv2
 import numpy as np
 import pandas as pd
 import torch
 from matplotlib import pyplot as plt
+from PIL import Image
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.image import show_cam_on_image
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from pytorch_grad_cam.utils.reshape_transforms import vit_reshape_transform
+from scipy import ndimage
+from skimage.morphology import convex_hull_image, disk
 
 from lus_utils.classify import models
 from lus_utils.classify.training import load_run_model
+from lus_utils.data.dataset import read_frames
 from lus_utils.images import load_image, to_grey
+from lus_utils.paths import OutLayout
+from lus_utils.plots import image_grid
 from lus_utils.provenance import atomic_path, write_csv_atomic
 
 SECTOR_THRESHOLD = 5  # grey level above which a pixel belongs to the image (compression noise in the black stays below)
@@ -45,9 +56,6 @@ def sector_mask(image: np.ndarray, threshold: int = SECTOR_THRESHOLD, closing: f
     effusion, the far field) still count as sector. Text and markers in the black surround are smaller
     components and drop out.
     """
-    from scipy import ndimage
-    from skimage.morphology import convex_hull_image, disk
-
     grey = to_grey(image)
     bright = grey > threshold
     if not bright.any():
@@ -76,8 +84,6 @@ def inside_share(cam: np.ndarray, mask: np.ndarray) -> float:
 # --- Grad-CAM on timm models ------------------------------------------------------------------------------------
 def vit_reshape(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     """grad-cam's ViT reshape transform for this model's patch grid (tokens -> channels x grid)."""
-    from pytorch_grad_cam.utils.reshape_transforms import vit_reshape_transform
-
     if getattr(model, "num_prefix_tokens", 1) != 1:
         raise ValueError(f"ViT with {model.num_prefix_tokens} prefix tokens: vit_reshape_transform drops one only")
     height, width = model.patch_embed.grid_size
@@ -104,9 +110,6 @@ def grad_cam(model: torch.nn.Module, images: torch.Tensor, targets: Sequence[int
              reshape: Callable | None = None, batch_size: int = 16) -> np.ndarray:
     """Grad-CAM maps (N x H x W, each scaled to 0-1 by grad-cam; all zero where nothing raises the target)
     of uint8 (N,3,H,W) frames, for the class index `targets[i]` of frame i."""
-    from pytorch_grad_cam import GradCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
     if len(images) != len(targets):
         raise ValueError(f"{len(images)} images but {len(targets)} targets")
     model.eval()
@@ -122,9 +125,6 @@ def grad_cam(model: torch.nn.Module, images: torch.Tensor, targets: Sequence[int
 
 def overlay(image: np.ndarray, cam: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """uint8 RGB frame with its map as a heat map on top, and the sector's outline in white."""
-    import cv2
-    from pytorch_grad_cam.utils.image import show_cam_on_image
-
     rgb = np.asarray(image)
     rgb = np.repeat(rgb[..., None], 3, axis=2) if rgb.ndim == 2 else rgb[..., :3]
     cam = cv2.resize(np.asarray(cam, np.float32), (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
@@ -223,8 +223,6 @@ def _target_index(record: object, target: str, classes: list[str]) -> int:
 
 def _frame_row(record: object, image: np.ndarray, cam: np.ndarray, target: str) -> tuple[dict, np.ndarray]:
     """One frame's table row (map resized to the native frame, where the sector is found) and its overlay."""
-    import cv2
-
     mask = sector_mask(image)
     full = cv2.resize(cam, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR).clip(0, None)
     share = inside_share(full, mask)
@@ -252,8 +250,6 @@ def _title(row: pd.Series) -> str:
 
 def plot_run(result: RunSaliency, cell_inches: float = 1.9) -> plt.Figure:
     """The run's overlays, one row per class, titled label -> prediction and share inside / sector area."""
-    from lus_utils.plots import image_grid
-
     ncols = int(result.table["label"].value_counts().max())
     images, titles = [], []
     for _, group in result.table.groupby("label", sort=False):
@@ -276,8 +272,6 @@ def save_figure(fig: plt.Figure, target: Path, dpi: int = 110) -> Path:
 
 def save_run(result: RunSaliency, run_dir: str | Path) -> Path:
     """Write the overlays (cam/cam_NN_<class>.png), the table (cam/cam_saliency.csv) and the panel."""
-    from PIL import Image
-
     folder = Path(run_dir) / CAM_DIR
     folder.mkdir(parents=True, exist_ok=True)
     for i, (row, picture) in enumerate(zip(result.table.itertuples(), result.overlays)):
@@ -306,8 +300,6 @@ def explain_run(run_dir: str | Path, frames: pd.DataFrame, threads: int = 1) -> 
 def condition_panel(results: Mapping[str, RunSaliency], shown_per_class: int = 2,
                     cell_inches: float = 1.6) -> plt.Figure:
     """One row per condition (the same sampled frames in each, the first `shown_per_class` of every class)."""
-    from lus_utils.plots import image_grid
-
     if not results:
         raise ValueError("condition_panel needs at least one run's saliency")
     reference = next(iter(results.values())).table
@@ -360,9 +352,6 @@ def study_panel(out_dir: str | Path, runs: pd.DataFrame, target: str | Path, thr
     `runs` is the study's run table (run_id, condition, arch, repeat, seed); with no run to show, a note and
     an empty table.
     """
-    from lus_utils.data.dataset import read_frames
-    from lus_utils.paths import OutLayout
-
     layout = OutLayout(Path(out_dir))
     try:
         chosen = pick_runs(runs, layout.runs)

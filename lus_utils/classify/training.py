@@ -38,7 +38,7 @@ from lus_utils.config.classify import ClassifierRunParams, EvaluationParams, Tra
 from lus_utils.config.runtime import RuntimeParams
 from lus_utils.config.schema import as_dict, build
 from lus_utils.paths import OutLayout, resolve_out_dir
-from lus_utils.plots import training_curves
+from lus_utils.classify.figures import training_curves
 from lus_utils.provenance import atomic_dir, atomic_path, code_version, environment, write_csv_atomic, write_json_atomic
 from lus_utils.reproducibility import resolve_device, seed_everything
 from lus_utils.vocabulary import METADATA_REFERENCE, SIMULATED, RunKey, Split

@@ -18,7 +18,7 @@ from lus_utils.compare import statistics as S
 from lus_utils.compare.audit_tables import family_audits
 from lus_utils.compare.result import Comparison
 from lus_utils.compare.text import fmt_p, interval, markdown_table, num, plural
-from lus_utils.generate.synthetic_audit import interpretation
+from lus_utils.generate.synthetic_audit_summary import interpretation
 from lus_utils.paths import OutLayout
 from lus_utils.vocabulary import Condition, metric_label
 

@@ -1,15 +1,13 @@
-"""Notebook 01's views of the frame dataset: tables and figures, computed from frames.csv."""
+"""Notebook 01's tables of the frame dataset, computed from frames.csv (its figures: `data.figures`)."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import seaborn as sns
-from matplotlib import pyplot as plt
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 from lus_utils.data import splits
 from lus_utils.images import intensity_stats, load_image
 from lus_utils.vocabulary import VIRAL as MINORITY_CLASS
-from lus_utils.plots import image_grid
 
 GATE_STD, GATE_ENTROPY = 30.0, 4.7  # the seed study's thresholds for synthetic images, drawn for reference
 
@@ -23,25 +21,6 @@ def videos_table(frames: pd.DataFrame) -> pd.DataFrame:
             .reset_index().sort_values(["label", "video_id"]).reset_index(drop=True))
 
 
-def plot_frames_per_video(frames: pd.DataFrame) -> plt.Figure:
-    videos = videos_table(frames)
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    sns.histplot(data=videos[videos.kind == "video"], x="n_frames", hue="label", multiple="stack",
-                 bins=range(0, int(videos.n_frames.max()) + 2), ax=ax)
-    ax.set(xlabel="frames kept per video", ylabel="videos", title="Frames per video (still images: 1 each)")
-    fig.tight_layout()
-    return fig
-
-
-def plot_resolutions(frames: pd.DataFrame) -> plt.Figure:
-    videos = videos_table(frames)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    sns.scatterplot(data=videos, x="width", y="height", hue="label", style="probe", ax=ax)
-    ax.set(title="Resolution of each video / image (pixels)")
-    fig.tight_layout()
-    return fig
-
-
 def sample_frames(frames: pd.DataFrame, per_group: int, seed: int) -> pd.DataFrame:
     """`per_group` frames per class and probe, from distinct videos where possible."""
     rng = np.random.default_rng(seed)
@@ -51,13 +30,6 @@ def sample_frames(frames: pd.DataFrame, per_group: int, seed: int) -> pd.DataFra
         pool = one_per_video if len(one_per_video) >= per_group else group
         picks.append(pool.iloc[rng.permutation(len(pool))[:per_group]])
     return pd.concat(picks).reset_index(drop=True)
-
-
-def plot_sample_grid(frames: pd.DataFrame, per_group: int, seed: int, size: int = 160) -> plt.Figure:
-    picked = sample_frames(frames, per_group, seed)
-    images = [load_image(p, size) for p in picked.abspath]
-    titles = [f"{r.label} / {r.probe}\n{r.video_id[:22]}" for r in picked.itertuples()]
-    return image_grid(images, titles, ncols=per_group * 2)
 
 
 def intensity_table(frames: pd.DataFrame, per_class: int, seed: int) -> pd.DataFrame:
@@ -73,19 +45,6 @@ def intensity_table(frames: pd.DataFrame, per_class: int, seed: int) -> pd.DataF
     return pd.DataFrame(rows)
 
 
-def plot_intensity(stats: pd.DataFrame) -> plt.Figure:
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    for ax, column in zip(axes, ("mean", "std", "entropy")):
-        sns.boxplot(data=stats, x="label", y=column, ax=ax, color="0.85")
-        sns.stripplot(data=stats, x="label", y=column, ax=ax, size=2, alpha=0.5)
-        ax.set(xlabel="", title=f"grey-level {column}" + (" (nats)" if column == "entropy" else ""))
-    axes[1].axhline(GATE_STD, color="crimson", ls="--", lw=1, label="seed gate")
-    axes[2].axhline(GATE_ENTROPY, color="crimson", ls="--", lw=1, label="seed gate")
-    axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
 def gate_pass_rates(stats: pd.DataFrame) -> pd.DataFrame:
     """Share of real frames per class that would pass the seed's synthetic-image gate."""
     passed = (stats["std"] > GATE_STD) & (stats["entropy"] > GATE_ENTROPY)
@@ -95,14 +54,6 @@ def gate_pass_rates(stats: pd.DataFrame) -> pd.DataFrame:
 def minority_table(frames: pd.DataFrame) -> pd.DataFrame:
     videos = videos_table(frames)
     return videos[videos.label == MINORITY_CLASS].reset_index(drop=True)
-
-
-def plot_minority_frames(frames: pd.DataFrame, size: int = 96) -> plt.Figure:
-    """Every minority frame, one row per video, titled with patient and split."""
-    minority = frames[frames.label == MINORITY_CLASS].sort_values(["video_id", "frame_index"])
-    images = [load_image(p, size) for p in minority.abspath]
-    titles = [f"{r.video_id[:16]} #{r.frame_index}\n{r.patient_id} {r.split}" for r in minority.itertuples()]
-    return image_grid(images, titles, ncols=10, cell_inches=1.3)
 
 
 def split_tables(frames: pd.DataFrame, n_folds: int) -> dict[str, pd.DataFrame]:
@@ -161,19 +112,6 @@ def native_size_table(frames: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("label")
 
 
-def plot_native_sizes(frames: pd.DataFrame) -> plt.Figure:
-    """Distribution of native width and height per class (one point per frame), log scale."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
-    order = sorted(frames["label"].unique())
-    for ax, (name, column) in zip(axes, SIZE_FEATURES.items()):
-        sns.boxplot(data=frames, x="label", y=column, order=order, ax=ax, color="0.85", showfliers=False)
-        sns.stripplot(data=frames, x="label", y=column, hue="probe", order=order, ax=ax, size=2.5, alpha=0.5,
-                      dodge=True)
-        ax.set(yscale="log", xlabel="", ylabel=f"{name} (px, log scale)", title=f"{name} per frame")
-    fig.tight_layout()
-    return fig
-
-
 def shortcut_scores(frames: pd.DataFrame) -> dict[str, tuple[np.ndarray, str]]:
     """Each metadata-only score, and in which direction of it the minority class lies.
 
@@ -198,8 +136,6 @@ def shortcut_separability(frames: pd.DataFrame, minority: str = MINORITY_CLASS) 
     minority share, given as `prevalence`. Scores are fixed in advance (see `shortcut_scores`), so these
     are in-sample but not fitted: no threshold or direction is chosen on the data.
     """
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
     if minority not in set(frames["label"]):
         raise ValueError(f"class '{minority}' has no frames here; the shortcut check needs it "
                          f"(classes present: {sorted(frames['label'].unique())})")

@@ -23,13 +23,15 @@ from typing import Any
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from tqdm.auto import tqdm
+from transformers import CLIPTextModel
 
 from lus_utils.generate import tiny_sd
 from lus_utils.images import load_images
 from lus_utils.params import MINORITY_CLASS
 from lus_utils.paths import OutLayout
-from lus_utils.provenance import (atomic_dir, fingerprint_files, provenance, stable_hash, write_csv_atomic,
+from lus_utils.provenance import (atomic_dir, code_hash, fingerprint_files, provenance, stable_hash, write_csv_atomic,
                                   write_json_atomic)
 from lus_utils.reproducibility import seed_everything
 
@@ -42,8 +44,9 @@ VAE_KL_WEIGHT = 1e-6  # small KL term: a near-deterministic autoencoder whose la
 
 
 def _code_version() -> str:
-    """Hash of the code that decides what the model is (this file and the pipeline builder)."""
-    return fingerprint_files([Path(__file__), Path(tiny_sd.__file__)])
+    """Hash of the code that decides what the model is (this file and the pipeline builder), by what it means:
+    a comment or docstring edit keeps the cached model."""
+    return fingerprint_files([Path(__file__), Path(tiny_sd.__file__)], file_hash=code_hash)
 
 
 def caption(row: Any) -> str:
@@ -110,8 +113,6 @@ def _flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 def train_vae(images: torch.Tensor, config: dict, knobs: dict, generator: torch.Generator):
     """A tiny AutoencoderKL fitted by reconstruction (plus a tiny KL) on random half-size crops of the frames;
     its latent scale is then set to 1 / std of the full frames' latents, as Stable Diffusion's was."""
-    from diffusers import AutoencoderKL
-
     vae = AutoencoderKL(**config)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=knobs["lr"], weight_decay=0.0)
     losses = []
@@ -140,9 +141,6 @@ def train_vae(images: torch.Tensor, config: dict, knobs: dict, generator: torch.
 def train_denoiser(latent_mean: torch.Tensor, latent_std: torch.Tensor, captions: list[str], tokenizer,
                    arch: dict, knobs: dict, generator: torch.Generator):
     """Text encoder and UNet trained together on noise prediction, as Stable Diffusion was trained."""
-    from diffusers import DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel
-
     text_encoder = CLIPTextModel(tiny_sd.text_encoder_config(**arch["text"]))
     unet = UNet2DConditionModel(**arch["unet"])
     scheduler = DDPMScheduler(**tiny_sd.scheduler_config())
@@ -211,8 +209,6 @@ def load_or_train(frames: pd.DataFrame, split_column: str, params: Any, out_dir:
 
     Returns the pipeline and an info dict (folder, key, cached, training_frames, captions file).
     """
-    from diffusers import StableDiffusionPipeline
-
     chosen = training_frames(frames, split_column)
     knobs = settings(params)
     paths = list(chosen["path"])

@@ -16,10 +16,9 @@ neighbours, which are near-copies).
 Realism (`realism` module): KID with a subset interval and a classifier two-sample test (C2ST AUROC) of the
 synthetic images against held-out real minority frames (patients the generator never saw), beside the
 real reference (the minority training frames against the same held-out frames, same sizes), in a feature
-space fixed across conditions: a seeded random CNN by default; Inception or DINOv2 where their weights are
-on disk; the baseline classifier's or raw pixels on request. `reached_realism` says whether the set meets
+space fixed across conditions (`synthetic_audit_features`). `reached_realism` says whether the set meets
 `realism.REALISM_CRITERION`. The quality gate is also applied to real frames and to noise, so its pass
-rates can be read. Plus grey-level histograms.
+rates can be read. Plus grey-level histograms. The audit's tables and sentences are `synthetic_audit_summary`.
 """
 from __future__ import annotations
 
@@ -29,32 +28,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import wasserstein_distance
+from skimage.metrics import structural_similarity
 
 from lus_utils.generate import realism, synthetic
-from lus_utils.images import load_image, load_images
+from lus_utils.generate.synthetic_audit_features import feature_function, load_grey
+from lus_utils.images import load_image
 from lus_utils.params import MINORITY_CLASS, AuditParams
 from lus_utils.provenance import code_version, write_csv_atomic, write_json_atomic
 
-NO_FEATURES = "none (no baseline classifier run given)"
 HISTOGRAM_BINS = 32
 NOISE_IMAGES = 50  # noise images per kind the gate is checked on
-PIXEL_FEATURE_SIZE = 16  # "pixels" feature space: grey images at 16 x 16, 256 numbers
-INCEPTION_SIZE = 299
-DINOV2_MODEL = "facebook/dinov2-small"
 
 
-# --- loading -------------------------------------------------------------------------------------------------
-def load_grey(paths: list[str], size: int) -> np.ndarray:
-    """Grey uint8 images (N, size, size)."""
-    return load_images(paths, size, grayscale=True)
-
-
-def load_rgb_nchw(paths: list[str], size: int) -> np.ndarray:
-    """uint8 RGB images (N, 3, size, size): what the classifiers read."""
-    return load_images(paths, size).transpose(0, 3, 1, 2).copy()
-
-
-# --- similarity ----------------------------------------------------------------------------------------------
 def correlation_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pearson correlation of every image of `a` with every image of `b` (N_a, N_b); flat images give 0."""
     def standardize(x: np.ndarray) -> np.ndarray:
@@ -67,8 +53,6 @@ def correlation_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    from skimage.metrics import structural_similarity
-
     return float(structural_similarity(a, b, data_range=255))
 
 
@@ -112,104 +96,6 @@ def similarity_summary(result: dict[str, np.ndarray], params: AuditParams, pool_
             "values": {"correlation": corr.round(4).tolist(), "ssim": ssim_values.round(4).tolist()}}
 
 
-# --- realism -------------------------------------------------------------------------------------------------
-class FeatureExtractorUnavailable(RuntimeError):
-    """The chosen feature space cannot be built here (weights not on disk, or no classifier run)."""
-
-
-def feature_function(kind: str, feature_run_dir: str = "", batch_size: int = 32):
-    """A function paths -> features (N, D) for `kind`, and the feature space's description.
-
-    classifier: `lus_utils.classify.training.load_run_model(run_dir)` then `lus_utils.classify.models.extract_features`;
-    inception: torchvision Inception-v3 pool features (ImageNet weights from torchvision's cache);
-    dinov2: transformers `facebook/dinov2-small` CLS features (Hugging Face cache);
-    pixels: grey images at 16 x 16 (a crude space that needs no weights);
-    random_cnn: `realism.RandomCNN` (seeded random weights, the default: fixed across conditions).
-    Returns (None, NO_FEATURES) for `classifier` without a run folder.
-    """
-    if kind == "random_cnn":
-        network = realism.RandomCNN()
-
-        def random_cnn(paths: list[str]) -> np.ndarray:
-            return network(load_grey(paths, realism.FEATURE_SIZE))
-
-        return random_cnn, network.description
-    if kind == "pixels":
-        def pixels(paths: list[str]) -> np.ndarray:
-            return load_grey(paths, PIXEL_FEATURE_SIZE).reshape(len(paths), -1).astype(np.float64) / 255.0
-
-        return pixels, f"pixels (grey {PIXEL_FEATURE_SIZE}x{PIXEL_FEATURE_SIZE}, no learned features)"
-    if kind == "classifier":
-        if not feature_run_dir:
-            return None, NO_FEATURES
-        from lus_utils.classify.models import extract_features
-        from lus_utils.classify.training import load_run_model
-
-        model, _, image_size = load_run_model(Path(feature_run_dir))
-
-        def classifier(paths: list[str]) -> np.ndarray:
-            return np.asarray(extract_features(model, load_rgb_nchw(paths, image_size), batch_size))
-
-        return classifier, f"baseline classifier penultimate layer ({Path(feature_run_dir).name}, {image_size} px)"
-    if kind == "inception":
-        return _inception_features(batch_size), "Inception-v3 pool3 (ImageNet weights)"
-    if kind == "dinov2":
-        return _dinov2_features(batch_size), f"DINOv2 CLS ({DINOV2_MODEL})"
-    raise ValueError(f"unknown feature_extractor '{kind}'; known: random_cnn, classifier, inception, dinov2, pixels")
-
-
-def _inception_features(batch_size: int):
-    import torch
-    from torchvision.models import Inception_V3_Weights, inception_v3
-
-    try:
-        model = inception_v3(weights=Inception_V3_Weights.IMAGENET1K_V1)
-    except Exception as err:  # torchvision raises URLError/RuntimeError variants when it cannot download
-        raise FeatureExtractorUnavailable(
-            f"Inception-v3 ImageNet weights are not available ({type(err).__name__}: {err}). torchvision keeps them "
-            "in $TORCH_HOME/hub/checkpoints; download them once online, or use feature_extractor 'classifier' "
-            "(with feature_run_dir) or 'pixels'.") from err
-    model.fc = torch.nn.Identity()
-    model.eval()
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-
-    @torch.no_grad()
-    def inception(paths: list[str]) -> np.ndarray:
-        out = []
-        for start in range(0, len(paths), batch_size):
-            x = torch.from_numpy(load_rgb_nchw(paths[start:start + batch_size], INCEPTION_SIZE)).float() / 255
-            out.append(model((x - mean) / std).numpy())
-        return np.concatenate(out)
-
-    return inception
-
-
-def _dinov2_features(batch_size: int):
-    import torch
-    from transformers import AutoImageProcessor, AutoModel
-
-    try:
-        processor = AutoImageProcessor.from_pretrained(DINOV2_MODEL)
-        model = AutoModel.from_pretrained(DINOV2_MODEL).eval()
-    except Exception as err:  # transformers raises OSError (offline) or HTTP errors
-        raise FeatureExtractorUnavailable(
-            f"DINOv2 weights '{DINOV2_MODEL}' are not available ({type(err).__name__}: {err}). Download them once "
-            "online into the Hugging Face cache, or use feature_extractor 'classifier' (with feature_run_dir) "
-            "or 'pixels'.") from err
-
-    @torch.no_grad()
-    def dinov2(paths: list[str]) -> np.ndarray:
-        out = []
-        for start in range(0, len(paths), batch_size):
-            images = [load_image(p) for p in paths[start:start + batch_size]]
-            inputs = processor(images=images, return_tensors="pt")
-            out.append(model(**inputs).last_hidden_state[:, 0].numpy())
-        return np.concatenate(out)
-
-    return dinov2
-
-
 def realism_figures(synthetic_paths: list[str], train_paths: list[str], holdout_paths: list[str],
                     params: AuditParams, feature_run_dir: str = "") -> dict[str, Any]:
     """KID and C2ST of the synthetic images and of the real training frames against held-out real frames
@@ -234,8 +120,6 @@ def realism_figures(synthetic_paths: list[str], train_paths: list[str], holdout_
 def intensity_histograms(groups: dict[str, np.ndarray]) -> dict[str, Any]:
     """Grey-level histograms (densities over HISTOGRAM_BINS bins) and each group's 1-D Wasserstein
     distance to the real minority training frames."""
-    from scipy.stats import wasserstein_distance
-
     edges = np.linspace(0, 256, HISTOGRAM_BINS + 1)
     out: dict[str, Any] = {"bin_edges": edges.tolist(), "density": {}, "mean": {}, "std": {},
                            "wasserstein_to_minority_train": {}}
@@ -255,7 +139,6 @@ def intensity_histograms(groups: dict[str, np.ndarray]) -> dict[str, Any]:
     return out
 
 
-# --- the audit -----------------------------------------------------------------------------------------------
 @dataclass
 class AuditFrames:
     """The real frames an audit compares a set with, from the split its generator was trained for."""
@@ -440,7 +323,7 @@ def gate_on_real(tables: dict[str, pd.DataFrame], frames: pd.DataFrame, split_co
 
 def closest_pair_images(audit: dict[str, Any], set_dir: Path, frames: pd.DataFrame, pool: str = "all_train",
                         size: int | None = None) -> list[dict[str, Any]]:
-    """The audit's closest pairs with their images loaded (grey): for `plots.closest_pairs`."""
+    """The audit's closest pairs with their images loaded (grey): for `figures.closest_pairs`."""
     size = size or audit["params"]["audit_size"]
     abspath = dict(zip(frames["path"], frames["abspath"]))
     pairs = []
@@ -448,89 +331,3 @@ def closest_pair_images(audit: dict[str, Any], set_dir: Path, frames: pd.DataFra
         pairs.append({**pair, "synthetic_image": load_image(Path(set_dir) / pair["synthetic"], size, grayscale=True),
                       "real_image": load_image(abspath[pair["real"]], size, grayscale=True)})
     return pairs
-
-
-def summary_table(audit: dict[str, Any]) -> pd.DataFrame:
-    """One row per comparison: nearest-frame similarity of synthetic images and of real reference frames."""
-    rows = []
-    for name, stats in [*((f"synthetic vs {k}", v) for k, v in audit["memorization"].items()),
-                        *((f"real {k.replace('_vs_', ' vs ')}", v) for k, v in audit["real_reference"].items()
-                          if isinstance(v, dict))]:
-        if not stats.get("n"):
-            continue
-        rows.append({"comparison": name, "n": stats["n"], "pool": stats["pool_size"],
-                     "median r": stats["correlation"]["median"], "max r": stats["correlation"]["max"],
-                     f"share r > {audit['thresholds']['correlation']}": stats["correlation"]["share_above"],
-                     "median SSIM": stats["ssim"]["median"], "max SSIM": stats["ssim"]["max"],
-                     f"share SSIM > {audit['thresholds']['ssim']}": stats["ssim"]["share_above"],
-                     "share memorized": stats["share_memorized"]})
-    return pd.DataFrame(rows)
-
-
-def realism_table(audit: dict[str, Any]) -> pd.DataFrame:
-    """KID and C2ST AUROC (with intervals) of the synthetic set and of the real reference against held-out
-    real minority frames; one row saying why when nothing was measured."""
-    info = audit["realism"]
-    if "synthetic_vs_holdout" not in info:
-        return pd.DataFrame([{"comparison": "-", "feature space": info["feature_space"],
-                              "why not measured": info.get("not_measured", "")}])
-    names = {"synthetic_vs_holdout": "synthetic vs held-out real",
-             "real_train_vs_holdout": "real training vs held-out real (reference)"}
-    return pd.DataFrame([{"comparison": label, "n per side": info["n_per_side"],
-                          "KID": info[key]["kid"]["mean"], "KID low": info[key]["kid"]["ci_low"],
-                          "KID high": info[key]["kid"]["ci_high"], "C2ST AUROC": info[key]["c2st"]["auroc"],
-                          "C2ST low": info[key]["c2st"]["ci_low"], "C2ST high": info[key]["c2st"]["ci_high"],
-                          "feature space": info["feature_space"]} for key, label in names.items()])
-
-
-def interpretation(audit: dict[str, Any]) -> str:
-    """A few plain sentences reading the audit's numbers (no verdict that the numbers do not support)."""
-    threshold = audit["thresholds"]["correlation"]
-    lines = [f"{audit['n_kept']} of {audit['n_images']} images passed the quality gate "
-             f"(rejection rate {audit['rejection_rate']:.0%})."]
-    on_real = audit.get("gate_on_real", {})
-    shown = [f"{on_real[k]['pass_rate']:.0%} of {on_real[k]['n']} {k.replace('_', ' ')} frames"
-             for k in ("minority_train", "minority_holdout", "all_train") if on_real.get(k, {}).get("n")]
-    noise = [f"{v['pass_rate']:.0%} of {k.replace('noise_', '')}" for k, v in on_real.items()
-             if k.startswith("noise_") and v.get("n")]
-    if shown:
-        lines.append(f"The same gate keeps {', '.join(shown)} (real), and {', '.join(noise)} noise images.")
-    mem = audit["memorization"].get("generator_training_frames", {})
-    ref = audit["real_reference"].get("holdout_minority_vs_minority_train", {})
-    neighbours = audit["real_reference"].get("minority_train_vs_other_minority_train", {})
-    if mem.get("n"):
-        lines.append(f"Against the {mem['pool_size']} frames the generator trained on, the median nearest-frame "
-                     f"correlation is {mem['correlation']['median']:.3f} (max {mem['correlation']['max']:.3f}); "
-                     f"{mem['share_memorized']:.0%} of the images count as memorized (r > {threshold} or SSIM > "
-                     f"{audit['thresholds']['ssim']}).")
-    if ref.get("n"):
-        lines.append(f"For scale: real held-out minority frames (other patients) reach a median of "
-                     f"{ref['correlation']['median']:.3f} against the minority training frames, and a training frame "
-                     f"against its own video's other frames {neighbours.get('correlation', {}).get('median', float('nan')):.3f}.")
-    test = audit["memorization"].get("minority_test")
-    if test and test.get("n"):
-        lines.append(f"Leakage ablation: against the minority test frames the median is {test['correlation']['median']:.3f} "
-                     f"and {test['share_memorized']:.0%} count as copies of test frames; a classifier tested on "
-                     "those frames would be flattered.")
-    info = audit["realism"]
-    if "synthetic_vs_holdout" not in info:
-        lines.append(f"Realism: not measured ({info.get('not_measured', info['feature_space'])}).")
-    else:
-        syn, ref = info["synthetic_vs_holdout"], info["real_train_vs_holdout"]
-        lines.append(f"Realism against {info['n_per_side']} held-out real minority frames per side "
-                     f"({info['feature_space']}): KID {syn['kid']['mean']:.4f} "
-                     f"[{syn['kid']['ci_low']:.4f}, {syn['kid']['ci_high']:.4f}] for the synthetic set, "
-                     f"{ref['kid']['mean']:.4f} [{ref['kid']['ci_low']:.4f}, {ref['kid']['ci_high']:.4f}] for real "
-                     f"training frames; C2ST AUROC {syn['c2st']['auroc']:.2f} [{syn['c2st']['ci_low']:.2f}, "
-                     f"{syn['c2st']['ci_high']:.2f}] against {ref['c2st']['auroc']:.2f} for real frames "
-                     "(0.5: indistinguishable).")
-        lines.append(("The generator reached realism" if info["reached_realism"] else
-                      "The generator did NOT reach realism") + f" by the criterion: {info['criterion']}.")
-    return "\n".join(lines)
-
-
-def gate_table(audit: dict[str, Any]) -> pd.DataFrame:
-    """The quality gate's pass rate (and the seed gate's) on real frames and on noise."""
-    return pd.DataFrame([{"images": name.replace("_", " "), "n": v["n"], "gate pass rate": v["pass_rate"],
-                          "seed gate pass rate": v["seed_gate_pass_rate"]}
-                         for name, v in audit.get("gate_on_real", {}).items()])

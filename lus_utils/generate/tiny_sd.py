@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 
 import torch
+from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from lus_utils.paths import cache_dir
 from lus_utils.provenance import atomic_dir, write_text_atomic
@@ -26,7 +28,7 @@ N_MERGES = 49152 - 256 - 2
 
 def clip_bpe_path() -> Path:
     """open_clip's copy of CLIP's BPE merges (shipped inside the open_clip_torch wheel)."""
-    try:
+    try:  # lazy: open_clip (and torch's vision stack it loads) only for its BPE file, with a clear error if absent
         from open_clip.tokenizer import default_bpe
     except ImportError as err:
         raise ImportError("the offline CLIP tokenizer is built from open_clip's BPE file: "
@@ -39,7 +41,7 @@ def clip_bpe_path() -> Path:
 
 def clip_vocab_and_merges(bpe_path: Path | None = None) -> tuple[dict[str, int], list[str]]:
     """CLIP's vocabulary (token -> id) and merge list, as `clip.simple_tokenizer.SimpleTokenizer` builds them."""
-    from open_clip.tokenizer import bytes_to_unicode
+    from open_clip.tokenizer import bytes_to_unicode  # lazy, as in clip_bpe_path
 
     lines = gzip.open(bpe_path or clip_bpe_path()).read().decode("utf-8").split("\n")
     merges = lines[1:N_MERGES + 1]
@@ -66,8 +68,6 @@ def write_clip_tokenizer_files(folder: Path) -> tuple[Path, Path]:
 
 def clip_tokenizer(folder: Path | None = None):
     """The real CLIP tokenizer, from files written once into `folder` (default: the study's cache)."""
-    from transformers import CLIPTokenizer
-
     folder = Path(folder) if folder else cache_dir() / "clip_tokenizer"
     if not ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()):
         with atomic_dir(folder) as tmp:
@@ -78,8 +78,6 @@ def clip_tokenizer(folder: Path | None = None):
 
 def text_encoder_config(hidden_size: int = 32, layers: int = 2, heads: int = 2):
     """A small CLIP text transformer over CLIP's real vocabulary (ids 49406/49407 start and end)."""
-    from transformers import CLIPTextConfig
-
     return CLIPTextConfig(vocab_size=CLIP_VOCAB_SIZE, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
                           num_hidden_layers=layers, num_attention_heads=heads,
                           max_position_embeddings=CLIP_CONTEXT_LENGTH, bos_token_id=CLIP_VOCAB_SIZE - 2,
@@ -114,8 +112,6 @@ def scheduler_config() -> dict:
 
 def build_pipeline(unet, vae, text_encoder, tokenizer):
     """A `StableDiffusionPipeline` from components, without safety checker (no weights to load)."""
-    from diffusers import DDPMScheduler, StableDiffusionPipeline
-
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=DDPMScheduler(**scheduler_config()), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
@@ -125,9 +121,6 @@ def build_pipeline(unet, vae, text_encoder, tokenizer):
 
 def tiny_pipeline(seed: int = 0, resolution: int = 32, tokenizer_dir: Path | None = None):
     """A seeded tiny `StableDiffusionPipeline` producing `resolution`-pixel images (noise: untrained)."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel
-
     if resolution % 2 or resolution < 16:
         raise ValueError(f"tiny pipeline resolution must be even and >= 16, got {resolution}")
     torch.manual_seed(seed)

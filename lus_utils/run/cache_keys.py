@@ -2,10 +2,14 @@
 
 Each run has a cache key, the hash of
 - its parameters (without data_root/out_dir: what they point to is fingerprinted instead),
-- its notebook's source without outputs, execution counts or metadata (only cell types, sources, tags),
-- the lus_utils code it runs: the modules its notebook imports and, transitively, theirs (all modules
-  when that cannot be told; never the `run` subpackage, which decides what runs, not what a run computes),
-  so editing comparison.py re-runs notebook 06 but no training,
+- its notebook's code cells, by what they mean (comments and layout aside: the syntax tree; a cell with
+  IPython magics as written) and their tags, without outputs, execution counts or metadata. Markdown counts
+  only for notebook 06, whose prose is the report and which runs in seconds: a markdown edit re-runs no
+  training, and the executed notebooks keep the prose they ran with until they run again (`--force`),
+- the lus_utils code it runs, by what it means (`provenance.code_meaning`: the syntax tree without
+  docstrings, so a comment or docstring edit changes no key): the modules its notebook imports and,
+  transitively, theirs (all modules when that cannot be told; never the `run` subpackage, which decides
+  what runs, not what a run computes), so editing comparison.py re-runs notebook 06 but no training,
 - fingerprints of the inputs it reads: 01 the data root's files (path, size, mtime); 02-05 frames.csv,
   every synthetic-set folder it trains on (each fold's or draw's: the content of every file, images included,
   as `Run.reads` lists them) and the classifier folder its audit uses; 06 every runs/*/metrics.json and synthetic/*/audit.json plus the stamps of all other runs (its
@@ -25,13 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from lus_utils.paths import OutLayout
-from lus_utils.provenance import PACKAGE_DIR, read_json, sha256_file, stable_hash
+from lus_utils.provenance import PACKAGE_DIR, code_hash, read_json, sha256_file, stable_hash
 from lus_utils.synthetic_sets import set_dir
 from lus_utils.run.planning import Run
 from lus_utils.stages import STAGES, TABLE
 
 PATH_PARAMS = ("data_root", "out_dir")
 KEYED_BY_OUTPUTS = tuple(s.id for s in TABLE if s.keyed_by_outputs)
+PROSE_KEYED = tuple(s.id for s in TABLE if s.reads == "runs")  # notebook 06: its markdown is the report's prose
 NOT_CODE = ("run",)  # the subpackage that decides what runs, not what a run computes
 STAMPS = ".stamps"
 
@@ -71,11 +76,26 @@ def read_stamp(out: Path, run_id: str) -> dict[str, Any] | None:
     return stamp if isinstance(stamp, dict) and "key" in stamp else None
 
 
-def notebook_hash(path: Path) -> str:
-    """Hash of what a notebook does: cell types, sources and tags, without outputs or metadata."""
+def cell_meaning(source: str) -> str:
+    """What a code cell does: its syntax tree (comments and layout aside), or its source as written when it is
+    not plain Python (IPython magics)."""
+    try:
+        return ast.dump(ast.parse(source))
+    except SyntaxError:
+        return source
+
+
+def notebook_hash(path: Path, prose: bool = False) -> str:
+    """Hash of what a notebook does: its code cells (`cell_meaning`) and their tags, without outputs or metadata;
+    with `prose`, its markdown and raw cells as written too."""
     nb = json.loads(Path(path).read_text(encoding="utf-8"))
-    cells = [(c.get("cell_type"), "".join(c.get("source", "")), sorted(c.get("metadata", {}).get("tags", [])))
-             for c in nb.get("cells", [])]
+    cells = []
+    for cell in nb.get("cells", []):
+        kind, source = cell.get("cell_type"), "".join(cell.get("source", ""))
+        if kind == "code":
+            cells.append((kind, cell_meaning(source), sorted(cell.get("metadata", {}).get("tags", []))))
+        elif prose:
+            cells.append((kind, source))
     return stable_hash(cells, 32)
 
 
@@ -134,11 +154,12 @@ def notebook_modules(path: Path) -> set[str]:
 
 
 def code_hashes(notebook: Path) -> dict[str, str]:
-    """Hash of each lus_utils module the notebook runs (all modules if that cannot be told; never the runner)."""
+    """Hash of what each lus_utils module the notebook runs means (`code_hash`; all modules if that cannot be told;
+    never the runner)."""
     modules = notebook_modules(notebook)
     paths = ([_module_file(m) for m in sorted(modules)] if modules else sorted(PACKAGE_DIR.rglob("*.py")))
     paths = [PACKAGE_DIR / "__init__.py", *(p for p in paths if p != PACKAGE_DIR / "__init__.py")]
-    return {p.relative_to(PACKAGE_DIR).as_posix(): sha256_file(p)[:16] for p in paths
+    return {p.relative_to(PACKAGE_DIR).as_posix(): code_hash(p)[:16] for p in paths
             if p.is_file() and p.relative_to(PACKAGE_DIR).parts[0] not in NOT_CODE}
 
 
@@ -216,7 +237,7 @@ def input_fingerprints(run: Run, layout: OutLayout, prints: Fingerprints) -> dic
 def cache_components(run: Run, layout: OutLayout, notebooks_dir: Path, after: dict[str, str],
                      prints: Fingerprints) -> dict[str, Any]:
     return {"params": {k: v for k, v in run.params.items() if k not in PATH_PARAMS},
-            "notebook": notebook_hash(notebooks_dir / f"{run.notebook}.ipynb"),
+            "notebook": notebook_hash(notebooks_dir / f"{run.notebook}.ipynb", prose=run.stage in PROSE_KEYED),
             "code": prints.code(notebooks_dir / f"{run.notebook}.ipynb"),
             "inputs": input_fingerprints(run, layout, prints),
             "after": dict(sorted(after.items()))}

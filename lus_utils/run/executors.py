@@ -25,6 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from traitlets.config import Config
+
 from lus_utils.config.runtime import SlurmParams
 from lus_utils.run.cache_keys import RunPaths
 from lus_utils.run.planning import Run
@@ -67,8 +69,6 @@ def kernel_config() -> Iterator[Any]:
 
     The folder lives in the system's temporary folder because a socket path must stay under ~100 characters.
     Where IPC sockets do not exist (Windows), the default TCP transport is kept."""
-    from traitlets.config import Config
-
     if os.name != "posix":
         yield Config()
         return
@@ -85,6 +85,7 @@ def execute_run(spec: RunSpec) -> RunResult:
     A failure keeps the partly executed notebook as <run_id>.failed.ipynb and returns a result whose
     message names the notebook, the failing cell and that file; an interruption does the same and re-raises.
     """
+    # Lazy: papermill brings the Jupyter machinery (about 2 CPU-seconds); planning and dry runs do without it.
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -197,7 +198,7 @@ def slurm_parameters(slurm: SlurmParams, stage: str, n_runs: int) -> dict[str, A
 
 def make_executor(folder: Path, cluster: str, slurm: SlurmParams, stage: str, n_runs: int) -> Any:
     """A submitit AutoExecutor for one stage: cluster 'slurm', or 'local'/'debug' to run without one."""
-    import submitit
+    import submitit  # lazy: only the SLURM executor needs it
 
     executor = submitit.AutoExecutor(folder=Path(folder) / "%j", cluster=cluster)
     executor.update_parameters(**slurm_parameters(slurm, stage, n_runs))
@@ -225,7 +226,7 @@ class SubmititExecutor:
         return submitted
 
     def run(self, specs: list[RunSpec], on_done: OnDone) -> None:
-        import submitit
+        import submitit  # lazy: only the SLURM executor needs it
 
         submitted = self.submit(specs)
         by_job = {id(job): spec for spec, job in submitted}

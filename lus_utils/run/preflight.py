@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from huggingface_hub import try_to_load_from_cache
+
 from lus_utils.config.profiles import Profile
+from lus_utils.generate.synthetic_audit_features import DINOV2_MODEL
 
 CLASSIFIER_STAGES = ("02", "03")
 TI_STAGE = "04"
@@ -43,19 +46,17 @@ def hf_cache_dir() -> Path:
 
 
 def hf_cached(repo_id: str, filename: str) -> bool:
-    from huggingface_hub import try_to_load_from_cache
-
     return isinstance(try_to_load_from_cache(repo_id, filename, cache_dir=str(hf_cache_dir())), str)
 
 
 def torch_hub_cached(url: str) -> bool:
-    import torch
+    import torch  # lazy: the runner imports preflight at start; torch loads only when a check needs it
 
     return (Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)).is_file()
 
 
 def timm_weights_missing(arch: str) -> Missing | None:
-    import timm
+    import timm  # lazy: only a profile with pretrained weights needs timm (and torch) here
 
     cfg = timm.models.get_pretrained_cfg(arch)
     if cfg is None:
@@ -95,7 +96,7 @@ def base_model_missing(name: str) -> Missing | None:
 
 def feature_extractor_missing(kind: str) -> Missing | None:
     if kind == "inception":
-        from torchvision.models import Inception_V3_Weights
+        from torchvision.models import Inception_V3_Weights  # lazy: only the inception feature space needs it
 
         url = Inception_V3_Weights.IMAGENET1K_V1.url
         if torch_hub_cached(url):
@@ -105,8 +106,6 @@ def feature_extractor_missing(kind: str) -> Missing | None:
                        "inception_v3(weights=Inception_V3_Weights.IMAGENET1K_V1)\" where there is network, or use "
                        "'classifier' or 'pixels'")
     if kind == "dinov2":
-        from lus_utils.generate.synthetic_audit import DINOV2_MODEL
-
         if hf_cached(DINOV2_MODEL, "config.json") and hf_cached(DINOV2_MODEL, "preprocessor_config.json"):
             return None
         return Missing(f"DINOv2 weights '{DINOV2_MODEL}'", "audit.feature_extractor",

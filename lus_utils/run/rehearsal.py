@@ -52,7 +52,8 @@ def needs_sd_sized_base(profile: Profile, out_dir: Path, stages: list[str] | Non
 def sd_sized_pipeline(seed: int = 0):
     """A `StableDiffusionPipeline` with Stable Diffusion v1.5's shapes and random weights (CLIP's real
     tokenizer), built from configs: nothing is downloaded."""
-    # Lazy: the runner imports this module, and torch + diffusers + transformers take seconds to load.
+    # Lazy: the runner imports this module to plan; torch, diffusers and transformers load only when the
+    # rehearsal writes its SD-sized base model.
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel

@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from tqdm.auto import tqdm
+
 from lus_utils.config.schema import ParamError
 from lus_utils.paths import NOTEBOOKS_DIR, OutLayout
 from lus_utils.provenance import file_lock, write_json_atomic
@@ -217,8 +219,6 @@ def execute_study(runs: list[Run], out_dir: Path, executor: Any = None, *, noteb
     Before each level executes, `<out>/logs/runner_summary.json` says how the runs so far ended, so notebook 06
     (which runs after failures) can name what is missing.
     """
-    from tqdm.auto import tqdm
-
     out_dir = Path(out_dir).resolve()
     state = _Invocation(runs, out_dir, Path(notebooks_dir or NOTEBOOKS_DIR), force)
     echo = echo or tqdm.write
@@ -268,6 +268,7 @@ def refresh_report(study: StudyResult, runs: list[Run]) -> str:
     compare_runs = [r for r in runs if r.stage == "06" and r.run_id in ran and r.params.get("build_report", True)]
     if not compare_runs:
         return ""
+    # Lazy: the report loads pandas and the compare package, which the runner needs only once notebook 06 ran.
     from lus_utils.compare.reporting import build_report
 
     return str(build_report(study.out_dir))

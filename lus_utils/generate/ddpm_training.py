@@ -1,14 +1,14 @@
-"""DDPM generators of synthetic minority frames: pick the training frames, train, checkpoint, sample, gate.
+"""The DDPM recipe: which frames a generator trains on, its UNet and noise schedule, the training loop.
 
-Why this module exists: the study asks whether a diffusion model trained on a handful of viral-pneumonia
-frames makes images that help a classifier. The seed study trained a `diffusers` UNet2DModel with a
-1000-step DDPM noise schedule on three frames (`3_mixed`) or all minority training frames (`train_all`);
-this module does the same, with what reproducibility needs on top:
+Why: the study asks whether a diffusion model trained on a handful of viral-pneumonia frames makes images
+that help a classifier. The seed study trained a `diffusers` UNet2DModel with a 1000-step DDPM noise
+schedule on three frames (`3_mixed`) or all minority training frames (`train_all`); this module does the
+same, with what reproducibility needs on top:
 
 - Training frames come from the training split only and are recorded (frames.csv `path`) in the
   generator's provenance; the exceptions are `3_mixed_any_split`, the explicitly marked leakage ablation,
   and `seed_3_mixed`, the seed replica's generator (the same frames; sampled with the seed's DDPM steps and
-  gated by the seed's rule with its redraw loop, `sample_set`), marked the same way.
+  gated by the seed's rule with its redraw loop, `ddpm_sampling.sample_set`), marked the same way.
 - Every random draw of training (batch order, flips, noise, timesteps) comes from a generator seeded by
   (seed, step), so a run resumed from a checkpoint ends with the same weights as an uninterrupted one.
 - Checkpoints (`checkpoint-N`: model, EMA, optimizer, LR schedule, grad scaler, RNG states, step) are
@@ -18,7 +18,7 @@ this module does the same, with what reproducibility needs on top:
 Grayscale: the UNet has one input and one output channel. Ultrasound frames are grey; with three channels
 the model would spend capacity keeping them equal and any mismatch would appear as colour noise. One
 channel makes outputs grey by construction (the few coloured overlays in the data, e.g. Doppler boxes,
-are turned to grey). Written images are single-channel PNGs; readers that load RGB replicate the channel.
+are turned to grey). Sampling is `ddpm_sampling`; writing the set, `ddpm_set`.
 """
 from __future__ import annotations
 
@@ -31,26 +31,28 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pandas as pd
 import torch
+from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from lus_utils.data import splits
-from lus_utils.generate import realism, synthetic
 from lus_utils.data.splits import TooFewFramesError
-from lus_utils.images import load_image, resize
-from lus_utils.params import MINORITY_CLASS, AuditParams, DDPMParams
-from lus_utils.paths import OutLayout
-from lus_utils.provenance import (atomic_dir, atomic_path, fingerprint_files, provenance, read_json, stable_hash,
-                         write_csv_atomic, write_json_atomic)
+from lus_utils.generate import synthetic
+from lus_utils.generate.ddpm_sampling import STREAM_BATCH_ORDER, STREAM_GRID, STREAM_STEP, sample_images, seed_for
+from lus_utils.images import load_image
+from lus_utils.params import MINORITY_CLASS, DDPMParams
+from lus_utils.provenance import (atomic_dir, atomic_path, fingerprint_files, provenance, read_json, write_csv_atomic,
+                                  write_json_atomic)
 from lus_utils.reproducibility import resolve_device
 
-SAMPLERS = ("ddpm", "ddim", "dpmsolver", "dpmsolver_ode")
 N_MIXED = 3  # frames of the 3-frame variants (seed study)
 MIN_FRAMES = {"3_mixed": N_MIXED, "train_all": N_MIXED, "3_mixed_any_split": N_MIXED, "seed_3_mixed": N_MIXED}
 LEAKY_VARIANTS = synthetic.DDPM_LEAKY_VARIANTS  # generators that may see frames outside the training part
-SEED_REDRAW_OFFSET = 1000  # the seed's redraw: seed + 1000 x attempt (textual_inversion/generate_dataset_from_ddpm.py:54-71)
 NUM_TRAIN_TIMESTEPS = 1000
 GRID_IMAGES = 8  # images in each sample grid saved during training
 KEEP_CHECKPOINTS = 2  # older checkpoints are deleted while training; all are deleted once the pipeline is saved
@@ -59,29 +61,13 @@ ADAM_BETAS = (0.9, 0.999)
 ADAM_WEIGHT_DECAY = 0.01
 MAX_GRAD_NORM = 1.0
 EMA_POWER = 0.75  # EMA warm-up: decay = min(ema_decay, 1 - (1 + step) ** -EMA_POWER)
-# Keys of the per-step random streams (so that streams never coincide).
-_STREAM_BATCH_ORDER, _STREAM_STEP, _STREAM_SAMPLE, _STREAM_GRID = 1, 2, 3, 4
 # Parameters that change the trained weights (the cache and the checkpoints are keyed on them).
 TRAINING_KEYS = ("variant", "fold", "seed", "image_size", "block_out_channels", "layers_per_block",
                  "attention_levels", "batch_size", "lr", "warmup_steps", "ema_decay", "mixed_precision")
 
 
-# --- names and folders -------------------------------------------------------------------------------------
-def generator_dir(layout: OutLayout, variant: str, fold: int) -> Path:
-    return layout.generators / synthetic.ddpm_set_name(variant, fold)
-
-
-def synthetic_set_dir(layout: OutLayout, variant: str, fold: int) -> Path:
-    return layout.synthetic / synthetic.ddpm_set_name(variant, fold)
-
-
-def _seed_for(seed: int, stream: int, index: int) -> int:
-    """A 63-bit seed for one draw of one stream: independent of everything that ran before."""
-    return int(np.random.SeedSequence([seed, stream, index]).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
-
-
 def _generator(seed: int, stream: int, index: int) -> torch.Generator:
-    return torch.Generator().manual_seed(_seed_for(seed, stream, index))
+    return torch.Generator().manual_seed(seed_for(seed, stream, index))
 
 
 # --- training frames ---------------------------------------------------------------------------------------
@@ -150,8 +136,6 @@ def block_types(p: DDPMParams) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 def build_unet(p: DDPMParams):
     """UNet2DModel from the parameters: one grey channel in and out."""
-    from diffusers import UNet2DModel
-
     down, up = block_types(p)
     groups = 32 if all(c % 32 == 0 for c in p.block_out_channels) else 8
     return UNet2DModel(sample_size=p.image_size, in_channels=1, out_channels=1, layers_per_block=p.layers_per_block,
@@ -160,8 +144,6 @@ def build_unet(p: DDPMParams):
 
 
 def build_noise_scheduler():
-    from diffusers import DDPMScheduler
-
     return DDPMScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS)
 
 
@@ -221,8 +203,6 @@ def save_checkpoint(gen_dir: Path, step: int, key: dict[str, Any], model, ema, o
 
 
 def _load_checkpoint(path: Path, model, ema, optimizer, lr_scheduler, scaler) -> tuple[int, list[dict]]:
-    from diffusers import UNet2DModel
-
     trained = UNet2DModel.from_pretrained(path / "unet")
     model.load_state_dict(trained.state_dict())
     state = torch.load(path / "training_state.pt", weights_only=False, map_location="cpu")
@@ -267,8 +247,6 @@ def _grid_paths(gen_dir: Path) -> list[Path]:
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
-    import cv2
-
     ok, encoded = cv2.imencode(".png", image)
     if not ok:
         raise OSError(f"cannot encode {path}")
@@ -283,7 +261,7 @@ def _save_grid(path: Path, model, ema, p: DDPMParams, device: torch.device) -> N
     model.eval()
     try:
         images, _ = sample_images(make_pipeline(model), p.sampler, p.sampling_steps, GRID_IMAGES, GRID_IMAGES,
-                                  _seed_for(p.seed, _STREAM_GRID, 0), device, progress=False,
+                                  seed_for(p.seed, STREAM_GRID, 0), device, progress=False,
                                   precision=p.sampling_precision)
     finally:
         ema.restore(model.parameters())
@@ -292,8 +270,6 @@ def _save_grid(path: Path, model, ema, p: DDPMParams, device: torch.device) -> N
 
 
 def make_pipeline(unet):
-    from diffusers import DDPMPipeline
-
     return DDPMPipeline(unet=unet, scheduler=build_noise_scheduler())
 
 
@@ -330,9 +306,6 @@ def _cached_result(gen_dir: Path, key: dict[str, Any], total_steps: int) -> Trai
 
 def _start_training(p: DDPMParams, total_steps: int) -> _Training:
     """Seeded model, EMA (with warm-up), AdamW, cosine schedule with warm-up, grad scaler, on p.device."""
-    from diffusers.optimization import get_cosine_schedule_with_warmup
-    from diffusers.training_utils import EMAModel
-
     device = resolve_device(p.device)
     torch.set_num_threads(p.num_threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -369,9 +342,9 @@ def _training_batch(data: torch.Tensor, p: DDPMParams, step: int,
                     steps_per_epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Step `step`'s frames (seeded epoch order, random horizontal flips), noise and timesteps."""
     epoch, within = divmod(step, steps_per_epoch)
-    order = torch.randperm(len(data), generator=_generator(p.seed, _STREAM_BATCH_ORDER, epoch))
+    order = torch.randperm(len(data), generator=_generator(p.seed, STREAM_BATCH_ORDER, epoch))
     index = order[within * p.batch_size:(within + 1) * p.batch_size]
-    g = _generator(p.seed, _STREAM_STEP, step)
+    g = _generator(p.seed, STREAM_STEP, step)
     batch = data[index]
     flip = torch.rand(len(index), generator=g) < 0.5
     batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
@@ -461,157 +434,3 @@ def train_ddpm(selected: pd.DataFrame, p: DDPMParams, gen_dir: Path, max_steps: 
     return TrainResult(gen_dir, gen_dir / "pipeline" if finished else None, False, stop, total_steps, seconds,
                        resumed_from, log_frame, _grid_paths(gen_dir))
 
-
-# --- sampling ----------------------------------------------------------------------------------------------
-def load_pipeline(pipeline_dir: Path, device: str | torch.device = "cpu"):
-    """The saved DDPMPipeline (EMA weights), reloaded with `from_pretrained`."""
-    from diffusers import DDPMPipeline
-
-    pipeline_dir = Path(pipeline_dir)
-    if not (pipeline_dir / "model_index.json").is_file():
-        raise FileNotFoundError(f"{pipeline_dir} is not a saved pipeline (no model_index.json): train it first "
-                                "(notebook 05 or diffusion.train_ddpm)")
-    device = resolve_device(device) if isinstance(device, str) else device
-    return DDPMPipeline.from_pretrained(pipeline_dir).to(device)
-
-
-def make_sampler(pipeline, sampler: str):
-    """A scheduler for `sampler` on the pipeline's training noise schedule (`from_config`: betas, 1000 steps,
-    epsilon prediction).
-
-    - ddpm: ancestral DDPM, the training scheduler itself (x0 clipped to [-1, 1], the seed's sampler);
-    - ddim: deterministic DDIM on trailing timesteps (the first step starts at t = 999, pure noise);
-    - dpmsolver: SDE-DPM-Solver++ (2nd order), trailing timesteps, x0 clipped to [-1, 1] (thresholding with
-      sample_max_value 1), fresh noise at every step like DDPM;
-    - dpmsolver_ode: the deterministic DPM-Solver++ with the same settings (the old default).
-    The deterministic solvers follow the probability-flow ODE; a generator trained briefly on few frames
-    predicts noise too poorly for it and their samples stay noisy or grey (bench_ddpm measures this).
-    """
-    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
-
-    config = pipeline.scheduler.config
-    if sampler == "ddpm":
-        return DDPMScheduler.from_config(config)
-    if sampler == "ddim":
-        return DDIMScheduler.from_config(config, timestep_spacing="trailing")
-    if sampler in ("dpmsolver", "dpmsolver_ode"):
-        algorithm = "sde-dpmsolver++" if sampler == "dpmsolver" else "dpmsolver++"
-        return DPMSolverMultistepScheduler.from_config(config, algorithm_type=algorithm, solver_order=2,
-                                                       thresholding=True, sample_max_value=1.0,
-                                                       timestep_spacing="trailing")
-    raise ValueError(f"unknown sampler '{sampler}'; known: {', '.join(SAMPLERS)}")
-
-
-def fails_both_seed_criteria(image: np.ndarray, audit: AuditParams) -> bool:
-    """The seed's redraw condition: std and entropy both at or below their thresholds (an image failing only
-    one of them ended the seed's loop unsaved, so it is written here as rejected, not redrawn)."""
-    verdict = synthetic.gate(image, audit.min_std, audit.min_entropy)
-    return verdict["std"] <= audit.min_std and verdict["entropy"] <= audit.min_entropy
-
-
-def sample_set(pipeline, p: DDPMParams, audit: AuditParams, device: str | torch.device = "cpu",
-               progress: bool = True) -> tuple[np.ndarray, list[int], list[int]]:
-    """`p.n_samples` images with the profile's sampler, their seeds and redraw counts.
-
-    Under the seed gate with `p.gate_retries`, an image failing both seed criteria is drawn again from seed
-    + 1000 x attempt (added up over attempts, as the seed did) until it does not or the retries are spent;
-    the image kept in its slot is the last one drawn."""
-    samples, seeds = sample_images(pipeline, p.sampler, p.sampling_steps, p.n_samples, p.sample_batch_size, p.seed,
-                                   device, progress=progress, precision=p.sampling_precision)
-    seeds, attempts = list(seeds), [0] * len(seeds)
-    if audit.gate != realism.SEED_GATE:
-        return samples, seeds, attempts
-    for attempt in range(1, p.gate_retries + 1):
-        redo = [i for i, image in enumerate(samples) if fails_both_seed_criteria(image, audit)]
-        if not redo:
-            break
-        new_seeds = [seeds[i] + SEED_REDRAW_OFFSET * attempt for i in redo]
-        images, _ = sample_images(pipeline, p.sampler, p.sampling_steps, len(redo), p.sample_batch_size, new_seeds,
-                                  device, progress=progress, precision=p.sampling_precision)
-        for i, new_seed, image in zip(redo, new_seeds, images, strict=True):
-            samples[i], seeds[i], attempts[i] = image, new_seed, attempt
-        print(f"seed gate, redraw {attempt}: {len(redo)} image(s) failed both criteria and were drawn again")
-    return samples, seeds, attempts
-
-
-def sample_seeds(seed: int, n: int) -> list[int]:
-    """One seed per image: any image can be regenerated alone, whatever the batch size."""
-    return [_seed_for(seed, _STREAM_SAMPLE, i) for i in range(n)]
-
-
-@torch.no_grad()
-def sample_images(pipeline, sampler: str, steps: int, n: int, batch_size: int, seed: int | list[int],
-                  device: str | torch.device = "cpu", progress: bool = True,
-                  precision: str = "fp32") -> tuple[np.ndarray, list[int]]:
-    """`n` grey uint8 images (n, H, W) and the seed of each, denoised `batch_size` at a time.
-
-    `seed` is a base seed (per-image seeds derived with `sample_seeds`) or the list of per-image seeds;
-    every random draw of an image (start noise, the stochastic samplers' noise) comes from its own
-    generator, so an image does not depend on the batch it was made in. `precision` "bf16" runs the UNet
-    under bfloat16 autocast (the scheduler's arithmetic stays fp32).
-    """
-    device = resolve_device(device) if isinstance(device, str) else device
-    seeds = sample_seeds(seed, n) if isinstance(seed, int) else list(seed)
-    if len(seeds) != n:
-        raise ValueError(f"{len(seeds)} seeds given for {n} images")
-    unet = pipeline.unet.to(device).eval()
-    shape = (1, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
-    out = []
-    for start in tqdm(range(0, n, batch_size), desc=f"sample {sampler} x{steps}", unit="batch",
-                      disable=not progress):
-        generators = [torch.Generator().manual_seed(s) for s in seeds[start:start + batch_size]]
-        scheduler = make_sampler(pipeline, sampler)
-        scheduler.set_timesteps(steps)
-        x = torch.cat([torch.randn(shape, generator=g) for g in generators]).to(device)
-        for t in scheduler.timesteps:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                eps = unet(x, t).sample
-            x = _step(scheduler, eps.float(), t, x, generators)
-        images = (x / 2 + 0.5).clamp(0, 1).cpu().numpy()[:, 0]
-        out.append(np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8))
-    return np.concatenate(out), seeds
-
-
-def _step(scheduler, eps: torch.Tensor, t: torch.Tensor, x: torch.Tensor,
-          generators: list[torch.Generator]) -> torch.Tensor:
-    """One scheduler step; stochastic steps draw each image's noise from that image's generator."""
-    if getattr(scheduler.config, "algorithm_type", "").startswith("sde-"):
-        noise = torch.cat([torch.randn((1, *x.shape[1:]), generator=g) for g in generators]).to(x.device)
-        return scheduler.step(eps, t, x, variance_noise=noise).prev_sample
-    return scheduler.step(eps, t, x, generator=generators).prev_sample
-
-
-# --- gate and synthetic set --------------------------------------------------------------------------------
-def write_synthetic_set(set_dir: Path, images: np.ndarray, seeds: list[int], p: DDPMParams, audit: AuditParams,
-                        selected: pd.DataFrame, split_column: str, gen_dir: Path, sampling_seconds: float,
-                        frames: pd.DataFrame, attempts: list[int] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Gate every image (on its generated pixels), resize all to `output_size`, write the set.
-
-    The gate (`audit.gate`) runs before resizing, on what the generator made; the real_range gate is
-    calibrated on the training part of `split_column` in `frames` (never on validation or test frames).
-    Returns the manifest and a summary (generated, kept, rejection rate, sampling time, the gate's record).
-    """
-    verdicts, gate_record = realism.quality_gate(images, audit, realism.calibration_images(frames, split_column, audit))
-    attempts = list(attempts) if attempts is not None else [0] * len(seeds)
-    rows = [{"label": MINORITY_CLASS, "generator": "ddpm", "variant": p.variant, "sampler": p.sampler,
-             "steps": p.sampling_steps, "seed": int(image_seed), "redraws": int(redraws), **verdict}
-            for image_seed, redraws, verdict in zip(seeds, attempts, verdicts, strict=True)]
-    resized = [resize(image, p.output_size) for image in images]
-    kept = sum(r["passed_gate"] for r in rows)
-    summary = {"n_generated": len(rows), "n_kept": int(kept),
-               "rejection_rate": float(1 - kept / len(rows)) if rows else float("nan"),
-               "sampling_seconds": float(sampling_seconds),
-               "seconds_per_image": float(sampling_seconds / max(1, len(rows))),
-               "n_redrawn": int(sum(a > 0 for a in attempts)), "gate_retries": p.gate_retries}
-    generator_record = read_json(Path(gen_dir) / "provenance.json")
-    record = provenance(
-        {"ddpm": asdict(p), "audit": asdict(audit)}, training_frames=sorted(selected["path"]),
-        leakage_ablation=p.variant in LEAKY_VARIANTS, split_column=split_column,
-        training_frame_parts=selected[split_column].value_counts().to_dict(),
-        frames_fingerprint=generator_record["training_key"]["frames_fingerprint"],
-        generator={"name": Path(gen_dir).name, "created": generator_record["created"],
-                   "training_key_hash": stable_hash(generator_record["training_key"]),
-                   "code_version": generator_record["code_version"]},
-        quality_gate=gate_record, **summary)
-    manifest = synthetic.write_set(set_dir, resized, rows, record)
-    return manifest, summary

@@ -1,4 +1,4 @@
-"""Textual inversion: learn a token for the minority class on a Stable-Diffusion-style model, then generate.
+"""Textual inversion: learn a token for the minority class on a Stable-Diffusion-style model.
 
 Follows diffusers' `examples/textual_inversion/textual_inversion.py` (Gal et al. 2022): a new
 placeholder token (`<viral-pneumonia-ultrasound>`, optionally several vectors) is added to the tokenizer,
@@ -9,40 +9,36 @@ templates ("a photo of a {}", ...). Every other embedding row is restored after 
 saved as `learned_embeds.safetensors` ({placeholder token: tensor}), the file
 `StableDiffusionPipeline.load_textual_inversion` reads.
 
-Then two ways of generating minority frames, both gated and audited like every synthetic set:
-- text-to-image with the learned token (DPM-Solver++ by default);
-- image-to-image from the real minority training frames at `strength` (DA-Fusion, Trabucco et al. 2023),
-  with a `StableDiffusionImg2ImgPipeline` built from the same components. Its sources are training
-  frames too, and are listed as such in the provenance.
-
-Base models: `tiny` (`tiny_sd`: offline, random weights, images are noise), `domain` (the study's own
-small model, `domain_base_model`), or a hub id / local diffusers folder (e.g. Stable Diffusion v1.5 on a
-GPU, in fp16), loaded with `local_files_only` when `HF_HUB_OFFLINE` is set.
+The base model is `textual_inversion_base_model`'s; generating with the token, `textual_inversion_sampling`;
+writing the gated sets, `textual_inversion_set`.
 """
 from __future__ import annotations
 
 import os
 import random
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from lus_utils.generate import domain_base_model, realism, synthetic, tiny_sd
 from lus_utils.data import splits
-from lus_utils.data.splits import TooFewFramesError  # noqa: F401 - raised here and by splits; tests catch it from this module
-from lus_utils.images import load_image, load_images, resize, to_grey
-from lus_utils.params import MINORITY_CLASS, AuditParams, TextualInversionParams
+from lus_utils.generate import domain_base_model
+from lus_utils.generate.textual_inversion_base_model import loadable_base_model
+from lus_utils.generate.textual_inversion_sampling import autocast, set_sampler, txt2img
+from lus_utils.images import load_image
+from lus_utils.params import MINORITY_CLASS, TextualInversionParams
 from lus_utils.paths import OutLayout
-from lus_utils.provenance import atomic_dir, provenance, sha256_file, write_csv_atomic, write_json_atomic
-from lus_utils.reproducibility import resolve_device, seed_everything
+from lus_utils.provenance import atomic_dir, provenance, write_csv_atomic, write_json_atomic
+from lus_utils.reproducibility import seed_everything
 
 # Prompt templates of diffusers' textual_inversion example (from the original paper's code).
 IMAGENET_TEMPLATES = [
@@ -71,37 +67,16 @@ ULTRASOUND_TEMPLATES = [
 TEMPLATES = {"object": IMAGENET_TEMPLATES, "style": IMAGENET_STYLE_TEMPLATES, "ultrasound": ULTRASOUND_TEMPLATES}
 MIN_FRAMES = {"3_mixed": 3, "6_mixed": 6, "all": 1}
 ADAM_WEIGHT_DECAY = 1e-2  # diffusers example default
-GENERATOR = "textual_inversion"
-BASE_MODEL_DIR = "base_model"  # tiny and domain base models are saved here in the output folder (save_pretrained)
-BASE_MEANINGS = {
-    "tiny": ("a tiny Stable-Diffusion pipeline with RANDOM weights built offline from configs: it tests the code "
-             "path only; its images are noise and say nothing about textual inversion on ultrasound"),
-    "domain": ("the study's own small text-conditional diffusion model, trained on the non-minority training frames "
-               "(never a viral frame) with captions from labels and findings: whatever it draws of viral pneumonia "
-               "comes from the token learned on the minority training frames; small and low-resolution, so the "
-               "images are coarse"),
-}
-
-
-class BaseModelError(OSError):
-    """A base model that cannot be loaded; the message lists the offline alternatives."""
 
 
 class TokenError(ValueError):
     """A placeholder token already known to the tokenizer, or an initializer that is not one token."""
 
 
-# --- names and folders ---------------------------------------------------------------------------------------
 def generator_dir(layout: OutLayout, set_tag: str = "") -> Path:
     return layout.generators / ("textual_inversion" + (f"_{set_tag}" if set_tag else ""))
 
 
-def _autocast(device: torch.device, dtype: torch.dtype):
-    """fp16 autocast on a GPU (text encoder fp32, UNet/VAE fp16, as the diffusers example samples)."""
-    return torch.autocast("cuda", dtype=dtype) if device.type == "cuda" and dtype != torch.float32 else nullcontext()
-
-
-# --- training frames -----------------------------------------------------------------------------------------
 def select_training_frames(frames: pd.DataFrame, split_column: str, mode: str, seed: int,
                            label: str = MINORITY_CLASS) -> pd.DataFrame:
     """The minority training frames the token learns from: `3_mixed`/`6_mixed` (spread over distinct
@@ -121,73 +96,6 @@ def select_training_frames(frames: pd.DataFrame, split_column: str, mode: str, s
     return frames.loc[picks]
 
 
-# --- base model ----------------------------------------------------------------------------------------------
-def base_model_meaning(name: str) -> str:
-    return BASE_MEANINGS.get(name, f"'{name}', a pretrained Stable-Diffusion-style model: it knows natural images "
-                                   "from its own training data (for SD v1.5, LAION), not lung ultrasound; the token "
-                                   "is learned from the minority training frames only")
-
-
-def _from_pretrained(name: str, dtype: torch.dtype):
-    from diffusers import StableDiffusionPipeline
-
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-    try:
-        return StableDiffusionPipeline.from_pretrained(name, dtype=dtype, safety_checker=None,
-                                                       requires_safety_checker=False, local_files_only=offline)
-    except (OSError, ValueError, EnvironmentError) as err:
-        where = "a local folder" if Path(name).exists() else "a hub id"
-        raise BaseModelError(
-            f"base model '{name}' ({where}) cannot be loaded{' offline (HF_HUB_OFFLINE is set)' if offline else ''}: "
-            f"{str(err).splitlines()[0] if str(err) else type(err).__name__}. Offline alternatives: base_model "
-            "'tiny' (test pipeline built from configs, noise), 'domain' (the study's own model, trained on the "
-            "non-minority training frames), or a local folder in diffusers layout (model_index.json, unet/, vae/, "
-            "text_encoder/, tokenizer/, scheduler/).") from err
-
-
-def load_base_model(params: TextualInversionParams, frames: pd.DataFrame, split_column: str, out_dir: Path,
-                    device: torch.device, tokenizer_dir: Path | None = None) -> tuple[Any, dict[str, Any]]:
-    """The base `StableDiffusionPipeline` and what it is: {base_model, kind, meaning, training_frames, ...}.
-
-    `training_frames` lists the study frames the base model itself learned from (only `domain` has any).
-    """
-    name = params.base_model
-    info: dict[str, Any] = {"base_model": name, "meaning": base_model_meaning(name), "training_frames": []}
-    if name == "tiny":
-        pipe = tiny_sd.tiny_pipeline(params.seed, tokenizer_dir=tokenizer_dir)
-        info["kind"] = "tiny"
-    elif name == "domain":
-        pipe, domain = domain_base_model.load_or_train(frames, split_column, params, out_dir, tokenizer_dir)
-        info.update(kind="domain", domain_model=domain["folder"], domain_model_cached=domain["cached"],
-                    training_frames=domain["training_frames"], training_frames_per_class=domain["frames_per_class"])
-    else:
-        fp16 = device.type == "cuda" and params.mixed_precision == "fp16"
-        pipe = _from_pretrained(name, torch.float16 if fp16 else torch.float32)
-        info["kind"] = "local" if Path(name).exists() else "hub"
-    pipe.set_progress_bar_config(disable=True)
-    pipe.to(device)
-    info["resolution"] = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    info["dtype"] = str(pipe.unet.dtype).replace("torch.", "")
-    return pipe, info
-
-
-def set_sampler(pipe: Any, sampler: str) -> Any:
-    """Swap the pipeline's scheduler for the sampler, built from the training schedule (`from_config`)."""
-    from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
-                           PNDMScheduler)
-
-    classes = {"dpmsolver": DPMSolverMultistepScheduler, "ddim": DDIMScheduler, "euler": EulerDiscreteScheduler,
-               "pndm": PNDMScheduler}
-    if sampler not in classes:
-        raise ValueError(f"sampler '{sampler}' unknown; allowed: {sorted(classes)}")
-    # SD v1.5 ships PNDM with skip_prk_steps (its scheduler_config.json); a pipeline built here with a DDPM
-    # schedule lacks the key, and PNDM's Runge-Kutta warm-up would then need at least 4 steps.
-    extra = {"skip_prk_steps": True} if sampler == "pndm" else {}
-    pipe.scheduler = classes[sampler].from_config(pipe.scheduler.config, **extra)
-    return pipe
-
-
-# --- the token -----------------------------------------------------------------------------------------------
 def placeholder_tokens(placeholder: str, num_vectors: int) -> list[str]:
     """`<tok>`, `<tok>_1`, ...: the names `load_textual_inversion` gives a multi-vector embedding."""
     return [placeholder] + [f"{placeholder}_{i}" for i in range(1, num_vectors)]
@@ -223,8 +131,6 @@ def learned_embeds(text_encoder: Any, token_ids: list[int]) -> torch.Tensor:
 
 def save_learned_embeds(text_encoder: Any, token_ids: list[int], placeholder: str, path: Path) -> Path:
     """`{placeholder: (num_vectors, dim)}` in safetensors, as diffusers' example saves it."""
-    from safetensors.torch import save_file
-
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(path).with_name(f".{Path(path).name}.tmp")
     save_file({placeholder: learned_embeds(text_encoder, token_ids).contiguous()}, str(tmp), metadata={"format": "pt"})
@@ -238,7 +144,6 @@ def load_learned_embeds(pipe: Any, path: Path, token: str | None = None) -> Any:
     return pipe
 
 
-# --- training ------------------------------------------------------------------------------------------------
 @dataclass
 class TrainResult:
     """What a textual-inversion run left in its folder."""
@@ -315,7 +220,7 @@ def denoising_loss(pipe: Any, noise_scheduler: Any, latents: tuple[torch.Tensor,
     noisy = noise_scheduler.add_noise(clean, noise, timesteps)
     ids = template_ids[[picker.randrange(len(template_ids)) for _ in range(params.batch_size)]]
     hidden = pipe.text_encoder(ids)[0].to(dtype=weight_dtype)
-    with _autocast(device, weight_dtype):
+    with autocast(device, weight_dtype):
         prediction = pipe.unet(noisy.to(weight_dtype), timesteps, hidden).sample
     kind = noise_scheduler.config.prediction_type
     if kind == "epsilon":
@@ -330,8 +235,6 @@ def denoising_loss(pipe: Any, noise_scheduler: Any, latents: tuple[torch.Tensor,
 def save_checkpoint(pipe: Any, token_ids: list[int], params: TextualInversionParams, folder: Path, step: int,
                     device: torch.device) -> dict[str, Any]:
     """A sample grid and the embedding at `step`, in `folder/checkpoints`; returns their names."""
-    import cv2
-
     grid = sample_grid(pipe, params.prompt.format(params.placeholder_token), params.n_checkpoint_images, params,
                        params.seed, device, pipe.unet.dtype)
     names = {"step": step, "grid": f"checkpoints/samples-step-{step:05d}.png",
@@ -348,8 +251,6 @@ def train_token(pipe: Any, train_frames: pd.DataFrame, params: TextualInversionP
     Only the new embedding row(s) change: the optimizer sees the whole input-embedding table (as in
     the diffusers example), and every other row is copied back from the original after each step.
     """
-    from diffusers import DDPMScheduler
-
     seed_everything(params.seed, params.num_threads)
     token_ids, original, keep = freeze_all_but_token(pipe, params)
     embeddings = pipe.text_encoder.get_input_embeddings()
@@ -391,98 +292,6 @@ def train_token(pipe: Any, train_frames: pd.DataFrame, params: TextualInversionP
     return TrainResult(folder, tokens, token_ids, table, checkpoints, seconds, (seconds - grid_seconds) / params.steps)
 
 
-# --- generation ----------------------------------------------------------------------------------------------
-def _to_uint8(images: np.ndarray, output_size: int) -> list[np.ndarray]:
-    """Pipeline outputs (floats in [0, 1]) as grey uint8 images of `output_size` px.
-
-    Ultrasound frames are grey: the RGB output is turned to luma like any coloured frame would be, so
-    colour noise of a small model's three channels never reaches the classifier or the gate.
-    """
-    return [resize(to_grey(np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)), output_size)
-            for image in images]
-
-
-def _generators(seed: int, indices: range) -> list[torch.Generator]:
-    """One generator per image (seed + index): image i is the same whatever the batch size."""
-    return [torch.Generator(device="cpu").manual_seed(seed + i) for i in indices]
-
-
-def txt2img(pipe: Any, prompt: str, n: int, params: TextualInversionParams, seed: int, device: torch.device,
-            dtype: torch.dtype, output_size: int | None = None) -> list[np.ndarray]:
-    """`n` text-to-image samples of `prompt` (grey uint8), image i seeded with seed + i."""
-    images: list[np.ndarray] = []
-    for start in range(0, n, params.sample_batch_size):
-        batch = range(start, min(n, start + params.sample_batch_size))
-        with torch.no_grad(), _autocast(device, dtype):
-            out = pipe([prompt] * len(batch), num_inference_steps=params.sampling_steps,
-                       guidance_scale=params.guidance_scale, generator=_generators(seed, batch),
-                       output_type="np").images
-        images += _to_uint8(out, output_size or out.shape[1])
-    return images
-
-
-def img2img(pipe: Any, prompt: str, sources: pd.DataFrame, n: int, params: TextualInversionParams, seed: int,
-            device: torch.device, dtype: torch.dtype, output_size: int | None = None) -> tuple[list[np.ndarray], list[str]]:
-    """`n` image-to-image samples, the sources (real training frames) taken in turn; returns images and sources."""
-    from diffusers import StableDiffusionImg2ImgPipeline
-
-    editor = StableDiffusionImg2ImgPipeline(**{**pipe.components, "safety_checker": None},
-                                            requires_safety_checker=False)
-    editor.set_progress_bar_config(disable=True)
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    paths = [sources["abspath"].iloc[i % len(sources)] for i in range(n)]
-    images: list[np.ndarray] = []
-    for start in range(0, n, params.sample_batch_size):
-        batch = range(start, min(n, start + params.sample_batch_size))
-        init = torch.from_numpy(load_images([paths[i] for i in batch], size)).permute(0, 3, 1, 2)
-        with torch.no_grad(), _autocast(device, dtype):
-            out = editor([prompt] * len(batch), image=init.float() / 255.0, strength=params.strength,
-                         num_inference_steps=params.sampling_steps, guidance_scale=params.guidance_scale,
-                         generator=_generators(seed, batch), output_type="np").images
-        images += _to_uint8(out, output_size or out.shape[1])
-    return images, [sources["path"].iloc[i % len(sources)] for i in range(n)]
-
-
-# --- the whole stage -----------------------------------------------------------------------------------------
-def write_synthetic_set(set_dir: Path, mode: str, images: list[np.ndarray], sources: list[str],
-                        params: TextualInversionParams, audit_params: AuditParams, base_info: dict[str, Any],
-                        train_frames: pd.DataFrame, split_column: str, trained: TrainResult,
-                        seconds: float, frames: pd.DataFrame) -> pd.DataFrame:
-    """Gate every image with `audit.gate` (the real-range gate calibrated on the training part of `split_column`
-    in `frames`, as for the DDPM sets) and write the set (manifest + provenance listing every training frame
-    involved)."""
-    gates, gate_record = realism.quality_gate(np.stack(images), audit_params,
-                                              realism.calibration_images(frames, split_column, audit_params))
-    prompt = params.prompt.format(params.placeholder_token)
-    rows = [{"label": MINORITY_CLASS, "generator": GENERATOR, "variant": f"{mode}:{params.base_model}",
-             "sampler": params.sampler, "steps": params.sampling_steps, "seed": params.seed + i,
-             **gate, "prompt": prompt, "guidance_scale": params.guidance_scale,
-             **({"strength": params.strength, "source_path": sources[i]} if mode == "img2img" else {})}
-            for i, gate in enumerate(gates)]
-    ti_frames = list(train_frames["path"])
-    seen = sorted(set(base_info["training_frames"]) | set(ti_frames) | set(sources))
-    record = provenance(
-        {"textual_inversion": asdict(params), "audit": asdict(audit_params)},
-        mode=mode, base_model=params.base_model, base_model_kind=base_info["kind"],
-        base_model_meaning=base_info["meaning"], base_model_info={k: v for k, v in base_info.items()
-                                                                  if k != "training_frames"},
-        split_column=split_column, training_frames=seen,
-        base_model_training_frames=base_info["training_frames"], token_training_frames=ti_frames,
-        img2img_source_frames=sorted(set(sources)), learned_embeds=str(trained.embeds_path),
-        learned_embeds_sha256=sha256_file(trained.embeds_path), generation_seconds=round(seconds, 2),
-        quality_gate=gate_record, n_generated=len(images), n_kept=int(sum(g["passed_gate"] for g in gates)))
-    return synthetic.write_set(set_dir, images, rows, record)
-
-
-def loadable_base_model(params: TextualInversionParams, base_info: dict[str, Any], folder: Path, pipe: Any) -> str:
-    """What `StableDiffusionPipeline.from_pretrained` loads the base model from: the hub id or folder it came
-    from, or (tiny and domain, which exist nowhere else) `BASE_MODEL_DIR`, saved here into `folder` now."""
-    if base_info["kind"] in ("hub", "local"):
-        return params.base_model
-    pipe.save_pretrained(Path(folder) / BASE_MODEL_DIR, safe_serialization=True)
-    return BASE_MODEL_DIR
-
-
 def train_and_save(pipe: Any, train_frames: pd.DataFrame, params: TextualInversionParams, folder: Path,
                    base_info: dict[str, Any], split_column: str, device: torch.device) -> TrainResult:
     """`train_token` into a temporary folder renamed into place, with the run's provenance beside it.
@@ -505,72 +314,9 @@ def train_and_save(pipe: Any, train_frames: pd.DataFrame, params: TextualInversi
     return result
 
 
-def generate(pipe: Any, mode: str, train_frames: pd.DataFrame, params: TextualInversionParams,
-             device: torch.device) -> tuple[list[np.ndarray], list[str], float]:
-    """Images of one mode (txt2img or img2img) with the learned token, and their sources, and seconds taken."""
-    set_sampler(pipe, params.sampler)
-    prompt = params.prompt.format(params.placeholder_token)
-    dtype = pipe.unet.dtype
-    if device.type == "cuda" and dtype != torch.float32:
-        pipe.text_encoder.to(dtype=dtype)
-    start = time.perf_counter()
-    if mode == "txt2img":
-        images = txt2img(pipe, prompt, params.n_txt2img, params, params.seed, device, dtype, params.output_size)
-        sources: list[str] = []
-    else:
-        images, sources = img2img(pipe, prompt, train_frames, params.n_img2img, params, params.seed + 100_000,
-                                  device, dtype, params.output_size)
-    return images, sources, time.perf_counter() - start
-
-
-# --- what the notebook shows ---------------------------------------------------------------------------------
 def preview(selected: pd.DataFrame, split_column: str, size: int = 96, max_frames: int = 18
             ) -> tuple[list[np.ndarray], list[str]]:
     """Images and titles (video, part) of the first `max_frames` frames, for `plots.image_grid`."""
     shown = selected.head(max_frames)
     images = [load_image(p, size=size) for p in shown["abspath"]]
     return images, [f"{v[:18]} ({part})" for v, part in zip(shown["video_id"], shown[split_column])]
-
-
-def source_images(frames: pd.DataFrame, paths: list[str], size: int) -> list[np.ndarray]:
-    """The real frames (by frames.csv `path`) the img2img images started from, at `size` px."""
-    abspath = dict(zip(frames["path"], frames["abspath"]))
-    return [load_image(abspath[p], size=size) for p in paths]
-
-
-def base_model_summary(base: dict[str, Any]) -> pd.DataFrame:
-    """What the base model is, one row per fact (for the notebook)."""
-    rows = {"base model": base["base_model"], "kind": base["kind"], "resolution (px)": base["resolution"],
-            "dtype": base["dtype"], "study frames it trained on": len(base["training_frames"])}
-    if base["kind"] == "domain":
-        rows.update({"frames per class": base["training_frames_per_class"], "folder": base["domain_model"],
-                     "loaded from cache": base["domain_model_cached"]})
-    return pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=list(rows))
-
-
-def gate_summary(manifests: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Per set: images, kept, rejection rate, median grey std and entropy."""
-    rows = []
-    for mode, manifest in manifests.items():
-        kept = synthetic.passed_gate(manifest)
-        rows.append({"set": mode, "images": len(manifest), "kept": int(kept.sum()),
-                     "rejection rate": float(1 - kept.mean()) if len(manifest) else float("nan"),
-                     "median std": float(manifest["std"].median()), "median entropy": float(manifest["entropy"].median())})
-    return pd.DataFrame(rows).set_index("set")
-
-
-def audit_summary(audits: dict[str, dict[str, Any]]) -> pd.DataFrame:
-    """One row per set: gate, nearest-training-frame similarity, memorized share, and the real reference."""
-    rows = []
-    for mode, audit in audits.items():
-        minority = audit["memorization"].get("minority_train", {})
-        seen = audit["memorization"].get("generator_training_frames", {})
-        reference = audit["real_reference"].get("holdout_minority_vs_minority_train", {})
-        rows.append({"set": mode, "images": audit["n_images"], "kept": audit["n_kept"],
-                     "rejection rate": audit["rejection_rate"],
-                     "median r to minority train": minority.get("correlation", {}).get("median"),
-                     "max r to minority train": minority.get("correlation", {}).get("max"),
-                     "memorized (minority train)": minority.get("share_memorized"),
-                     "memorized (frames the generator saw)": seen.get("share_memorized"),
-                     "real held-out median r (reference)": reference.get("correlation", {}).get("median")})
-    return pd.DataFrame(rows).set_index("set")

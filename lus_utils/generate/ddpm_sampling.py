@@ -1,0 +1,143 @@
+"""Sampling a trained DDPM: the samplers, one seed per image, and the seed study's redraw loop.
+
+Every random draw of a DDPM generator, in training and in sampling, comes from a generator seeded by
+(seed, stream, index) (`seed_for`), so an image can be regenerated alone, whatever the batch it was made
+in, and a resumed training ends with the same weights as an uninterrupted one.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, DPMSolverMultistepScheduler
+from tqdm.auto import tqdm
+
+from lus_utils.generate import realism, synthetic
+from lus_utils.params import AuditParams, DDPMParams
+from lus_utils.reproducibility import resolve_device
+
+SAMPLERS = ("ddpm", "ddim", "dpmsolver", "dpmsolver_ode")
+SEED_REDRAW_OFFSET = 1000  # the seed's redraw: seed + 1000 x attempt (textual_inversion/generate_dataset_from_ddpm.py:54-71)
+# Keys of the random streams of training and sampling, kept in one place so that streams never coincide.
+STREAM_BATCH_ORDER, STREAM_STEP, STREAM_SAMPLE, STREAM_GRID = 1, 2, 3, 4
+
+
+def seed_for(seed: int, stream: int, index: int) -> int:
+    """A 63-bit seed for one draw of one stream: independent of everything that ran before."""
+    return int(np.random.SeedSequence([seed, stream, index]).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def load_pipeline(pipeline_dir: Path, device: str | torch.device = "cpu"):
+    """The saved DDPMPipeline (EMA weights), reloaded with `from_pretrained`."""
+    pipeline_dir = Path(pipeline_dir)
+    if not (pipeline_dir / "model_index.json").is_file():
+        raise FileNotFoundError(f"{pipeline_dir} is not a saved pipeline (no model_index.json): train it first "
+                                "(notebook 05 or ddpm_training.train_ddpm)")
+    device = resolve_device(device) if isinstance(device, str) else device
+    return DDPMPipeline.from_pretrained(pipeline_dir).to(device)
+
+
+def make_sampler(pipeline, sampler: str):
+    """A scheduler for `sampler` on the pipeline's training noise schedule (`from_config`: betas, 1000 steps,
+    epsilon prediction).
+
+    - ddpm: ancestral DDPM, the training scheduler itself (x0 clipped to [-1, 1], the seed's sampler);
+    - ddim: deterministic DDIM on trailing timesteps (the first step starts at t = 999, pure noise);
+    - dpmsolver: SDE-DPM-Solver++ (2nd order), trailing timesteps, x0 clipped to [-1, 1] (thresholding with
+      sample_max_value 1), fresh noise at every step like DDPM;
+    - dpmsolver_ode: the deterministic DPM-Solver++ with the same settings (the old default).
+    The deterministic solvers follow the probability-flow ODE; a generator trained briefly on few frames
+    predicts noise too poorly for it and their samples stay noisy or grey (bench_ddpm measures this).
+    """
+    config = pipeline.scheduler.config
+    if sampler == "ddpm":
+        return DDPMScheduler.from_config(config)
+    if sampler == "ddim":
+        return DDIMScheduler.from_config(config, timestep_spacing="trailing")
+    if sampler in ("dpmsolver", "dpmsolver_ode"):
+        algorithm = "sde-dpmsolver++" if sampler == "dpmsolver" else "dpmsolver++"
+        return DPMSolverMultistepScheduler.from_config(config, algorithm_type=algorithm, solver_order=2,
+                                                       thresholding=True, sample_max_value=1.0,
+                                                       timestep_spacing="trailing")
+    raise ValueError(f"unknown sampler '{sampler}'; known: {', '.join(SAMPLERS)}")
+
+
+def fails_both_seed_criteria(image: np.ndarray, audit: AuditParams) -> bool:
+    """The seed's redraw condition: std and entropy both at or below their thresholds (an image failing only
+    one of them ended the seed's loop unsaved, so it is written here as rejected, not redrawn)."""
+    verdict = synthetic.gate(image, audit.min_std, audit.min_entropy)
+    return verdict["std"] <= audit.min_std and verdict["entropy"] <= audit.min_entropy
+
+
+def sample_set(pipeline, p: DDPMParams, audit: AuditParams, device: str | torch.device = "cpu",
+               progress: bool = True) -> tuple[np.ndarray, list[int], list[int]]:
+    """`p.n_samples` images with the profile's sampler, their seeds and redraw counts.
+
+    Under the seed gate with `p.gate_retries`, an image failing both seed criteria is drawn again from seed
+    + 1000 x attempt (added up over attempts, as the seed did) until it does not or the retries are spent;
+    the image kept in its slot is the last one drawn."""
+    samples, seeds = sample_images(pipeline, p.sampler, p.sampling_steps, p.n_samples, p.sample_batch_size, p.seed,
+                                   device, progress=progress, precision=p.sampling_precision)
+    seeds, attempts = list(seeds), [0] * len(seeds)
+    if audit.gate != realism.SEED_GATE:
+        return samples, seeds, attempts
+    for attempt in range(1, p.gate_retries + 1):
+        redo = [i for i, image in enumerate(samples) if fails_both_seed_criteria(image, audit)]
+        if not redo:
+            break
+        new_seeds = [seeds[i] + SEED_REDRAW_OFFSET * attempt for i in redo]
+        images, _ = sample_images(pipeline, p.sampler, p.sampling_steps, len(redo), p.sample_batch_size, new_seeds,
+                                  device, progress=progress, precision=p.sampling_precision)
+        for i, new_seed, image in zip(redo, new_seeds, images, strict=True):
+            samples[i], seeds[i], attempts[i] = image, new_seed, attempt
+        print(f"seed gate, redraw {attempt}: {len(redo)} image(s) failed both criteria and were drawn again")
+    return samples, seeds, attempts
+
+
+def sample_seeds(seed: int, n: int) -> list[int]:
+    """One seed per image: any image can be regenerated alone, whatever the batch size."""
+    return [seed_for(seed, STREAM_SAMPLE, i) for i in range(n)]
+
+
+@torch.no_grad()
+def sample_images(pipeline, sampler: str, steps: int, n: int, batch_size: int, seed: int | list[int],
+                  device: str | torch.device = "cpu", progress: bool = True,
+                  precision: str = "fp32") -> tuple[np.ndarray, list[int]]:
+    """`n` grey uint8 images (n, H, W) and the seed of each, denoised `batch_size` at a time.
+
+    `seed` is a base seed (per-image seeds derived with `sample_seeds`) or the list of per-image seeds;
+    every random draw of an image (start noise, the stochastic samplers' noise) comes from its own
+    generator, so an image does not depend on the batch it was made in. `precision` "bf16" runs the UNet
+    under bfloat16 autocast (the scheduler's arithmetic stays fp32).
+    """
+    device = resolve_device(device) if isinstance(device, str) else device
+    seeds = sample_seeds(seed, n) if isinstance(seed, int) else list(seed)
+    if len(seeds) != n:
+        raise ValueError(f"{len(seeds)} seeds given for {n} images")
+    unet = pipeline.unet.to(device).eval()
+    shape = (1, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+    out = []
+    for start in tqdm(range(0, n, batch_size), desc=f"sample {sampler} x{steps}", unit="batch",
+                      disable=not progress):
+        generators = [torch.Generator().manual_seed(s) for s in seeds[start:start + batch_size]]
+        scheduler = make_sampler(pipeline, sampler)
+        scheduler.set_timesteps(steps)
+        x = torch.cat([torch.randn(shape, generator=g) for g in generators]).to(device)
+        for t in scheduler.timesteps:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                eps = unet(x, t).sample
+            x = _step(scheduler, eps.float(), t, x, generators)
+        images = (x / 2 + 0.5).clamp(0, 1).cpu().numpy()[:, 0]
+        out.append(np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8))
+    return np.concatenate(out), seeds
+
+
+def _step(scheduler, eps: torch.Tensor, t: torch.Tensor, x: torch.Tensor,
+          generators: list[torch.Generator]) -> torch.Tensor:
+    """One scheduler step; stochastic steps draw each image's noise from that image's generator."""
+    if getattr(scheduler.config, "algorithm_type", "").startswith("sde-"):
+        noise = torch.cat([torch.randn((1, *x.shape[1:]), generator=g) for g in generators]).to(x.device)
+        return scheduler.step(eps, t, x, variance_noise=noise).prev_sample
+    return scheduler.step(eps, t, x, generator=generators).prev_sample
+
