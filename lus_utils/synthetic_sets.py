@@ -39,10 +39,8 @@ def set_dir(out_dir: Path, ref: SetRef) -> Path:
 
 def candidates(family: str, split: Split, k: int = 0) -> list[SetRef]:
     """The folders a run on `split` may read for `family`, most specific first: the repeat's own (a generator
-    that learns the repeat's split), the split's, then one set for every split (only a leaky family may serve a
-    split it did not train on, which `load_for_training` checks)."""
-    refs = [SetRef.for_split(family, split, k, repeat_dependent=True), SetRef.for_split(family, split, k),
-            SetRef(family)]
+    that learns the repeat's split), then the split's (a leaky family's: its one set for every split)."""
+    refs = [SetRef.for_split(family, split, k, repeat_dependent=True), SetRef.for_split(family, split, k)]
     return list(dict.fromkeys(refs))
 
 

@@ -241,7 +241,7 @@ def test_condition_intervals_stay_in_range_and_reference_points(comp):
     assert len(finite) and (finite["lo"] >= 0).all() and (finite["hi"] <= 1).all()
     assert (finite["lo"] <= finite["hi"]).all()
     refs = comp.references.reset_index()
-    row = refs[(refs["condition"] == "ddpm_3_mixed@1ratio") & refs["metric"].str.contains("AP")].iloc[0]
+    row = refs[(refs["condition"] == "ddpm_3_mixed@1ratio") & (refs["metric"] == "viral average precision")].iloc[0]
     assert row["metadata reference"] != "n/a" and "oversampling@1ratio" in row["oversampling control"]
     assert row["baseline"].count("[") == 1 and row["baseline"].endswith("(none)")
     assert comp.n_minority_patients == 4 and "4 viral patients" in comp.conclusions

@@ -187,7 +187,7 @@ def test_notebooks_are_narratives_without_outputs_or_definitions(path):
 def test_every_notebook_prints_its_environment_first(path):
     setup = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"][1]
     source = "".join(setup["source"])
-    assert "print_environment()" in source or "start_session(" in source
+    assert "print_environment()" in source or "start_session(" in source or "start_generator_session(" in source
 
 
 def test_from_notebook_refuses_mistyped_and_misspelt_values():

@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from lus_utils.data.splits import TooFewFramesError
-from lus_utils.generate import ddpm_sampling, ddpm_set, ddpm_training, synthetic
-from lus_utils.params import AuditParams, DDPMParams, ParamError, build
+from lus_utils import synthetic_sets as synthetic
+from lus_utils.config.generate import AuditParams, DDPMParams
+from lus_utils.config.schema import ParamError, build
+from lus_utils.generate import ddpm_sampling, ddpm_set, ddpm_training
 from lus_utils.provenance import read_json
 
 # (video, label, part, frames): two viral training videos, viral val/test videos, other classes.
@@ -39,7 +41,7 @@ def make_frames(root: Path, videos=VIDEOS, size: int = 24) -> pd.DataFrame:
 def tiny_params(**overrides) -> DDPMParams:
     values = dict(image_size=16, block_out_channels=[8, 16], layers_per_block=1, attention_levels=[],
                   epochs_3_mixed=4, epochs_train_all=1, batch_size=2, lr=1e-3, warmup_steps=2, ema_decay=0.99,
-                  checkpoint_every=3, sample_grids=2, num_threads=1, device="cpu", sampling_steps=2,
+                  checkpoint_every=3, sample_grids=2, sampling_steps=2,
                   n_samples=4, sample_batch_size=2, output_size=20)
     values.update(overrides)
     return build(DDPMParams, values, "test")
@@ -174,8 +176,9 @@ def test_same_params_reuse_the_pipeline(trained):
     p, selected, result = trained
     again = ddpm_training.train_ddpm(selected, p, result.generator_dir, progress=False)
     assert again.cached and again.pipeline_dir == result.pipeline_dir
-    changed = ddpm_training.training_key(tiny_params(epochs_3_mixed=5), selected)
-    assert changed != ddpm_training.training_key(p, selected)
+    changed = ddpm_training.training_key(tiny_params(epochs_3_mixed=5), selected, "bf16")
+    assert changed != ddpm_training.training_key(p, selected, "bf16")
+    assert ddpm_training.training_key(p, selected, "fp32") != ddpm_training.training_key(p, selected, "bf16")
     assert not ddpm_training._pipeline_is_current(result.generator_dir, changed)
 
 
@@ -234,11 +237,11 @@ def test_sampler_schedulers_come_from_the_training_config(trained):
 def test_gate_numbers():
     flat = np.full((16, 16), 128, np.uint8)
     noise = np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)
-    assert synthetic.gate(flat) == {"std": 0.0, "entropy": 0.0, "passed_gate": False}
-    verdict = synthetic.gate(noise)
+    assert synthetic.original_gate(flat) == {"std": 0.0, "entropy": 0.0, "passed_gate": False}
+    verdict = synthetic.original_gate(noise)
     assert verdict["passed_gate"] and verdict["std"] > 70 and verdict["entropy"] > 5.4
-    assert not synthetic.gate(noise, min_std=80)["passed_gate"]
-    assert not synthetic.gate(noise, min_entropy=6.0)["passed_gate"]
+    assert not synthetic.original_gate(noise, min_std=80)["passed_gate"]
+    assert not synthetic.original_gate(noise, min_entropy=6.0)["passed_gate"]
 
 
 @pytest.mark.parametrize("variant", ["3_mixed", "3_mixed_any_split", "seed_3_mixed"])

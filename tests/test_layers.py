@@ -28,18 +28,11 @@ MAY_IMPORT = {
 # Known violations, each to be removed by the change named; delete an entry once its import is gone
 # (test_every_allowed_exception_still_exists says when).
 ALLOWED_IMPORTS = {
-    # classify reads synthetic sets; issue 18 moves the set format (names, folder, manifest) to the core.
-    ("lus_utils.classify.run_data", "lus_utils.generate.synthetic"): "issue 18: the set format moves to the core",
-    ("lus_utils.classify.run_identity", "lus_utils.generate.synthetic"): "issue 18: the set format moves to the core",
     # The audit's 'classifier' feature space loads a classifier run; issue 21 replaces that feature space.
     ("lus_utils.generate.synthetic_audit_features", "lus_utils.classify.models"): "issue 21: classifier features go",
     ("lus_utils.generate.synthetic_audit_features", "lus_utils.classify.training"): "issue 21: classifier features go",
 }
-ALLOWED_CYCLES = {
-    # comparison imports the conclusions, which import the Comparison type back (under TYPE_CHECKING);
-    # issue 18 gives the comparison result and the text helpers their own modules.
-    frozenset({"lus_utils.compare.comparison", "lus_utils.compare.conclusions"}): "issue 18: result and text apart",
-}
+ALLOWED_CYCLES: dict[frozenset, str] = {}
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,7 @@ def test_local_diffusers_folder_passes_and_loads_through_the_base_model_path(hub
 
 def test_cli_stops_before_any_run_and_dry_run_reports(hub, tmp_path, monkeypatch, capsys):
     profile = needing([TINY_ARCH], ["tiny"])
-    monkeypatch.setattr(cli.P, "load_profile", lambda name: profile)
+    monkeypatch.setattr(cli, "load_profile", lambda name, overrides=(): profile)
     monkeypatch.setattr(cli, "resolve_data_root", lambda root, fetch_if_missing: tmp_path)
     monkeypatch.setattr(cli, "plan", lambda profile, out_dir, data_root, only: [])
     monkeypatch.setattr(cli, "execute_study", lambda *a, **k: pytest.fail("a run started despite missing weights"))

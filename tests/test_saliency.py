@@ -1,6 +1,7 @@
 """Grad-CAM and the inside-sector share: a synthetic frame and a tiny model whose answer is known, then a run folder."""
 from __future__ import annotations
 
+import json
 import math
 import shutil
 
@@ -11,7 +12,9 @@ import pandas as pd
 import pytest
 import torch
 
+from lus_utils import records
 from lus_utils.classify import models, saliency
+from lus_utils.vocabulary import Condition, RunKey
 
 matplotlib.use("Agg")
 
@@ -132,9 +135,13 @@ def make_run(tmp_path, folds: list[int], size: int = 32) -> tuple:
         cv2.imwrite(str(path), image)
         label = classes[i % 2]
         rows.append({"path": f"frames/frame{i}.png", "abspath": str(path), "video_id": f"v{i}", "patient_id": f"p{i}",
-                     "label": label, "probe": "convex", "fold": folds[i % len(folds)], "pred": "covid",
-                     "prob_covid": 0.6, "prob_viral": 0.4})
+                     "label": label, "probe": "convex", "fold": folds[i % len(folds)], "draw": -1, "repeat": 0,
+                     "seed": 0, "pred": "covid", "prob_covid": 0.6, "prob_viral": 0.4, "threshold": 0.5})
     table = pd.DataFrame(rows)
+    key = RunKey("resnet18", Condition(protocol="holdout" if folds == [-1] else "cv"), 0, 0)
+    splits = ["split"] if folds == [-1] else [f"cv_r0_f{f}" for f in sorted(set(folds))]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "metrics.json").write_text(json.dumps({**records.run_identity(key, classes, splits), "run_id": key.run_id}))
     for fold in sorted(set(folds)):
         torch.manual_seed(fold + 1)
         model = models.build_model("resnet18", len(classes), size)
@@ -159,7 +166,7 @@ def test_run_saliency_writes_cam_files_and_uses_each_folds_model(tmp_path):
     torch.save({**checkpoint, "state_dict": swapped.state_dict()}, run_dir / "best_fold1.pt")
     changed = saliency.run_saliency(run_dir, frames, per_class=2, seed=0).table
     moved = ~np.isclose(changed.share_inside, result.table.share_inside)
-    assert (changed.fold[moved] == 1).all() and moved.any()
+    assert (changed.split[moved] == "cv_r0_f1").all() and moved.any()
     folder = saliency.save_run(result, run_dir)
     names = sorted(p.name for p in folder.iterdir())
     assert "cam_panel.png" in names and "cam_saliency.csv" in names
@@ -211,7 +218,7 @@ def test_explain_run_writes_files_and_skips_a_run_without_network(tmp_path, caps
     result = saliency.explain_run(run_dir, frames)
     assert result is not None and (run_dir / "cam" / "cam_panel.png").is_file()
     bare = tmp_path / "runs" / "metadata"
-    bare.mkdir()
+    bare.mkdir()  # a run without a checkpoint: nothing to explain
     assert saliency.explain_run(bare, frames) is None
     assert "trained no network" in capsys.readouterr().out
 

@@ -9,9 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lus_utils.generate import realism, synthetic, synthetic_audit, synthetic_audit_features, synthetic_audit_summary
+from lus_utils import synthetic_sets as synthetic
+from lus_utils.config.generate import AuditParams
+from lus_utils.config.schema import build
+from lus_utils.generate import realism, synthetic_audit, synthetic_audit_features, synthetic_audit_summary
 from lus_utils.images import load_image
-from lus_utils.params import AuditParams, build
 from lus_utils.provenance import read_json
 
 VIDEOS = [("v1", "viral", "train", 4), ("v2", "viral", "train", 3), ("v3", "viral", "val", 3),
@@ -47,7 +49,7 @@ def audit_params(**overrides) -> AuditParams:
 def write_test_set(set_dir: Path, images: list[np.ndarray], training_frames: list[str],
                    leakage_ablation: bool = False) -> None:
     rows = [{"label": "viral", "generator": "test", "variant": "v", "sampler": "-", "steps": 0, "seed": i,
-             **synthetic.gate(image)} for i, image in enumerate(images)]
+             **synthetic.original_gate(image)} for i, image in enumerate(images)]
     synthetic.write_set(set_dir, images, rows, {"training_frames": training_frames,
                                                 "leakage_ablation": leakage_ablation})
 
@@ -207,7 +209,7 @@ def test_real_range_gate_keeps_structure_and_rejects_noise():
 def test_seed_gate_stays_available_and_is_recorded_beside_the_new_one():
     images = np.concatenate([ultrasound_like(3, 64, seed=0), realism.noise_images(3, 64, seed=0)["uniform"]])
     seed_params = audit_params(gate="seed")
-    seed_verdicts = [synthetic.gate(i, seed_params.min_std, seed_params.min_entropy)["passed_gate"] for i in images]
+    seed_verdicts = [synthetic.original_gate(i, seed_params.min_std, seed_params.min_entropy)["passed_gate"] for i in images]
     verdicts, record = realism.quality_gate(images, seed_params, None)
     assert record["gate"] == "seed"
     assert [v["passed_gate"] for v in verdicts] == seed_verdicts

@@ -10,13 +10,16 @@ import pytest
 import torch
 
 from lus_utils.data.splits import TooFewFramesError
-from lus_utils.generate import domain_base_model, synthetic, tiny_sd
+from lus_utils import synthetic_sets as synthetic
+from lus_utils.config.generate import AuditParams, DomainBaseModelParams, TextualInversionParams
+from lus_utils.config.schema import ParamError, build
+from lus_utils.generate import domain_base_model, tiny_sd
 from lus_utils.generate import textual_inversion_base_model as ti_base_model
 from lus_utils.generate import textual_inversion_sampling as ti_sampling
 from lus_utils.generate import textual_inversion_set as ti_set
 from lus_utils.generate import textual_inversion_training as ti_training
-from lus_utils.params import MINORITY_CLASS, AuditParams, ParamError, TextualInversionParams, build
 from lus_utils.paths import OutLayout
+from lus_utils.vocabulary import VIRAL as MINORITY_CLASS
 
 CPU = torch.device("cpu")
 # (label, video, patient, split, n frames): viral has 3 training videos, non-viral classes train frames too.
@@ -64,10 +67,13 @@ def frames(tmp_path: Path) -> pd.DataFrame:
 
 
 def tiny_params(**changes) -> TextualInversionParams:
-    values = dict(base_model="tiny", steps=3, batch_size=2, checkpoint_every=2, n_checkpoint_images=2, n_txt2img=3, n_img2img=3,
-                  sampling_steps=2, sample_batch_size=2, output_size=32, num_threads=1, domain_resolution=32,
-                  domain_width=8, domain_vae_steps=2, domain_steps=2, domain_batch_size=4)
+    values = dict(base_model="tiny", steps=3, batch_size=2, checkpoint_every=2, n_checkpoint_images=2, n_txt2img=3,
+                  n_img2img=3, sampling_steps=2, sample_batch_size=2, output_size=32)
     return replace(TextualInversionParams(), **{**values, **changes})
+
+
+DOMAIN = DomainBaseModelParams(domain_resolution=32, domain_width=8, domain_vae_steps=2, domain_steps=2,
+                               domain_batch_size=4)
 
 
 def test_tokenizer_matches_open_clip(tokenizer_dir: Path) -> None:
@@ -178,22 +184,22 @@ def test_caption_from_label_and_findings() -> None:
 def test_domain_model_never_sees_viral_frames_and_is_cached(frames: pd.DataFrame, tokenizer_dir: Path,
                                                             tmp_path: Path, monkeypatch) -> None:
     params = tiny_params()
-    pipe, info = domain_base_model.load_or_train(frames, "split", params, tmp_path, tokenizer_dir)
+    pipe, info = domain_base_model.load_or_train(frames, "split", DOMAIN, params.seed, 1, tmp_path, tokenizer_dir)
     train_non_viral = frames[(frames.split == "train") & (frames.label != MINORITY_CLASS)]
     assert sorted(info["training_frames"]) == sorted(train_non_viral["path"]) and not info["cached"]
     captions = pd.read_csv(Path(info["folder"]) / "captions.csv")
     assert not captions["caption"].str.contains("viral").any() and MINORITY_CLASS not in set(captions["label"])
     assert (Path(info["folder"]) / "model_index.json").is_file()
-    assert pipe.unet.config.sample_size * pipe.vae_scale_factor == params.domain_resolution
+    assert pipe.unet.config.sample_size * pipe.vae_scale_factor == DOMAIN.domain_resolution
 
     with pytest.raises(ValueError, match="never see viral"):
-        domain_base_model.train(frames[frames.label == MINORITY_CLASS], domain_base_model.settings(params))
+        domain_base_model.train(frames[frames.label == MINORITY_CLASS], domain_base_model.settings(DOMAIN, 0, 1))
 
     def must_not_train(*args, **kwargs):
         raise AssertionError("the cached domain base model was retrained")
 
     monkeypatch.setattr(domain_base_model, "train", must_not_train)
-    again, info2 = domain_base_model.load_or_train(frames, "split", params, tmp_path, tokenizer_dir)
+    again, info2 = domain_base_model.load_or_train(frames, "split", DOMAIN, params.seed, 1, tmp_path, tokenizer_dir)
     assert info2["cached"] and info2["folder"] == info["folder"]
     assert all(torch.equal(a, b) for a, b in zip(pipe.unet.state_dict().values(), again.unet.state_dict().values()))
 
@@ -202,14 +208,17 @@ def test_stage_writes_sets_that_list_only_training_frames(frames: pd.DataFrame, 
                                                          tmp_path: Path) -> None:
     params, audit_params = tiny_params(base_model="domain", set_tag="test"), AuditParams(audit_size=16)
     layout = OutLayout(tmp_path / "out")
-    pipe, base = ti_base_model.load_base_model(params, frames, "split", layout.root, CPU, tokenizer_dir)
+    pipe, base = ti_base_model.load_base_model(params, frames, "split", layout.root, CPU, tokenizer_dir, domain=DOMAIN)
     assert base["kind"] == "domain" and base["training_frames"]
     selected = ti_training.select_training_frames(frames, "split", params.train_frames, params.seed)
-    trained = ti_training.train_and_save(pipe, selected, params, ti_training.generator_dir(layout, params.set_tag), base,
-                                         "split", CPU)
+    refs = ti_set.set_refs(params)
+    trained = ti_training.train_and_save(pipe, selected, params, ti_training.generator_dir(layout, tuple(refs.values())),
+                                         base, "split", CPU)
     assert trained.embeds_path.is_file() and (trained.folder / "provenance.json").is_file()
+    assert trained.folder.name == "textual_inversion_test"
     train_paths = set(frames.loc[frames.split == "train", "path"])
-    for mode, name in synthetic.ti_set_names(params.set_tag).items():
+    for mode, ref in refs.items():
+        name = ref.name
         images, sources, seconds = ti_sampling.generate(pipe, mode, selected, params, CPU)
         set_dir = layout.synthetic / name
         manifest = ti_set.write_synthetic_set(set_dir, mode, images, sources, params, audit_params, base, selected,
@@ -219,7 +228,8 @@ def test_stage_writes_sets_that_list_only_training_frames(frames: pd.DataFrame, 
         assert record["quality_gate"]["gate"] == "real_range" and "gate_roughness" in manifest.columns
         assert {"std", "entropy", "passed_seed_gate"} <= set(manifest.columns)
         assert len(manifest) == 3 and images[0].shape == (32, 32)
-        assert set(record["training_frames"]) <= train_paths
+        assert set(record["training_frames"]) <= train_paths and record["set"]["name"] == name
+        assert record["learned_embeds"] == f"generators/{trained.folder.name}/learned_embeds.safetensors"
         assert set(selected["path"]) | set(base["training_frames"]) <= set(record["training_frames"])
         if mode == "img2img":
             assert set(manifest["source_path"]) == set(record["img2img_source_frames"]) <= set(selected["path"])
@@ -237,10 +247,10 @@ def test_output_folder_alone_loads_with_diffusers(frames: pd.DataFrame, tokenize
 
     params = tiny_params(base_model=base_model, steps=2)
     layout = OutLayout(tmp_path / "out")
-    pipe, base = ti_base_model.load_base_model(params, frames, "split", layout.root, CPU, tokenizer_dir)
+    pipe, base = ti_base_model.load_base_model(params, frames, "split", layout.root, CPU, tokenizer_dir, domain=DOMAIN)
     selected = ti_training.select_training_frames(frames, "split", params.train_frames, params.seed)
-    trained = ti_training.train_and_save(pipe, selected, params, ti_training.generator_dir(layout, ""), base, "split",
-                                         CPU)
+    folder = ti_training.generator_dir(layout, tuple(ti_set.set_refs(params).values()))
+    trained = ti_training.train_and_save(pipe, selected, params, folder, base, "split", CPU)
     moved = tmp_path / "elsewhere"
     trained.folder.rename(moved)  # only the output folder, somewhere else: no cache, no study code
     record = json.loads((moved / "provenance.json").read_text())
@@ -269,7 +279,7 @@ def test_params_refuse_bad_values() -> None:
     with pytest.raises(ParamError, match="train_frames"):
         build(TextualInversionParams, {"train_frames": "9_mixed"}, "test")
     with pytest.raises(ParamError, match="domain_resolution"):
-        build(TextualInversionParams, {"domain_resolution": 40}, "test")
+        build(DomainBaseModelParams, {"domain_resolution": 40}, "test")
 
 
 def test_pndm_skips_its_runge_kutta_warm_up_as_stable_diffusion_ships_it(tokenizer_dir: Path) -> None:

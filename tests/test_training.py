@@ -20,7 +20,7 @@ from lus_utils.config.data import DataParams
 from lus_utils.config.notebooks import notebook_defaults
 from lus_utils.config.runtime import RuntimeParams
 from lus_utils.config.schema import ParamError, build
-from lus_utils.data import splits
+from lus_utils.data import dataset, splits
 from lus_utils.provenance import read_json
 from lus_utils.vocabulary import CV, HOLDOUT as HOLDOUT_PROTOCOL, Split
 
@@ -75,7 +75,7 @@ def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def frames_of(study: Path) -> pd.DataFrame:
-    return run_data.frames_for_run(str(study / "data" / "frames.csv"), "", study)
+    return dataset.study_frames(str(study / "data" / "frames.csv"), "", study)
 
 
 def comparable(record: dict) -> dict:
@@ -313,8 +313,8 @@ def test_synthetic_set_that_saw_non_training_frames_is_refused_unless_ablation(s
         data = run_data.prepare_data(frames, ClassifierRunParams(synthetic_set="ddpm_seed_3_mixed"), TrainParams(),
                                      tmp_path, Split(CV, 0, fold))
         assert data.synthetic["name"] == "ddpm_seed_3_mixed" and data.synthetic["leakage_ablation"] is True
-    write_synthetic_set(tmp_path / "synthetic" / "plainset", seen, split_column="split")  # not leaky: refused
-    with pytest.raises(synthetic_sets.SyntheticSetError, match="own set|not in this run's training part"):
+    write_synthetic_set(tmp_path / "synthetic" / "plainset", seen, split_column="split")  # not leaky: never read
+    with pytest.raises(synthetic_sets.SyntheticSetError, match="none of .'plainset_r0_fold0', 'plainset_fold0'."):
         run_data.prepare_data(frames, ClassifierRunParams(synthetic_set="plainset"), TrainParams(), tmp_path, fold0)
 
 
@@ -347,7 +347,7 @@ def test_seed_replica_run_uses_the_seed_video_split_and_its_last_epoch(tmp_path:
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     # 7 videos per class: the seed's rule gives 4 train / 1 val / 2 test videos (the minority has no val part)
     frames_csv = make_frames(tmp_path / "study", frames_per_video=2, patients=7)
-    frames = run_data.frames_for_run(str(frames_csv), "", tmp_path / "study")
+    frames = dataset.study_frames(str(frames_csv), "", tmp_path / "study")
     run = {"protocol": "seed_video", "checkpoint": "last", "seed": 1}
     train = {"epochs": 3, "patience": 1}
     real_pass = loop.validation_pass

@@ -27,34 +27,16 @@ import pandas as pd
 
 from lus_utils import synthetic_sets
 from lus_utils.config.classify import ClassifierRunParams, TrainParams
-from lus_utils.config.data import DataParams
 from lus_utils.config.schema import ParamError
-from lus_utils.data import splits
+from lus_utils.data import simulated_minority, splits
 from lus_utils.data.dataset import build_frames, read_frames
-from lus_utils.paths import OutLayout, resolve_out_dir
+from lus_utils.paths import resolve_out_dir
 from lus_utils.provenance import sha256_file, sha256_text
 from lus_utils.vocabulary import (CLASSES, CV, HOLDOUT, ORIGINAL_VIDEO, SIMULATED, Condition, Split, set_family_of,
                                   split_columns)
 
 TABLE_COLUMNS = ["path", "abspath", "video_id", "patient_id", "label", "probe", "width", "height", "part",
                  "synthetic", "oversampled"]
-
-
-def frames_for_run(frames_csv: str, data_root: str, out_dir: str | Path) -> pd.DataFrame:
-    """frames.csv of a run: `frames_csv`, else <out>/data/frames.csv, built with default DataParams if absent."""
-    from lus_utils.data.dataset import build_frames, read_frames
-
-    layout = OutLayout(resolve_out_dir(out_dir))
-    path = Path(frames_csv) if frames_csv else layout.frames_csv
-    if not path.is_file():
-        if frames_csv:
-            raise FileNotFoundError(f"frames_csv {path} does not exist; leave it empty to use (or build) "
-                                    f"{layout.frames_csv}")
-        print(f"{path} is absent: building it with default data parameters (notebook 01 does this too)")
-        build_frames(data_root or None, layout.root, DataParams())
-    frames = read_frames(path)
-    frames.attrs["frames_csv"] = str(path.resolve())
-    return frames
 
 
 def class_order(labels: Any) -> list[str]:
@@ -227,11 +209,10 @@ def split_table(frames: pd.DataFrame, split: Split, real_patients: int = 0) -> p
     if column not in frames.columns:
         raise ParamError(f"frames.csv has no column '{column}'; its splits: {split_columns(frames.columns)}; "
                          "rebuild it (notebook 01) with this version and the profile's data settings")
-    table = frames.assign(part=frames[column])
+    table = simulated_minority.within_real_patients(frames, column, real_patients).assign(
+        part=lambda t: t[column])
     if split.protocol == SIMULATED:
-        rank = pd.to_numeric(frames[split.rank_column], errors="coerce")
-        left_out = (table["label"] == split.target) & (table["part"] == "train") & ~(rank < real_patients)
-        table = table[table["part"].isin(splits.PARTS) & ~left_out]
+        table = table[table["part"].isin(splits.PARTS)]
     return table
 
 

@@ -32,6 +32,7 @@ from pytorch_grad_cam.utils.reshape_transforms import vit_reshape_transform
 from scipy import ndimage
 from skimage.morphology import convex_hull_image, disk
 
+from lus_utils import records
 from lus_utils.classify import models
 from lus_utils.classify.training import load_run_model
 from lus_utils.data.dataset import read_frames
@@ -39,6 +40,7 @@ from lus_utils.images import load_image, to_grey
 from lus_utils.paths import OutLayout
 from lus_utils.plots import image_grid
 from lus_utils.provenance import atomic_path, write_csv_atomic
+from lus_utils.vocabulary import Split
 
 SECTOR_THRESHOLD = 5  # grey level above which a pixel belongs to the image (compression noise in the black stays below)
 SECTOR_CLOSING = 0.03  # closing radius, as a share of the frame's shorter side (bridges dark speckle)
@@ -181,26 +183,24 @@ def run_saliency(run_dir: str | Path, frames: pd.DataFrame, per_class: int = CAM
     a class name. `frames` is the study's frames.csv table (it locates each frame's file).
     """
     run_dir = Path(run_dir)
-    path = run_dir / "predictions.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: run the classifier first (notebook 02/03)")
-    predictions = pd.read_csv(path, dtype={"video_id": str, "patient_id": str}, keep_default_na=False)
-    wanted = ["path", "abspath"] + ([] if "probe" in predictions.columns else ["probe"])
-    located = predictions.merge(frames[wanted].drop_duplicates("path"), on="path", how="left")
+    _, record = records.read_run_record(run_dir / "metrics.json")
+    predictions = records.read_predictions(run_dir / "predictions.csv", record["classes"])
+    located = predictions.merge(frames[["path", "abspath"]].drop_duplicates("path"), on="path", how="left")
     if located["abspath"].isna().any():
-        raise ValueError(f"{int(located['abspath'].isna().sum())} frames of {path} are not in the frames table "
-                         "given: pass the frames.csv the run was trained on")
-    if "fold" not in located.columns:
-        located["fold"] = -1
+        raise ValueError(f"{int(located['abspath'].isna().sum())} frames of {run_dir / 'predictions.csv'} are not in "
+                         "the frames table given: pass the frames.csv the run was trained on")
+    # Which of the run's models predicted each frame: its split column, by fold (or draw in a simulated run).
+    model_of = {Split.from_column(c).unit: c for c in record["splits"]}
+    located["split"] = [model_of[draw if draw >= 0 else fold] for fold, draw in zip(located["fold"], located["draw"])]
     classes = [c[len("prob_"):] for c in located.columns if c.startswith("prob_")]
     sample = sample_frames(located, classes, per_class, seed)
     torch.set_num_threads(threads)
     rows, pictures, arch = [], {}, ""
-    for fold, chosen in sample.groupby("fold", sort=True):
-        model, model_classes, image_size = load_run_model(run_dir, int(fold))
+    for split, chosen in sample.groupby("split", sort=True):
+        model, model_classes, image_size = load_run_model(run_dir, split)
         arch = model.pretrained_cfg.get("architecture", type(model).__name__)
         if model_classes != classes:
-            raise ValueError(f"the checkpoint of fold {fold} has classes {model_classes}, predictions.csv {classes}")
+            raise ValueError(f"the checkpoint of {split} has classes {model_classes}, predictions.csv {classes}")
         targets = [_target_index(r, target, classes) for r in chosen.itertuples()]
         resized = torch.from_numpy(np.stack([load_image(p, image_size) for p in chosen["abspath"]])
                                    .transpose(0, 3, 1, 2).copy())
@@ -228,7 +228,7 @@ def _frame_row(record: object, image: np.ndarray, cam: np.ndarray, target: str) 
     share = inside_share(full, mask)
     fraction = float(mask.mean())
     row = {"path": record.path, "video_id": record.video_id, "label": record.label,
-            "probe": record.probe, "fold": int(record.fold), "pred": getattr(record, "pred", ""),
+            "probe": record.probe, "split": record.split, "pred": getattr(record, "pred", ""),
             "target": target, "share_inside": share, "sector_fraction": fraction,
             "enrichment": share / fraction if fraction > 0 else math.nan}
     return row, overlay(image, full, mask)
@@ -335,7 +335,7 @@ def pick_runs(runs: pd.DataFrame, runs_dir: str | Path, arch: str | None = None)
     table = table[table["arch"] == arch]
     if table.empty:
         raise ValueError(f"no classifier run of '{arch}' with predictions (architectures: {sorted(runs['arch'].unique())})")
-    order = [c for c in ("repeat", "seed", "run_id") if c in table.columns]
+    order = [c for c in ("repeat", "seed", "run_id") if c in table.columns]  # the first unit's run
     first = table.sort_values(order, kind="stable").drop_duplicates("condition")
     return {row.condition: Path(runs_dir) / row.run_id for row in first.itertuples()}
 

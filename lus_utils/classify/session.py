@@ -9,11 +9,11 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from lus_utils.classify.run_data import frames_for_run
 from lus_utils.config.classify import ClassifierRunParams, EvaluationParams, TrainParams
 from lus_utils.config.notebooks import from_notebook
 from lus_utils.config.runtime import RuntimeParams
 from lus_utils.config.schema import as_dict
+from lus_utils.data.dataset import study_frames
 from lus_utils.paths import OutLayout, resolve_out_dir
 from lus_utils.provenance import print_environment
 from lus_utils.reproducibility import seed_everything
@@ -45,7 +45,7 @@ def start_session(notebook: str, namespace: Mapping[str, Any]) -> ClassifierSess
     run, train, evaluation, runtime = from_notebook(notebook, namespace)
     print_environment()
     layout = OutLayout(resolve_out_dir(namespace.get("out_dir", "")))
-    frames = frames_for_run(run.frames_csv, namespace.get("data_root", ""), layout.root)
+    frames = study_frames(run.frames_csv, namespace.get("data_root", ""), layout.root)
     key = RunKey.from_params(as_dict(run))
     seed_everything(run.seed, runtime.threads)
     print(f"run {key.run_id}: condition {key.condition.name}\noutputs: {layout.run_dir(key.run_id)}")

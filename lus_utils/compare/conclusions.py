@@ -182,8 +182,10 @@ def synthetic_section(comp: Comparison) -> list[str]:
         flag = " (leakage ablation)" if r.get("leakage_ablation") else ""
         first = audits[audits["family"] == r["family"]]["synthetic_set"].iloc[0]
         audit = records.read_audit(OutLayout(comp.out_dir).synthetic / first / "audit.json")
-        text = (interpretation(audit).replace("\n", " ") if audit else
-                "no complete audit, so how much it memorizes and how realistic it is are unknown.")
+        try:
+            text = interpretation(audit).replace("\n", " ")
+        except (KeyError, TypeError, AttributeError):  # no audit, or an unfinished one
+            text = "no complete audit, so how much it memorizes and how realistic it is are unknown."
         lines.append(f"- `{r['family']}`{flag}, {plural(int(r['sets']), 'set')}, reached the realism criterion in "
                      f"{r['reached realism']}; its first set (`{first}`): {text}")
     return lines + [""]

@@ -46,8 +46,8 @@ def per_run(runs: pd.DataFrame, predictions: dict[str, pd.DataFrame], minority: 
             continue
         block = run_patients(table, minority)
         if len(block):
-            parts.append(block.assign(run_id=run["run_id"], arch=run["arch"], condition=run["condition"]))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["run_id", "arch", "condition",
+            parts.append(block.assign(unit_id=run["unit_id"], arch=run["arch"], condition=run["condition"]))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["unit_id", "arch", "condition",
                                                                                    "patient_id", *MEASURES])
 
 
@@ -56,7 +56,7 @@ def patient_table(patients: pd.DataFrame) -> pd.DataFrame:
     if patients.empty:
         return patients
     keys = ["arch", "condition", "patient_id", "probe", "videos", "source"]
-    table = patients.groupby(keys, sort=False).agg(n_runs=("run_id", "nunique"), n_frames=("n_frames", "first"),
+    table = patients.groupby(keys, sort=False).agg(n_runs=("unit_id", "nunique"), n_frames=("n_frames", "first"),
                                                    **{m: (m, "mean") for m in MEASURES})
     return table.reset_index()
 
@@ -65,14 +65,14 @@ def patient_effects(patients: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame
     """Per comparison and minority patient: the mean paired difference of each measure over the pairs, and
     per comparison and measure whether every patient moves the same way (`same_sign_all_patients`)."""
     columns = ["arch", "condition", "baseline", "patient_id", "n_pairs", *(f"diff_{m}" for m in MEASURES)]
-    matched = pairs.dropna(subset=["baseline_run_id"]) if not pairs.empty else pairs
+    matched = pairs.dropna(subset=["baseline_unit_id"]) if not pairs.empty else pairs
     if patients.empty or matched.empty:
         return pd.DataFrame(columns=columns)
-    by_run = patients.set_index(["run_id", "patient_id"])[list(MEASURES)]
+    by_run = patients.set_index(["unit_id", "patient_id"])[list(MEASURES)]
     rows = []
     for (arch, condition, baseline), group in matched.groupby(["arch", "condition", "baseline"], sort=False):
         diffs = []
-        for run_id, base_id in zip(group["run_id"], group["baseline_run_id"]):
+        for run_id, base_id in zip(group["unit_id"], group["baseline_unit_id"]):
             if run_id in by_run.index.get_level_values(0) and base_id in by_run.index.get_level_values(0):
                 diffs.append(by_run.loc[run_id] - by_run.loc[base_id])
         if not diffs:

@@ -48,12 +48,12 @@ def parse_primary(entries: list[str]) -> list[PrimaryComparison]:
             parsed = [Condition.parse(condition), Condition.parse(baseline)]
         except NameError_ as err:
             require(False, "compare.primary", f"entry '{entry}': {err}")
-        require(not any(c.leaky for c in parsed), "compare.primary",
-                f"entry '{entry}': the leakage ablation is never a primary comparison (its generator saw "
-                "validation/test frames)")
         require(not any(c.original_replica for c in parsed), "compare.primary",
                 f"entry '{entry}': the original study's replica is never a primary comparison (its video split "
                 "puts a patient in train and test)")
+        require(not any(c.leaky for c in parsed), "compare.primary",
+                f"entry '{entry}': the leakage ablation is never a primary comparison (its generator saw "
+                "validation/test frames)")
         require(parsed[0].design == parsed[1].design and parsed[0].minority == parsed[1].minority,
                 "compare.primary", f"entry '{entry}' pairs conditions of two designs or target classes")
         out.append(PrimaryComparison(condition, baseline, metric))

@@ -344,7 +344,7 @@ def check_minority_present(root: Path, rows: list[dict], skipped: list[dict], pa
 def build_frames(data_root: str | Path | None, out_dir: Path, params: DataParams,
                  cache_root: Path | None = None, simulated: SimulatedMinorityParams | None = None) -> pd.DataFrame:
     """Extract frames, attach patients, split them (the viral design's splits and the simulated minorities'
-    draws, default `SimulatedMinorityParams()`), and write frames.csv, report.json, provenance.json.
+    draws, none without `simulated`), and write frames.csv, report.json, provenance.json.
 
     report.json is written also when the build stops early, with the error, so what was skipped can be seen."""
     root = resolve_data_root(data_root)
@@ -353,7 +353,8 @@ def build_frames(data_root: str | Path | None, out_dir: Path, params: DataParams
     report: dict[str, Any] = {"data_root": str(root), "skipped": [], "excluded": [], "warnings": []}
     try:
         frames, sources, results = _build(root, params, cache_root, report)
-        frames = simulated_minority.assign_draws(frames, params, simulated or SimulatedMinorityParams())
+        if simulated is not None:
+            frames = simulated_minority.assign_draws(frames, params, simulated)
     except Exception as err:
         try:
             write_json_atomic(layout.data_report, {**report, "error": f"{type(err).__name__}: {err}"})
@@ -361,7 +362,7 @@ def build_frames(data_root: str | Path | None, out_dir: Path, params: DataParams
             log.error("could not write %s: %s", layout.data_report, write_err)
         raise
     used = [Path(s.path) for s in sources] + [root / "dataset_metadata.csv"]
-    record = provenance({"data": asdict(params), "simulated_minority": asdict(simulated or SimulatedMinorityParams())},
+    record = provenance({"data": asdict(params), "simulated_minority": asdict(simulated) if simulated else None},
                         data_root=str(root), data_fingerprint=fingerprint_files(used, root),
                         n_frames=len(frames), n_videos=int(frames.video_id.nunique()))
     link_frames(results, layout)
@@ -452,6 +453,23 @@ def read_frames(frames_csv: str | Path) -> pd.DataFrame:
                                 "(python run_all.py --only 01) or build_frames()")
     frames = pd.read_csv(frames_csv, dtype={"patient_id": str, "video_id": str}, keep_default_na=False)
     frames["abspath"] = [os.path.normpath(frames_csv.parent / p) for p in frames["path"]]
+    return frames
+
+
+def study_frames(frames_csv: str, data_root: str, out_dir: str | Path) -> pd.DataFrame:
+    """A notebook's frames: `frames_csv`, else <out>/data/frames.csv, built with the default data parameters
+    when absent (a notebook run on its own; notebook 01 builds it in a study)."""
+    layout = OutLayout(Path(out_dir))
+    path = Path(frames_csv) if frames_csv else layout.frames_csv
+    if not path.is_file():
+        if frames_csv:
+            raise FileNotFoundError(f"frames_csv {path} does not exist; leave it empty to use (or build) "
+                                    f"{layout.frames_csv}")
+        print(f"{path} is absent: building it with the default data parameters (notebook 01 does this too)")
+        build_frames(resolve_data_root(data_root or None, fetch_if_missing=True), layout.root, DataParams(),
+                     simulated=SimulatedMinorityParams())
+    frames = read_frames(path)
+    frames.attrs["frames_csv"] = str(path.resolve())
     return frames
 
 

@@ -8,7 +8,7 @@ from matplotlib import pyplot as plt
 
 from lus_utils.data.exploration import GATE_ENTROPY, GATE_STD, SIZE_FEATURES, sample_frames, videos_table
 from lus_utils.images import load_image
-from lus_utils.params import MINORITY_CLASS
+from lus_utils.vocabulary import VIRAL as MINORITY_CLASS
 from lus_utils.plots import image_grid
 
 

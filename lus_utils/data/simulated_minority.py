@@ -81,6 +81,17 @@ def draw(frames: pd.DataFrame, data: DataParams, sim: SimulatedMinorityParams, t
     return part.rename(split.column), rank.rename(split.rank_column)
 
 
+def within_real_patients(frames: pd.DataFrame, split_column: str, real_patients: int) -> pd.DataFrame:
+    """`frames` without a simulated draw's left-out target patients: its target's training frames beyond the first
+    `real_patients` of the pool (unchanged for another split, or k = 0)."""
+    if real_patients <= 0 or not split_column.startswith("sim_"):
+        return frames
+    split = Split.from_column(split_column)
+    rank = pd.to_numeric(frames[split.rank_column], errors="coerce")
+    left_out = (frames["label"] == split.target) & (frames[split_column] == "train") & ~(rank < real_patients)
+    return frames[~left_out]
+
+
 def check_draw(frames: pd.DataFrame, split: Split) -> None:
     """A draw's rules: the patient rule within its scope, nothing outside it, no target patient in validation,
     every training target frame ranked, every class trained, validated (but the target) and tested."""

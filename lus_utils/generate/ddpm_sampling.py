@@ -1,4 +1,4 @@
-"""Sampling a trained DDPM: the samplers, one seed per image, and the seed study's redraw loop.
+"""Sampling a trained DDPM: the samplers, one seed per image, and the original study's redraw loop.
 
 Every random draw of a DDPM generator, in training and in sampling, comes from a generator seeded by
 (seed, stream, index) (`seed_for`), so an image can be regenerated alone, whatever the batch it was made
@@ -13,12 +13,13 @@ import torch
 from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, DPMSolverMultistepScheduler
 from tqdm.auto import tqdm
 
-from lus_utils.generate import realism, synthetic
-from lus_utils.params import AuditParams, DDPMParams
+from lus_utils.config.generate import AuditParams, DDPMParams
+from lus_utils.generate import realism
 from lus_utils.reproducibility import resolve_device
+from lus_utils.synthetic_sets import original_gate
 
 SAMPLERS = ("ddpm", "ddim", "dpmsolver", "dpmsolver_ode")
-SEED_REDRAW_OFFSET = 1000  # the seed's redraw: seed + 1000 x attempt (textual_inversion/generate_dataset_from_ddpm.py:54-71)
+ORIGINAL_REDRAW_OFFSET = 1000  # the original study's redraw: seed + 1000 x attempt (textual_inversion/generate_dataset_from_ddpm.py:54-71)
 # Keys of the random streams of training and sampling, kept in one place so that streams never coincide.
 STREAM_BATCH_ORDER, STREAM_STEP, STREAM_SAMPLE, STREAM_GRID = 1, 2, 3, 4
 
@@ -42,7 +43,7 @@ def make_sampler(pipeline, sampler: str):
     """A scheduler for `sampler` on the pipeline's training noise schedule (`from_config`: betas, 1000 steps,
     epsilon prediction).
 
-    - ddpm: ancestral DDPM, the training scheduler itself (x0 clipped to [-1, 1], the seed's sampler);
+    - ddpm: ancestral DDPM, the training scheduler itself (x0 clipped to [-1, 1], the original study's sampler);
     - ddim: deterministic DDIM on trailing timesteps (the first step starts at t = 999, pure noise);
     - dpmsolver: SDE-DPM-Solver++ (2nd order), trailing timesteps, x0 clipped to [-1, 1] (thresholding with
       sample_max_value 1), fresh noise at every step like DDPM;
@@ -63,35 +64,37 @@ def make_sampler(pipeline, sampler: str):
     raise ValueError(f"unknown sampler '{sampler}'; known: {', '.join(SAMPLERS)}")
 
 
-def fails_both_seed_criteria(image: np.ndarray, audit: AuditParams) -> bool:
-    """The seed's redraw condition: std and entropy both at or below their thresholds (an image failing only
-    one of them ended the seed's loop unsaved, so it is written here as rejected, not redrawn)."""
-    verdict = synthetic.gate(image, audit.min_std, audit.min_entropy)
+def fails_both_original_criteria(image: np.ndarray, audit: AuditParams) -> bool:
+    """The original study's redraw condition: std and entropy both at or below their thresholds (an image failing
+    only one of them ended its loop unsaved, so it is written here as rejected, not redrawn)."""
+    verdict = original_gate(image, audit.min_std, audit.min_entropy)
     return verdict["std"] <= audit.min_std and verdict["entropy"] <= audit.min_entropy
 
 
 def sample_set(pipeline, p: DDPMParams, audit: AuditParams, device: str | torch.device = "cpu",
-               progress: bool = True) -> tuple[np.ndarray, list[int], list[int]]:
-    """`p.n_samples` images with the profile's sampler, their seeds and redraw counts.
+               progress: bool = True, precision: str = "fp32") -> tuple[np.ndarray, list[int], list[int]]:
+    """`p.n_samples` images with the profile's sampler (the UNet at `precision`, runtime.sampling_precision),
+    their seeds and redraw counts.
 
-    Under the seed gate with `p.gate_retries`, an image failing both seed criteria is drawn again from seed
-    + 1000 x attempt (added up over attempts, as the seed did) until it does not or the retries are spent;
+    Under the original study's gate with `p.gate_retries`, an image failing both of its criteria is drawn again
+    from seed + 1000 x attempt (added up over attempts, as it did) until it does not or the retries are spent;
     the image kept in its slot is the last one drawn."""
     samples, seeds = sample_images(pipeline, p.sampler, p.sampling_steps, p.n_samples, p.sample_batch_size, p.seed,
-                                   device, progress=progress, precision=p.sampling_precision)
+                                   device, progress=progress, precision=precision)
     seeds, attempts = list(seeds), [0] * len(seeds)
     if audit.gate != realism.SEED_GATE:
         return samples, seeds, attempts
     for attempt in range(1, p.gate_retries + 1):
-        redo = [i for i, image in enumerate(samples) if fails_both_seed_criteria(image, audit)]
+        redo = [i for i, image in enumerate(samples) if fails_both_original_criteria(image, audit)]
         if not redo:
             break
-        new_seeds = [seeds[i] + SEED_REDRAW_OFFSET * attempt for i in redo]
+        new_seeds = [seeds[i] + ORIGINAL_REDRAW_OFFSET * attempt for i in redo]
         images, _ = sample_images(pipeline, p.sampler, p.sampling_steps, len(redo), p.sample_batch_size, new_seeds,
-                                  device, progress=progress, precision=p.sampling_precision)
+                                  device, progress=progress, precision=precision)
         for i, new_seed, image in zip(redo, new_seeds, images, strict=True):
             samples[i], seeds[i], attempts[i] = image, new_seed, attempt
-        print(f"seed gate, redraw {attempt}: {len(redo)} image(s) failed both criteria and were drawn again")
+        print(f"the original study's gate, redraw {attempt}: {len(redo)} image(s) failed both criteria and were "
+              "drawn again")
     return samples, seeds, attempts
 
 

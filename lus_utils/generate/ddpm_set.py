@@ -8,21 +8,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lus_utils.generate import realism, synthetic
+from lus_utils import synthetic_sets
+from lus_utils.config.generate import AuditParams, DDPMParams
+from lus_utils.generate import realism
 from lus_utils.images import resize
-from lus_utils.params import MINORITY_CLASS, AuditParams, DDPMParams
 from lus_utils.paths import OutLayout
 from lus_utils.provenance import provenance, read_json, stable_hash
-
-LEAKY_VARIANTS = synthetic.DDPM_LEAKY_VARIANTS  # generators that may see frames outside the training part
-
-
-def generator_dir(layout: OutLayout, variant: str, fold: int) -> Path:
-    return layout.generators / synthetic.ddpm_set_name(variant, fold)
+from lus_utils.vocabulary import DDPM_LEAKY_VARIANTS, SetRef, Split, ddpm_family
 
 
-def synthetic_set_dir(layout: OutLayout, variant: str, fold: int) -> Path:
-    return layout.synthetic / synthetic.ddpm_set_name(variant, fold)
+def set_ref(p: DDPMParams) -> SetRef:
+    """The set (and generator) a DDPM run makes: its family on its split (one for every split if leaky)."""
+    return SetRef.for_split(ddpm_family(p.variant), Split.from_column(p.split_column), p.real_patients)
+
+
+def generator_dir(layout: OutLayout, p: DDPMParams) -> Path:
+    return layout.generators / set_ref(p).name
+
+
+def synthetic_set_dir(layout: OutLayout, p: DDPMParams) -> Path:
+    return layout.synthetic / set_ref(p).name
 
 
 def write_synthetic_set(set_dir: Path, images: np.ndarray, seeds: list[int], p: DDPMParams, audit: AuditParams,
@@ -36,7 +41,7 @@ def write_synthetic_set(set_dir: Path, images: np.ndarray, seeds: list[int], p: 
     """
     verdicts, gate_record = realism.quality_gate(images, audit, realism.calibration_images(frames, split_column, audit))
     attempts = list(attempts) if attempts is not None else [0] * len(seeds)
-    rows = [{"label": MINORITY_CLASS, "generator": "ddpm", "variant": p.variant, "sampler": p.sampler,
+    rows = [{"label": p.target_class, "generator": "ddpm", "variant": p.variant, "sampler": p.sampler,
              "steps": p.sampling_steps, "seed": int(image_seed), "redraws": int(redraws), **verdict}
             for image_seed, redraws, verdict in zip(seeds, attempts, verdicts, strict=True)]
     resized = [resize(image, p.output_size) for image in images]
@@ -48,13 +53,13 @@ def write_synthetic_set(set_dir: Path, images: np.ndarray, seeds: list[int], p: 
                "n_redrawn": int(sum(a > 0 for a in attempts)), "gate_retries": p.gate_retries}
     generator_record = read_json(Path(gen_dir) / "provenance.json")
     record = provenance(
-        {"ddpm": asdict(p), "audit": asdict(audit)}, training_frames=sorted(selected["path"]),
-        leakage_ablation=p.variant in LEAKY_VARIANTS, split_column=split_column,
+        {"ddpm": asdict(p), "audit": asdict(audit)}, set=set_ref(p).to_dict(), training_frames=sorted(selected["path"]),
+        leakage_ablation=p.variant in DDPM_LEAKY_VARIANTS, split_column=split_column,
         training_frame_parts=selected[split_column].value_counts().to_dict(),
         frames_fingerprint=generator_record["training_key"]["frames_fingerprint"],
         generator={"name": Path(gen_dir).name, "created": generator_record["created"],
                    "training_key_hash": stable_hash(generator_record["training_key"]),
                    "code_version": generator_record["code_version"]},
         quality_gate=gate_record, **summary)
-    manifest = synthetic.write_set(set_dir, resized, rows, record)
+    manifest = synthetic_sets.write_set(set_dir, resized, rows, record)
     return manifest, summary

@@ -5,10 +5,11 @@ that help a classifier. The seed study trained a `diffusers` UNet2DModel with a 
 schedule on three frames (`3_mixed`) or all minority training frames (`train_all`); this module does the
 same, with what reproducibility needs on top:
 
-- Training frames come from the training split only and are recorded (frames.csv `path`) in the
-  generator's provenance; the exceptions are `3_mixed_any_split`, the explicitly marked leakage ablation,
-  and `seed_3_mixed`, the seed replica's generator (the same frames; sampled with the seed's DDPM steps and
-  gated by the seed's rule with its redraw loop, `ddpm_sampling.sample_set`), marked the same way.
+- Training frames come from the training part only (in a simulated-minority draw, of the first k target
+  patients of its pool) and are recorded (frames.csv `path`) in the generator's provenance; the exceptions
+  are `3_mixed_any_split`, the explicitly marked leakage ablation, and `seed_3_mixed`, the original study's
+  generator (the same frames; sampled with its DDPM steps and gated by its rule with its redraw loop,
+  `ddpm_sampling.sample_set`), marked the same way.
 - Every random draw of training (batch order, flips, noise, timesteps) comes from a generator seeded by
   (seed, step), so a run resumed from a checkpoint ends with the same weights as an uninterrupted one.
 - Checkpoints (`checkpoint-N`: model, EMA, optimizer, LR schedule, grad scaler, RNG states, step) are
@@ -40,30 +41,33 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from lus_utils.data import splits
+from lus_utils.config.generate import DDPMParams
+from lus_utils.config.runtime import RuntimeParams
+from lus_utils.data import simulated_minority, splits
 from lus_utils.data.splits import TooFewFramesError
-from lus_utils.generate import synthetic
 from lus_utils.generate.ddpm_sampling import STREAM_BATCH_ORDER, STREAM_GRID, STREAM_STEP, sample_images, seed_for
 from lus_utils.images import load_image
-from lus_utils.params import MINORITY_CLASS, DDPMParams
 from lus_utils.provenance import (atomic_dir, atomic_path, fingerprint_files, provenance, read_json, write_csv_atomic,
                                   write_json_atomic)
-from lus_utils.reproducibility import resolve_device
+from lus_utils.reproducibility import resolve_device, thread_count
+from lus_utils.vocabulary import DDPM_LEAKY_VARIANTS as LEAKY_VARIANTS
+from lus_utils.vocabulary import VIRAL
 
-N_MIXED = 3  # frames of the 3-frame variants (seed study)
+N_MIXED = 3  # frames of the 3-frame variants (the original study's)
 MIN_FRAMES = {"3_mixed": N_MIXED, "train_all": N_MIXED, "3_mixed_any_split": N_MIXED, "seed_3_mixed": N_MIXED}
-LEAKY_VARIANTS = synthetic.DDPM_LEAKY_VARIANTS  # generators that may see frames outside the training part
 NUM_TRAIN_TIMESTEPS = 1000
 GRID_IMAGES = 8  # images in each sample grid saved during training
 KEEP_CHECKPOINTS = 2  # older checkpoints are deleted while training; all are deleted once the pipeline is saved
-# The seed study's optimiser: torch's AdamW defaults (textual_inversion/basic_training_script.py there).
+# The original study's optimiser: torch's AdamW defaults (textual_inversion/basic_training_script.py there).
 ADAM_BETAS = (0.9, 0.999)
 ADAM_WEIGHT_DECAY = 0.01
 MAX_GRAD_NORM = 1.0
 EMA_POWER = 0.75  # EMA warm-up: decay = min(ema_decay, 1 - (1 + step) ** -EMA_POWER)
-# Parameters that change the trained weights (the cache and the checkpoints are keyed on them).
-TRAINING_KEYS = ("variant", "fold", "seed", "image_size", "block_out_channels", "layers_per_block",
-                 "attention_levels", "batch_size", "lr", "warmup_steps", "ema_decay", "mixed_precision")
+# Parameters that change the trained weights (the cache and the checkpoints are keyed on them, with the
+# runtime's training precision).
+TRAINING_KEYS = ("variant", "split_column", "target_class", "real_patients", "seed", "image_size",
+                 "block_out_channels", "layers_per_block", "attention_levels", "batch_size", "lr", "warmup_steps",
+                 "ema_decay")
 
 
 def _generator(seed: int, stream: int, index: int) -> torch.Generator:
@@ -72,20 +76,22 @@ def _generator(seed: int, stream: int, index: int) -> torch.Generator:
 
 # --- training frames ---------------------------------------------------------------------------------------
 def select_training_frames(frames: pd.DataFrame, variant: str, split_column: str, seed: int,
-                           label: str = MINORITY_CLASS) -> pd.DataFrame:
+                           label: str = VIRAL, real_patients: int = 0) -> pd.DataFrame:
     """The frames a generator variant trains on (rows of frames.csv), chosen with `seed`.
 
-    - `3_mixed`: three `label` frames of the training split, spread over as many training videos as
+    - `3_mixed`: three `label` frames of the training part, spread over as many training videos as
       there are (one per video when there are three or more; frames of one video otherwise).
-    - `train_all`: every `label` frame of the training split.
+    - `train_all`: every `label` frame of the training part.
     - `3_mixed_any_split`: three frames of three different `label` videos whatever their split (the
-      leakage ablation); `seed_3_mixed` picks the same way (the seed replica's generator).
-    Stops with the counts when there are too few frames or videos.
+      leakage ablation); `seed_3_mixed` picks the same way (the original study's generator).
+    In a simulated-minority draw (`real_patients` k > 0) the training part of `label` is its first k pool
+    patients'. Stops with the counts when there are too few frames or videos.
     """
     if variant not in MIN_FRAMES:
         raise ValueError(f"unknown DDPM variant '{variant}'; known: {sorted(MIN_FRAMES)}")
     if split_column not in frames.columns:
         raise ValueError(f"frames have no column '{split_column}' (was frames.csv built with enough folds?)")
+    frames = simulated_minority.within_real_patients(frames, split_column, real_patients)
     minority = frames[frames["label"] == label]
     rng = np.random.default_rng([seed, 2024])
     if variant in LEAKY_VARIANTS:
@@ -127,7 +133,7 @@ def training_preview(selected: pd.DataFrame, split_column: str, size: int = 96,
 
 # --- model -------------------------------------------------------------------------------------------------
 def block_types(p: DDPMParams) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Down and up block types: attention blocks at `attention_levels` (seed: the fifth of six levels)."""
+    """Down and up block types: attention blocks at `attention_levels` (the original study: the fifth of six)."""
     levels = range(len(p.block_out_channels))
     down = tuple("AttnDownBlock2D" if i in p.attention_levels else "DownBlock2D" for i in levels)
     up = tuple("AttnUpBlock2D" if i in p.attention_levels else "UpBlock2D" for i in reversed(levels))
@@ -151,9 +157,10 @@ def epochs_for(p: DDPMParams) -> int:
     return p.epochs_train_all if p.variant == "train_all" else p.epochs_3_mixed
 
 
-def training_key(p: DDPMParams, selected: pd.DataFrame) -> dict[str, Any]:
-    """What determines the trained weights: the training parameters, epochs and the frames (by content)."""
-    return {**{k: getattr(p, k) for k in TRAINING_KEYS}, "epochs": epochs_for(p),
+def training_key(p: DDPMParams, selected: pd.DataFrame, precision: str) -> dict[str, Any]:
+    """What determines the trained weights: the training parameters and precision, epochs and the frames (by
+    content)."""
+    return {**{k: getattr(p, k) for k in TRAINING_KEYS}, "precision": precision, "epochs": epochs_for(p),
             "training_frames": sorted(selected["path"]),
             "frames_fingerprint": fingerprint_files(sorted(selected["abspath"]))}
 
@@ -254,15 +261,14 @@ def _write_png(path: Path, image: np.ndarray) -> None:
         tmp.write_bytes(encoded.tobytes())
 
 
-def _save_grid(path: Path, model, ema, p: DDPMParams, device: torch.device) -> None:
+def _save_grid(path: Path, model, ema, p: DDPMParams, device: torch.device, precision: str) -> None:
     """A strip of GRID_IMAGES samples with the EMA weights and the set's sampler (same noise every time)."""
     ema.store(model.parameters())
     ema.copy_to(model.parameters())
     model.eval()
     try:
         images, _ = sample_images(make_pipeline(model), p.sampler, p.sampling_steps, GRID_IMAGES, GRID_IMAGES,
-                                  seed_for(p.seed, STREAM_GRID, 0), device, progress=False,
-                                  precision=p.sampling_precision)
+                                  seed_for(p.seed, STREAM_GRID, 0), device, progress=False, precision=precision)
     finally:
         ema.restore(model.parameters())
         model.train()
@@ -304,12 +310,13 @@ def _cached_result(gen_dir: Path, key: dict[str, Any], total_steps: int) -> Trai
                        _grid_paths(gen_dir))
 
 
-def _start_training(p: DDPMParams, total_steps: int) -> _Training:
-    """Seeded model, EMA (with warm-up), AdamW, cosine schedule with warm-up, grad scaler, on p.device."""
-    device = resolve_device(p.device)
-    torch.set_num_threads(p.num_threads)
+def _start_training(p: DDPMParams, runtime: RuntimeParams, total_steps: int) -> _Training:
+    """Seeded model, EMA (with warm-up), AdamW, cosine schedule with warm-up, grad scaler, on the runtime's
+    device, threads and precision."""
+    device = resolve_device(runtime.device)
+    torch.set_num_threads(thread_count(runtime.threads))
     torch.use_deterministic_algorithms(True, warn_only=True)
-    dtype = autocast_dtype(p.mixed_precision, device)
+    dtype = autocast_dtype(runtime.precision, device)
     torch.manual_seed(p.seed)
     model = build_unet(p).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=p.lr, betas=ADAM_BETAS, weight_decay=ADAM_WEIGHT_DECAY)
@@ -389,8 +396,8 @@ def _save_pipeline(gen_dir: Path, run: _Training, p: DDPMParams, key: dict[str, 
     shutil.rmtree(gen_dir / "checkpoints", ignore_errors=True)
 
 
-def train_ddpm(selected: pd.DataFrame, p: DDPMParams, gen_dir: Path, max_steps: int | None = None,
-               progress: bool = True) -> TrainResult:
+def train_ddpm(selected: pd.DataFrame, p: DDPMParams, gen_dir: Path, runtime: RuntimeParams | None = None,
+               max_steps: int | None = None, progress: bool = True) -> TrainResult:
     """Train (or reuse) the DDPM of `p.variant` on `selected` frames; save the EMA pipeline in `gen_dir`.
 
     `gen_dir/pipeline` is reused when `gen_dir/provenance.json` has the same training key (parameters,
@@ -399,14 +406,15 @@ def train_ddpm(selected: pd.DataFrame, p: DDPMParams, gen_dir: Path, max_steps: 
     all (a time-boxed run: call again to continue); the pipeline is saved only when training finishes.
     """
     gen_dir = Path(gen_dir)
-    key = training_key(p, selected)
+    runtime = runtime or RuntimeParams()
+    key = training_key(p, selected, runtime.precision)
     steps_per_epoch = math.ceil(len(selected) / p.batch_size)
     epochs = epochs_for(p)
     total_steps = epochs * steps_per_epoch
     cached = _cached_result(gen_dir, key, total_steps)
     if cached is not None:
         return cached
-    run = _start_training(p, total_steps)
+    run = _start_training(p, runtime, total_steps)
     start, log, resumed_from = _resume(gen_dir, key, p, run, total_steps)
     run.ema.to(run.device)
     data = load_training_tensor(selected, p.image_size)
@@ -422,7 +430,8 @@ def train_ddpm(selected: pd.DataFrame, p: DDPMParams, gen_dir: Path, max_steps: 
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", epoch=epoch)
         if done % steps_per_epoch == 0 and epoch in grid_epochs:
-            _save_grid(gen_dir / "grids" / f"epoch_{epoch:05d}.png", run.model, run.ema, p, run.device)
+            _save_grid(gen_dir / "grids" / f"epoch_{epoch:05d}.png", run.model, run.ema, p, run.device,
+                       runtime.sampling_precision)
         if done % p.checkpoint_every == 0 or done == stop:
             save_checkpoint(gen_dir, done, key, run.model, run.ema, run.optimizer, run.lr_scheduler, run.scaler, log)
     bar.close()

@@ -29,11 +29,12 @@ from transformers import CLIPTextModel
 
 from lus_utils.generate import tiny_sd
 from lus_utils.images import load_images
-from lus_utils.params import MINORITY_CLASS
+from lus_utils.config.generate import DomainBaseModelParams
 from lus_utils.paths import OutLayout
 from lus_utils.provenance import (atomic_dir, code_hash, fingerprint_files, provenance, stable_hash, write_csv_atomic,
                                   write_json_atomic)
 from lus_utils.reproducibility import seed_everything
+from lus_utils.vocabulary import VIRAL as MINORITY_CLASS
 
 LABEL_PHRASES = {"covid": "covid-19 pneumonia", "pneumonia": "bacterial pneumonia", "regular": "a healthy lung",
                  "viral": "viral pneumonia"}
@@ -73,12 +74,12 @@ def training_frames(frames: pd.DataFrame, split_column: str, minority: str = MIN
     return chosen.sort_values("path").reset_index(drop=True)
 
 
-def settings(params: Any) -> dict[str, Any]:
-    """The knobs of the domain model, taken from TextualInversionParams (they make the cache key)."""
-    return {"seed": params.seed, "resolution": params.domain_resolution, "width": params.domain_width,
-            "vae_steps": params.domain_vae_steps, "steps": params.domain_steps,
-            "batch_size": params.domain_batch_size, "lr": params.domain_lr,
-            "caption_dropout": params.domain_caption_dropout, "num_threads": params.num_threads}
+def settings(domain: DomainBaseModelParams, seed: int, threads: int) -> dict[str, Any]:
+    """The knobs of the domain model (section domain_base_model), its seed and threads (they make the cache key)."""
+    return {"seed": seed, "resolution": domain.domain_resolution, "width": domain.domain_width,
+            "vae_steps": domain.domain_vae_steps, "steps": domain.domain_steps,
+            "batch_size": domain.domain_batch_size, "lr": domain.domain_lr,
+            "caption_dropout": domain.domain_caption_dropout, "num_threads": threads}
 
 
 def architecture(width: int, resolution: int) -> dict[str, Any]:
@@ -203,14 +204,14 @@ def model_dir(out_dir: Path, key: str) -> Path:
     return OutLayout(Path(out_dir)).generators / "domain_base_model" / key
 
 
-def load_or_train(frames: pd.DataFrame, split_column: str, params: Any, out_dir: Path,
-                  tokenizer_dir: Path | None = None) -> tuple[Any, dict[str, Any]]:
+def load_or_train(frames: pd.DataFrame, split_column: str, domain: DomainBaseModelParams, seed: int, threads: int,
+                  out_dir: Path, tokenizer_dir: Path | None = None) -> tuple[Any, dict[str, Any]]:
     """The domain base model for this split: loaded from its cache folder, or trained and saved there.
 
     Returns the pipeline and an info dict (folder, key, cached, training_frames, captions file).
     """
     chosen = training_frames(frames, split_column)
-    knobs = settings(params)
+    knobs = settings(domain, seed, threads)
     paths = list(chosen["path"])
     key = stable_hash({"settings": knobs, "training_frames": paths, "code": _code_version()})
     folder = model_dir(out_dir, key)

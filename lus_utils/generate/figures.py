@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from lus_utils.generate.synthetic import passed_gate
+from lus_utils.synthetic_sets import passed_gate
 from lus_utils.images import load_image
 from lus_utils.plots import image_grid
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from lus_utils.generate import synthetic
+from lus_utils.synthetic_sets import original_gate
 from lus_utils.images import load_image
 
 FEATURE_SIZE = 64  # grey images are resized to this side before the random CNN
@@ -269,7 +269,7 @@ def quality_gate(images: np.ndarray, audit, real_images: np.ndarray | None) -> t
     Every verdict carries the seed gate's `std` and `entropy` (and `passed_seed_gate`), whichever gate
     decides `passed_gate`: `real_range` needs `real_images` (grey uint8 real training frames).
     """
-    seed_verdicts = [synthetic.gate(image, audit.min_std, audit.min_entropy) for image in images]
+    seed_verdicts = [original_gate(image, audit.min_std, audit.min_entropy) for image in images]
     seed_record = {"gate": SEED_GATE, "min_std": audit.min_std, "min_entropy": audit.min_entropy}
     if audit.gate == SEED_GATE:
         return [{**v, "passed_seed_gate": v["passed_gate"]} for v in seed_verdicts], seed_record

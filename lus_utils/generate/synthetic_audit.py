@@ -31,11 +31,14 @@ import pandas as pd
 from scipy.stats import wasserstein_distance
 from skimage.metrics import structural_similarity
 
-from lus_utils.generate import realism, synthetic
+from lus_utils import records, synthetic_sets
+from lus_utils.config.generate import AuditParams
+from lus_utils.data.simulated_minority import within_real_patients
+from lus_utils.generate import realism
 from lus_utils.generate.synthetic_audit_features import feature_function, load_grey
 from lus_utils.images import load_image
-from lus_utils.params import MINORITY_CLASS, AuditParams
 from lus_utils.provenance import code_version, write_csv_atomic, write_json_atomic
+from lus_utils.vocabulary import VIRAL, SetRef
 
 HISTOGRAM_BINS = 32
 NOISE_IMAGES = 50  # noise images per kind the gate is checked on
@@ -236,13 +239,17 @@ def audit_set(set_dir: Path, frames: pd.DataFrame, split_column: str, audit_para
     """
     set_dir = Path(set_dir)
     p = audit_params
-    manifest = synthetic.read_manifest(set_dir)
-    record = synthetic.read_provenance(set_dir)
-    label = str(manifest["label"].iloc[0]) if len(manifest) else MINORITY_CLASS
+    manifest = synthetic_sets.read_manifest(set_dir)
+    record = synthetic_sets.read_provenance(set_dir)
+    ref = SetRef.parse(set_dir.name)
+    label = str(manifest["label"].iloc[0]) if len(manifest) else VIRAL
+    # In a simulated draw the generator learned from the first k pool patients: the others are neither its
+    # training frames nor held out (they train other conditions), so they take no part in the audit.
+    frames = within_real_patients(frames, split_column, ref.k)
     parts = audit_frames(frames, split_column, label, record)
-    kept = synthetic.passed_gate(manifest).to_numpy()
+    kept = synthetic_sets.passed_gate(manifest).to_numpy()
     population = kept if kept.any() else np.ones(len(manifest), bool)
-    ablation = synthetic.SyntheticSet(set_dir.name, Path(set_dir)).leakage_ablation
+    ablation = synthetic_sets.leakage_ablation(set_dir)
 
     synthetic_grey = load_grey(manifest["abspath"].tolist(), p.audit_size)
     train_grey = load_grey(parts.train["abspath"].tolist(), p.audit_size)
@@ -258,7 +265,7 @@ def audit_set(set_dir: Path, frames: pd.DataFrame, split_column: str, audit_para
     figures = realism_figures(manifest.loc[population, "abspath"].tolist(), parts.minority_train["abspath"].tolist(),
                               unseen["abspath"].tolist(), p, feature_run_dir or p.feature_run_dir)
     audit = {
-        "set": set_dir.name,
+        **records.audit_identity(ref),
         "generator": str(manifest["generator"].iloc[0]) if len(manifest) and "generator" in manifest else "",
         "variant": str(manifest["variant"].iloc[0]) if len(manifest) and "variant" in manifest else "",
         "label": label, "split_column": split_column, "leakage_ablation": ablation,
@@ -289,7 +296,7 @@ def audit_set(set_dir: Path, frames: pd.DataFrame, split_column: str, audit_para
 
 def set_gate(record: dict[str, Any], p: AuditParams) -> AuditParams:
     """The audit parameters with the gate the set was written with (its provenance's `quality_gate`; a set
-    without that record was gated by the seed's gate)."""
+    without that record was gated by the original study's gate)."""
     gate = record.get("quality_gate", {}).get("gate", realism.SEED_GATE)
     return replace(p, gate=gate if gate in realism.GATES else realism.SEED_GATE)
 

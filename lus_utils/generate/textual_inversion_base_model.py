@@ -15,7 +15,8 @@ import torch
 from diffusers import StableDiffusionPipeline
 
 from lus_utils.generate import domain_base_model, tiny_sd
-from lus_utils.params import TextualInversionParams
+from lus_utils.config.generate import DomainBaseModelParams, TextualInversionParams
+from lus_utils.config.runtime import RuntimeParams
 
 BASE_MODEL_DIR = "base_model"  # tiny and domain base models are saved here in the output folder (save_pretrained)
 BASE_MEANINGS = {
@@ -54,23 +55,28 @@ def _from_pretrained(name: str, dtype: torch.dtype):
 
 
 def load_base_model(params: TextualInversionParams, frames: pd.DataFrame, split_column: str, out_dir: Path,
-                    device: torch.device, tokenizer_dir: Path | None = None) -> tuple[Any, dict[str, Any]]:
+                    device: torch.device, tokenizer_dir: Path | None = None,
+                    domain: DomainBaseModelParams | None = None,
+                    runtime: RuntimeParams | None = None) -> tuple[Any, dict[str, Any]]:
     """The base `StableDiffusionPipeline` and what it is: {base_model, kind, meaning, training_frames, ...}.
 
-    `training_frames` lists the study frames the base model itself learned from (only `domain` has any).
+    `training_frames` lists the study frames the base model itself learned from (only `domain` has any). A hub
+    or folder model's frozen weights are half precision on a GPU when `runtime.precision` is (fp16 or bf16).
     """
+    runtime = runtime or RuntimeParams()
     name = params.base_model
     info: dict[str, Any] = {"base_model": name, "meaning": base_model_meaning(name), "training_frames": []}
     if name == "tiny":
         pipe = tiny_sd.tiny_pipeline(params.seed, tokenizer_dir=tokenizer_dir)
         info["kind"] = "tiny"
     elif name == "domain":
-        pipe, domain = domain_base_model.load_or_train(frames, split_column, params, out_dir, tokenizer_dir)
-        info.update(kind="domain", domain_model=domain["folder"], domain_model_cached=domain["cached"],
-                    training_frames=domain["training_frames"], training_frames_per_class=domain["frames_per_class"])
+        pipe, trained = domain_base_model.load_or_train(frames, split_column, domain or DomainBaseModelParams(),
+                                                        params.seed, runtime.threads, out_dir, tokenizer_dir)
+        info.update(kind="domain", domain_model=trained["folder"], domain_model_cached=trained["cached"],
+                    training_frames=trained["training_frames"], training_frames_per_class=trained["frames_per_class"])
     else:
-        fp16 = device.type == "cuda" and params.mixed_precision == "fp16"
-        pipe = _from_pretrained(name, torch.float16 if fp16 else torch.float32)
+        half = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(runtime.precision) if device.type == "cuda" else None
+        pipe = _from_pretrained(name, half or torch.float32)
         info["kind"] = "local" if Path(name).exists() else "hub"
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device)

@@ -19,7 +19,7 @@ from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscrete
                        StableDiffusionImg2ImgPipeline)
 
 from lus_utils.images import load_image, load_images, resize, to_grey
-from lus_utils.params import TextualInversionParams
+from lus_utils.config.generate import TextualInversionParams
 
 
 def autocast(device: torch.device, dtype: torch.dtype):

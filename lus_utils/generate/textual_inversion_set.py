@@ -12,12 +12,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lus_utils.generate import realism, synthetic
+from lus_utils import synthetic_sets
+from lus_utils.config.generate import AuditParams, TextualInversionParams
+from lus_utils.generate import realism
 from lus_utils.generate.textual_inversion_training import TrainResult
-from lus_utils.params import MINORITY_CLASS, AuditParams, TextualInversionParams
 from lus_utils.provenance import provenance, sha256_file
+from lus_utils.vocabulary import TI_MODES, VIRAL, SetRef, Split, ti_set_refs
 
 GENERATOR = "textual_inversion"
+
+
+def set_refs(params: TextualInversionParams) -> dict[str, SetRef]:
+    """The sets a run writes, by mode (txt2img, img2img): its base model's families on its split."""
+    refs = ti_set_refs(params.base_model, params.set_tag, Split.from_column(params.split_column))
+    return dict(zip(TI_MODES, refs))
 
 
 def write_synthetic_set(set_dir: Path, mode: str, images: list[np.ndarray], sources: list[str],
@@ -30,7 +38,7 @@ def write_synthetic_set(set_dir: Path, mode: str, images: list[np.ndarray], sour
     gates, gate_record = realism.quality_gate(np.stack(images), audit_params,
                                               realism.calibration_images(frames, split_column, audit_params))
     prompt = params.prompt.format(params.placeholder_token)
-    rows = [{"label": MINORITY_CLASS, "generator": GENERATOR, "variant": f"{mode}:{params.base_model}",
+    rows = [{"label": VIRAL, "generator": GENERATOR, "variant": f"{mode}:{params.base_model}",
              "sampler": params.sampler, "steps": params.sampling_steps, "seed": params.seed + i,
              **gate, "prompt": prompt, "guidance_scale": params.guidance_scale,
              **({"strength": params.strength, "source_path": sources[i]} if mode == "img2img" else {})}
@@ -39,22 +47,23 @@ def write_synthetic_set(set_dir: Path, mode: str, images: list[np.ndarray], sour
     seen = sorted(set(base_info["training_frames"]) | set(ti_frames) | set(sources))
     record = provenance(
         {"textual_inversion": asdict(params), "audit": asdict(audit_params)},
-        mode=mode, base_model=params.base_model, base_model_kind=base_info["kind"],
+        set=set_refs(params)[mode].to_dict(), mode=mode, base_model=params.base_model, base_model_kind=base_info["kind"],
         base_model_meaning=base_info["meaning"], base_model_info={k: v for k, v in base_info.items()
                                                                   if k != "training_frames"},
         split_column=split_column, training_frames=seen,
         base_model_training_frames=base_info["training_frames"], token_training_frames=ti_frames,
-        img2img_source_frames=sorted(set(sources)), learned_embeds=str(trained.embeds_path),
+        img2img_source_frames=sorted(set(sources)),
+        learned_embeds=f"generators/{trained.folder.name}/{trained.embeds_path.name}",  # relative to the output folder
         learned_embeds_sha256=sha256_file(trained.embeds_path), generation_seconds=round(seconds, 2),
         quality_gate=gate_record, n_generated=len(images), n_kept=int(sum(g["passed_gate"] for g in gates)))
-    return synthetic.write_set(set_dir, images, rows, record)
+    return synthetic_sets.write_set(set_dir, images, rows, record)
 
 
 def gate_summary(manifests: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Per set: images, kept, rejection rate, median grey std and entropy."""
     rows = []
     for mode, manifest in manifests.items():
-        kept = synthetic.passed_gate(manifest)
+        kept = synthetic_sets.passed_gate(manifest)
         rows.append({"set": mode, "images": len(manifest), "kept": int(kept.sum()),
                      "rejection rate": float(1 - kept.mean()) if len(manifest) else float("nan"),
                      "median std": float(manifest["std"].median()), "median entropy": float(manifest["entropy"].median())})

@@ -35,10 +35,11 @@ from lus_utils.generate import domain_base_model
 from lus_utils.generate.textual_inversion_base_model import loadable_base_model
 from lus_utils.generate.textual_inversion_sampling import autocast, set_sampler, txt2img
 from lus_utils.images import load_image
-from lus_utils.params import MINORITY_CLASS, TextualInversionParams
+from lus_utils.config.generate import TextualInversionParams
 from lus_utils.paths import OutLayout
 from lus_utils.provenance import atomic_dir, provenance, write_csv_atomic, write_json_atomic
 from lus_utils.reproducibility import seed_everything
+from lus_utils.vocabulary import VIRAL, SetRef
 
 # Prompt templates of diffusers' textual_inversion example (from the original paper's code).
 IMAGENET_TEMPLATES = [
@@ -73,12 +74,13 @@ class TokenError(ValueError):
     """A placeholder token already known to the tokenizer, or an initializer that is not one token."""
 
 
-def generator_dir(layout: OutLayout, set_tag: str = "") -> Path:
-    return layout.generators / ("textual_inversion" + (f"_{set_tag}" if set_tag else ""))
+def generator_dir(layout: OutLayout, refs: tuple[SetRef, ...]) -> Path:
+    """The token's folder, named for its txt2img set (`ti_txt2img_domain_r0_fold1` -> `textual_inversion_domain_r0_fold1`)."""
+    return layout.generators / refs[0].name.replace("ti_txt2img", "textual_inversion", 1)
 
 
 def select_training_frames(frames: pd.DataFrame, split_column: str, mode: str, seed: int,
-                           label: str = MINORITY_CLASS) -> pd.DataFrame:
+                           label: str = VIRAL) -> pd.DataFrame:
     """The minority training frames the token learns from: `3_mixed`/`6_mixed` (spread over distinct
     training videos in a seeded round robin) or `all`. Stops with the counts when there are too few."""
     if mode not in MIN_FRAMES:
@@ -245,13 +247,13 @@ def save_checkpoint(pipe: Any, token_ids: list[int], params: TextualInversionPar
 
 
 def train_token(pipe: Any, train_frames: pd.DataFrame, params: TextualInversionParams, folder: Path,
-                device: torch.device, resolution: int = 0) -> TrainResult:
+                device: torch.device, resolution: int = 0, threads: int = 1) -> TrainResult:
     """Learn the placeholder token on `train_frames`; write embeddings, checkpoint grids and losses to `folder`.
 
     Only the new embedding row(s) change: the optimizer sees the whole input-embedding table (as in
     the diffusers example), and every other row is copied back from the original after each step.
     """
-    seed_everything(params.seed, params.num_threads)
+    seed_everything(params.seed, threads)
     token_ids, original, keep = freeze_all_but_token(pipe, params)
     embeddings = pipe.text_encoder.get_input_embeddings()
     optimizer = torch.optim.AdamW(embeddings.parameters(), lr=params.lr, weight_decay=ADAM_WEIGHT_DECAY)
@@ -293,7 +295,7 @@ def train_token(pipe: Any, train_frames: pd.DataFrame, params: TextualInversionP
 
 
 def train_and_save(pipe: Any, train_frames: pd.DataFrame, params: TextualInversionParams, folder: Path,
-                   base_info: dict[str, Any], split_column: str, device: torch.device) -> TrainResult:
+                   base_info: dict[str, Any], split_column: str, device: torch.device, threads: int = 1) -> TrainResult:
     """`train_token` into a temporary folder renamed into place, with the run's provenance beside it.
 
     The folder stands on its own: `base_model_path` (relative to it, or a hub id) loads with
@@ -301,7 +303,7 @@ def train_and_save(pipe: Any, train_frames: pd.DataFrame, params: TextualInversi
     """
     with atomic_dir(folder) as tmp:
         base_path = loadable_base_model(params, base_info, tmp, pipe)  # before the token changes the pipeline
-        result = train_token(pipe, train_frames, params, tmp, device)
+        result = train_token(pipe, train_frames, params, tmp, device, threads=threads)
         write_csv_atomic(tmp / "training_frames.csv", train_frames.drop(columns=["abspath"], errors="ignore"))
         write_json_atomic(tmp / "provenance.json", provenance(
             asdict(params), base_model=params.base_model, base_model_path=base_path,
