@@ -6,15 +6,18 @@ from dataclasses import replace
 
 from lus_utils.config.profiles import Profile, load_profile
 from lus_utils.run.planning import generator_folds, plan, synthetic_families
-from lus_utils.vocabulary import METADATA_REFERENCE, ORIGINAL_VIDEO, SetRef
+from lus_utils.vocabulary import METADATA_REFERENCE, ORIGINAL_VIDEO, RunKey, SetRef
 
 
 def _with(profile: Profile, **sections) -> Profile:
     return replace(profile, sections={**profile.sections, **sections})
 
 
+VIRAL_ONLY = ["simulated_minority.targets=[]"]  # the viral design's planning (the simulated one: its own tests)
+
+
 def _plan(tmp_path, root, repeats=2, **grid_changes):
-    profile = load_profile("smoke")
+    profile = load_profile("smoke", VIRAL_ONLY)
     profile = _with(profile, grid=replace(profile.grid, **grid_changes), data=replace(profile.data, repeats=repeats))
     return profile, plan(profile, tmp_path / "out", root)
 
@@ -62,7 +65,7 @@ def test_every_family_amount_strategy_repeat_and_seed_gets_a_run_after_all_its_f
 
 
 def test_domain_textual_inversion_is_planned_per_repeat_and_fold(tmp_path, tiny_root):
-    profile = load_profile("smoke")
+    profile = load_profile("smoke", VIRAL_ONLY)
     profile = _with(profile, data=replace(profile.data, repeats=2),
                     textual_inversion_runs=replace(profile.textual_inversion_runs, base_models=["tiny", "domain"]))
     runs = plan(profile, tmp_path / "out", tiny_root)
@@ -119,7 +122,7 @@ def test_seed_replica_runs_the_seed_recipe_per_arch_repeat_and_seed(tmp_path, ti
 
 
 def test_the_leakage_ablation_generator_is_planned_once_and_serves_every_fold(tmp_path, tiny_root):
-    profile = load_profile("smoke")
+    profile = load_profile("smoke", VIRAL_ONLY)
     profile = _with(profile, ddpm_runs=replace(profile.ddpm_runs, variants=["3_mixed", "3_mixed_any_split"]))
     runs = plan(profile, tmp_path / "out", tiny_root)
     ddpm = sorted((r.params["variant"], r.params["split_column"]) for r in runs if r.stage == "05")
@@ -128,3 +131,20 @@ def test_the_leakage_ablation_generator_is_planned_once_and_serves_every_fold(tm
     leaky = [r for r in runs if r.params.get("synthetic_set") == "ddpm_3_mixed_any_split"]
     assert leaky and all("05_ddpm_3_mixed_any_split" in r.after for r in leaky)
     assert all(r.reads == (SetRef("ddpm_3_mixed_any_split"),) for r in leaky)
+
+
+def test_the_simulated_design_is_planned_per_target_with_its_curve_and_draw_generators(tmp_path, tiny_root):
+    profile = load_profile("smoke", ["simulated_minority.draws=3", "simulated_minority.curve=[1, 2, 3, 99]"])
+    runs = plan(profile, tmp_path / "out", tiny_root)
+    generators = [r for r in runs if r.stage == "05" and r.params["split_column"].startswith("sim_")]
+    assert sorted(r.params["split_column"] for r in generators) == [f"sim_pneumonia_d{d}" for d in range(3)]
+    assert {(r.params["target_class"], r.params["real_patients"]) for r in generators} == {("pneumonia", 3)}
+    simulated = [RunKey.from_params(r.params) for r in runs if r.params.get("protocol") == "simulated"]
+    names = sorted(k.condition.name for k in simulated)
+    # the pool of the tiny data's 5 convex pneumonia patients holds 3 after the test half: k = 99 is dropped
+    assert names == sorted(["pneumonia-k1/none+augment", "pneumonia-k2/none+augment", "pneumonia-k3/none+augment",
+                            "pneumonia-k3/none", "pneumonia-k3/ddpm_3_mixed@1ratio+augment",
+                            "pneumonia-k3/oversampling@1ratio+augment", "pneumonia-k3/metadata_reference"])
+    with_set = next(r for r in runs if "ddpm_3_mixed@1ratio" in r.run_id and "sim-" in r.run_id)
+    assert [ref.name for ref in with_set.reads] == [f"ddpm_3_mixed_pneumonia_k3_d{d}" for d in range(3)]
+    assert {g.run_id for g in generators} <= set(with_set.after)
