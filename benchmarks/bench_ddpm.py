@@ -8,7 +8,7 @@ quality on a generator trained on the real minority frames.
 `speed` times one optimizer step (CPU seconds, median of a few, after a warm-up) per UNet, batch and precision,
 and one UNet forward per image while sampling. `samplers` loads a checkpoint's EMA weights (or --pipeline, a
 saved pipeline) and compares each sampler with 1000-step DDPM on the same noise seeds: CPU seconds per image,
-the quality gate's pass rate (real_range and the seed's), KID and C2ST AUROC against held-out real minority
+the quality gate's pass rate (real_range and the original study's), KID and C2ST AUROC against held-out real minority
 frames of the fold (patients the generator never saw; random-CNN features), and KID to the 1000-step DDPM set
 beside the noise floor (KID between two 1000-step DDPM sets with different seeds). CPU seconds rather than wall
 time, since the machine's cores are shared.

@@ -50,7 +50,7 @@ def to_grey(image: np.ndarray) -> np.ndarray:
 
 
 def histogram_entropy(grey: np.ndarray) -> float:
-    """Entropy in nats of the 256-bin grey-level histogram (the seed study's gate used natural log)."""
+    """Entropy in nats of the 256-bin grey-level histogram (the original study's gate used natural log)."""
     counts = np.bincount(np.asarray(grey, dtype=np.uint8).ravel(), minlength=256).astype(np.float64)
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log(p)).sum())

@@ -199,7 +199,7 @@ def test_samplers_are_seeded_and_batch_size_free(trained, sampler):
     assert bf16.shape == images.shape and bf16.dtype == np.uint8
 
 
-def test_seed_gate_redraws_images_failing_both_criteria_as_the_seed_did(trained):
+def test_original_gate_redraws_images_failing_both_criteria_as_the_seed_did(trained):
     _, _, result = trained
     pipeline = ddpm_sampling.load_pipeline(result.pipeline_dir)
     p = tiny_params(sampler="ddpm", n_samples=3, gate_retries=2)
@@ -215,7 +215,7 @@ def test_seed_gate_redraws_images_failing_both_criteria_as_the_seed_did(trained)
     one_criterion = AuditParams(gate="seed", min_std=1e9, min_entropy=0)  # fails std only: the seed stopped
     assert ddpm_sampling.sample_set(pipeline, p, one_criterion, progress=False)[2] == [0, 0, 0]
     assert ddpm_sampling.sample_set(pipeline, p, AuditParams(gate="real_range", min_std=1e9, min_entropy=1e9),
-                                    progress=False)[2] == [0, 0, 0]  # only the seed gate redraws
+                                    progress=False)[2] == [0, 0, 0]  # only the original study's gate redraws
 
 
 def test_sampler_schedulers_come_from_the_training_config(trained):
@@ -266,7 +266,7 @@ def test_synthetic_set_gates_resizes_and_records(trained, frames, tmp_path, vari
     assert load_image(set_dir / manifest.path[1], grayscale=True).shape == (20, 20)
     record = synthetic.read_provenance(set_dir)
     assert record["training_frames"] == sorted(selected.path)
-    assert record["leakage_ablation"] is (variant != "3_mixed")  # the seed replica's generator saw any split too
+    assert record["leakage_ablation"] is (variant != "3_mixed")  # the original study's replica's generator saw any split too
     assert record["params"]["ddpm"]["variant"] == variant and "code_version" in record
     assert record["quality_gate"] == {"gate": "seed", "min_std": AuditParams().min_std, "min_entropy": AuditParams().min_entropy}
     assert not list(set_dir.parent.glob(".*"))  # no temporary folder left behind

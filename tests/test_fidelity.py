@@ -21,12 +21,12 @@ def test_every_mapped_key_exists_in_every_profile():
 def test_every_difference_has_a_reason_and_every_setting_a_verdict():
     full = load_profile("full")
     for setting in fidelity.SETTINGS:
-        assert setting.source and setting.seed, setting.name
+        assert setting.source and setting.original, setting.name
         assert setting.keys or setting.ours, f"{setting.name}: no key and no description of ours"
-        if setting.seed_value is not fidelity._UNSET:
-            assert len(setting.keys) == 1, f"{setting.name}: seed_value compares with exactly one key"
+        if setting.original_value is not fidelity._UNSET:
+            assert len(setting.keys) == 1, f"{setting.name}: original_value compares with exactly one key"
         if not fidelity.full_matches(setting, full):
-            assert setting.why, f"{setting.name}: full differs from the seed without a reason"
+            assert setting.why, f"{setting.name}: full differs from the original study without a reason"
 
 
 def test_verdict_follows_the_profile(tmp_path):

@@ -54,10 +54,10 @@ def test_no_patient_in_two_parts_and_each_minority_patient_tested_once_per_repea
     for column in columns:
         splits.check(frames, column, classes)
     splits.check_cv(frames, classes, sorted(splits.cv_repeats(frames)))
-    # the seed's video split, which only the seed replica reads: by video, so patients may straddle its parts
+    # the original study's video split, which only the original study's replica reads: by video, so patients may straddle its parts
     seed_columns = [c for c in frames.columns if c.startswith("seed_video_r")]
     assert seed_columns == ["seed_video_r0"]
-    splits.check_seed_video(frames, seed_columns[0], classes)
+    splits.check_original_video(frames, seed_columns[0], classes)
 
 
 def _train_paths(frames: pd.DataFrame, column: str) -> set:
@@ -77,7 +77,7 @@ def test_generators_saw_their_own_folds_training_frames_only(smoke_out):
             assert set_dir.name.endswith(f"_fold{column.rsplit('_f', 1)[1]}"), (set_dir.name, column)
         seen = set(record["training_frames"])
         assert seen, f"{set_dir.name}: provenance lists no training frames"
-        if record.get("leakage_ablation"):  # the labelled exceptions: the leakage ablation, the seed replica's set
+        if record.get("leakage_ablation"):  # the labelled exceptions: the leakage ablation, the original study's replica's set
             assert "any_split" in set_dir.name or set_dir.name == "ddpm_seed_3_mixed", set_dir.name
         else:
             assert seen <= _train_paths(frames, column), f"{set_dir.name} saw non-training frames"
@@ -121,7 +121,7 @@ def test_every_run_tests_each_frame_once_and_synthetic_images_only_train(smoke_o
             assert all(n > 0 for n in metrics["n_synthetic"].values())
         controls += "oversampl" in metrics["condition"] or "metadata" in metrics["condition"]
     assert augmented, "no augmented classifier run in the smoke study"
-    assert seed_replica == 2, "the seed replica's two runs (without and with its set) are missing"
+    assert seed_replica == 2, "the original study's replica's two runs (without and with its set) are missing"
     assert controls, "no oversampling control or metadata reference in the smoke study"
 
 

@@ -98,7 +98,7 @@ def test_comparison_runs_last_after_everything(tmp_path, tiny_root):
     assert set(runs[-1].after) == {r.run_id for r in runs[:-1]}
 
 
-def test_seed_replica_runs_the_seed_recipe_per_arch_repeat_and_seed(tmp_path, tiny_root):
+def test_original_replica_runs_the_seed_recipe_per_arch_repeat_and_seed(tmp_path, tiny_root):
     profile, runs = _plan(tmp_path, tiny_root, seeds=[0, 1])
     generator = next(r for r in runs if r.run_id == "05_ddpm_seed_3_mixed")
     overlay = {**profile.seed_replica.ddpm, **profile.seed_replica.audit}

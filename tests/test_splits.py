@@ -115,11 +115,11 @@ def test_summary_is_printable():
     assert table[("frames", "train")].sum() + table[("frames", "val")].sum() + table[("frames", "test")].sum() == len(frames)
 
 
-def test_seed_video_split_follows_the_seed_rule_by_video():
+def test_original_video_split_follows_the_seed_rule_by_video():
     frames = synthetic_frames(COUNTS)
     out = splits.assign_all(frames, DataParams(repeats=2))
     for r in (0, 1):
-        column = splits.seed_video_column(r)
+        column = splits.original_video_column(r)
         assert (out.groupby("video_id")[column].nunique() == 1).all()  # a video sits in one part
         for label in COUNTS:
             per_video = out[out.label == label].groupby("video_id")[column].first().value_counts()
@@ -127,23 +127,23 @@ def test_seed_video_split_follows_the_seed_rule_by_video():
             expected = ({"train": 1, "val": min(1, n - 1), "test": max(0, n - 2)} if n <= 3 else
                         {"train": int(0.7 * n), "val": int(0.15 * n), "test": n - int(0.7 * n) - int(0.15 * n)})
             assert {k: int(per_video.get(k, 0)) for k in expected} == expected, (label, r)
-    assert not out[splits.seed_video_column(0)].equals(out[splits.seed_video_column(1)])
-    assert out[splits.seed_video_column(0)].equals(splits.assign_all(frames, DataParams(repeats=2))["seed_video_r0"])
+    assert not out[splits.original_video_column(0)].equals(out[splits.original_video_column(1)])
+    assert out[splits.original_video_column(0)].equals(splits.assign_all(frames, DataParams(repeats=2))["seed_video_r0"])
 
 
-def test_seed_video_split_lets_patients_straddle_parts_and_says_so():
+def test_original_video_split_lets_patients_straddle_parts_and_says_so():
     # one patient with many videos: a video split spreads it over parts, which the patient check refuses
     rows = [{"path": f"v{v}_{f}.png", "video_id": f"v{v}", "patient_id": "p0" if v < 6 else f"p{v}",
              "label": label} for label in ("regular", "viral") for v in range(10) for f in range(2)]
     frames = pd.DataFrame(rows).assign(video_id=lambda d: d.label + d.video_id, path=lambda d: d.label + d.path,
                                        patient_id=lambda d: d.label + d.patient_id)
     params = DataParams(classes=["regular", "viral"])
-    column = splits.seed_video_split(frames, params, 0)
+    column = splits.original_video_split(frames, params, 0)
     with_split = frames.assign(seed_video_r0=column)
     assert splits.straddling_patients(with_split, "seed_video_r0")
     with pytest.raises(splits.SplitError, match="patients in more than one part"):
         splits.check(with_split, "seed_video_r0", params.classes)
-    splits.check_seed_video(with_split, "seed_video_r0", params.classes)
+    splits.check_original_video(with_split, "seed_video_r0", params.classes)
     broken = with_split.assign(seed_video_r0=np.where(with_split.label == "viral", "test", with_split.seed_video_r0))
     with pytest.raises(splits.SplitError, match="no frame in train"):
-        splits.check_seed_video(broken, "seed_video_r0", params.classes)
+        splits.check_original_video(broken, "seed_video_r0", params.classes)

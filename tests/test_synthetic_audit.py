@@ -206,7 +206,7 @@ def test_real_range_gate_keeps_structure_and_rejects_noise():
         realism.calibrate_gate(ultrasound_like(2, 64, seed=0), 0.01, 0.1)
 
 
-def test_seed_gate_stays_available_and_is_recorded_beside_the_new_one():
+def test_original_gate_stays_available_and_is_recorded_beside_the_new_one():
     images = np.concatenate([ultrasound_like(3, 64, seed=0), realism.noise_images(3, 64, seed=0)["uniform"]])
     seed_params = audit_params(gate="seed")
     seed_verdicts = [synthetic.original_gate(i, seed_params.min_std, seed_params.min_entropy)["passed_gate"] for i in images]
@@ -233,7 +233,7 @@ def test_pixel_feature_space_gives_numbers(frames, tmp_path):
     assert audit["reached_realism"] is info["reached_realism"] and "KID" in audit["reached_realism_criterion"]
     table = synthetic_audit_summary.realism_table(audit)
     assert list(table.comparison) == ["synthetic vs held-out real", "real training vs held-out real (reference)"]
-    gate = audit["gate_on_real"]  # the test set has no quality_gate record: it was gated by the seed's gate
+    gate = audit["gate_on_real"]  # the test set has no quality_gate record: it was gated by the original study's gate
     assert gate["noise_uniform"]["pass_rate"] == 1.0 and gate["minority_train"]["n"] == 7
     real_range = synthetic_audit.gate_on_real({"minority_train": frames[frames.label == "viral"]}, frames, "split",
                                               audit_params())

@@ -343,9 +343,9 @@ def test_max_steps_per_epoch_cuts_every_epoch(study: Path, tmp_path: Path, monke
         build(TrainParams, {"max_steps_per_epoch": -1}, "test")
 
 
-def test_seed_replica_run_uses_the_seed_video_split_and_its_last_epoch(tmp_path: Path,
+def test_original_replica_run_uses_the_seed_video_split_and_its_last_epoch(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    # 7 videos per class: the seed's rule gives 4 train / 1 val / 2 test videos (the minority has no val part)
+    # 7 videos per class: the original study's rule gives 4 train / 1 val / 2 test videos (the minority has no val part)
     frames_csv = make_frames(tmp_path / "study", frames_per_video=2, patients=7)
     frames = dataset.study_frames(str(frames_csv), "", tmp_path / "study")
     run = {"protocol": "seed_video", "checkpoint": "last", "seed": 1}

@@ -1,5 +1,5 @@
 """The training loop of one classifier: AdamW, ReduceLROnPlateau and early stopping on the validation loss,
-the weights of the best validation epoch kept (or, for the seed replica, those of the last epoch); seeded
+the weights of the best validation epoch kept (or, for the original study's replica, those of the last epoch); seeded
 batch order and augmentation.
 
 - Imbalance strategies: `none`; `weighted_loss` (cross entropy weighted by inverse class frequency of the

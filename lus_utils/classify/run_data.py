@@ -224,7 +224,7 @@ def prepare_data(frames: pd.DataFrame, run: ClassifierRunParams, train: TrainPar
     classes = class_order(table["label"])
     column = split.column
     if split.protocol == ORIGINAL_VIDEO:  # the original study's split: by video, so patients may straddle parts
-        splits.check_seed_video(table, column, classes)
+        splits.check_original_video(table, column, classes)
         print(f"{column}: the original study's video split; patients in more than one part: "
               f"{splits.straddling_patients(table, column)}")
     else:

@@ -144,7 +144,7 @@ def tables_html(comp: Comparison) -> str:
              "has no predictions.csv.</p>"]
     for name, table in comp.tables.items():
         parts.append(f"<h3>{name}</h3>")
-        if "seed replica" in name:
+        if "replica" in name:
             parts.append(f"<p><strong>{ORIGINAL_REPLICA_NOTE}.</strong></p>")
         elif "leakage" in name:
             parts.append(f"<p><strong>{LEAKAGE_NOTE}.</strong></p>")

@@ -120,7 +120,7 @@ def study_table(out_dir: str | Path, runs: pd.DataFrame, minority: str = MINORIT
     """per_probe_runs of every viral-design run of a study with predictions (`runs`: notebook 06's run table),
     also written to `target` when given; an empty table (with a note) when no run has predictions."""
     layout = OutLayout(Path(out_dir))
-    listed = runs[runs["has_predictions"].astype(bool) & (runs["design"] == "viral")]
+    listed = runs[runs["has_predictions"].astype(bool) & (runs["design"] == "viral")] if len(runs) else runs
     if listed.empty:
         print("no viral-design run with predictions: no per-probe table")
         return pd.DataFrame(columns=["run_id", "condition", "probe", "status"])

@@ -33,7 +33,8 @@ KERNEL_NAMES = {"In", "Out"}  # IPython's input and output history, never parame
 
 
 def assigned_names(notebook: str) -> set[str]:
-    """Every name a notebook's own code cells assign, so a re-run in a live kernel is not taken for injection."""
+    """Every name a notebook's own code cells bind (assignments and imports), so neither an import nor a re-run
+    in a live kernel is taken for an injected parameter."""
     nb = json.loads((NOTEBOOKS_DIR / f"{notebook}.ipynb").read_text(encoding="utf-8"))
     names: set[str] = set()
     for cell in nb.get("cells", []):
@@ -44,6 +45,8 @@ def assigned_names(notebook: str) -> set[str]:
         except SyntaxError:
             continue
         names |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        names |= {(a.asname or a.name).split(".")[0] for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+                  for a in n.names}
     return names
 
 

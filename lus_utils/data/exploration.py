@@ -9,7 +9,7 @@ from lus_utils.data import splits
 from lus_utils.images import intensity_stats, load_image
 from lus_utils.vocabulary import VIRAL as MINORITY_CLASS
 
-GATE_STD, GATE_ENTROPY = 30.0, 4.7  # the seed study's thresholds for synthetic images, drawn for reference
+GATE_STD, GATE_ENTROPY = 30.0, 4.7  # the original study's thresholds for synthetic images, drawn for reference
 
 
 def videos_table(frames: pd.DataFrame) -> pd.DataFrame:
@@ -46,7 +46,7 @@ def intensity_table(frames: pd.DataFrame, per_class: int, seed: int) -> pd.DataF
 
 
 def gate_pass_rates(stats: pd.DataFrame) -> pd.DataFrame:
-    """Share of real frames per class that would pass the seed's synthetic-image gate."""
+    """Share of real frames per class that would pass the original study's synthetic-image gate."""
     passed = (stats["std"] > GATE_STD) & (stats["entropy"] > GATE_ENTROPY)
     return passed.groupby(stats["label"]).mean().rename("share passing seed gate").to_frame()
 
@@ -61,8 +61,8 @@ def split_tables(frames: pd.DataFrame, n_folds: int) -> dict[str, pd.DataFrame]:
     tables = {"hold-out": splits.summary_wide(frames, "split")}
     for fold in range(n_folds):
         tables[f"fold {fold}"] = splits.summary_wide(frames, splits.cv_column(0, fold))
-    seed_split = splits.seed_video_column(0)
-    if seed_split in frames.columns:  # the seed replica's video split (patients may straddle parts)
+    seed_split = splits.original_video_column(0)
+    if seed_split in frames.columns:  # the original study's replica's video split (patients may straddle parts)
         tables["seed video split (repeat 0)"] = splits.summary_wide(frames, seed_split)
     return tables
 

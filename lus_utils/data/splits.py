@@ -6,7 +6,7 @@ Rules (printable with `summary`):
 - Hold-out: each class's patients are shuffled with the seed and allocated on their own (stratification):
   `test_fraction` and `val_fraction` of them (at least one each) to test and val, the rest to train.
   A class with fewer than `few_patients` patients gets one patient to train, one to val, the rest to
-  test (with two patients: train and test; with one: train); the seed study's rule, counted in videos
+  test (with two patients: train and test; with one: train); the original study's rule, counted in videos
   (3 or fewer), did the same by video.
 - Cross-validation (`data.protocol: cv`): one fold per minority-class patient, so each minority patient
   is in the test part of exactly one fold (the minority assignment is the same in every repeat). The other
@@ -19,11 +19,11 @@ Rules (printable with `summary`):
   is chosen on the validation negatives, which exist in every fold.
 - Column `cv_r<repeat>_f<fold>` holds train/val/test for every frame; `fold` is the fold in which a frame
   is tested in repeat 0 (-1 under the hold-out protocol).
-- The seed study's split (`seed_video_r<repeat>`, used by the seed replica alone): by VIDEO, per class, the
+- The original study's split (`seed_video_r<repeat>`, used by the original study's replica alone): by VIDEO, per class, the
   videos shuffled (seeded here with `split_seed` and the repeat; unseeded in the seed): a class with 3 videos or
   fewer puts one in train, one in val and the rest in test, any other class int(0.7 n) in train, int(0.15 n)
   in val and the rest in test (classifier/create_data_df.py:38-72). It breaks the patient rule on purpose (a
-  patient's videos may straddle parts, which is the leak the seed replica carries); its check asks only that
+  patient's videos may straddle parts, which is the leak the original study's replica carries); its check asks only that
   every frame has a part and every class trains, and `straddling_patients` counts the breach.
 - After every split a check runs: no patient in two parts, every class present in train; under cv also
   every frame tested exactly once per repeat (so every minority patient once).
@@ -148,7 +148,7 @@ def assign_all(frames: pd.DataFrame, params: DataParams) -> pd.DataFrame:
     frames = frames.copy()
     frames["split"] = holdout(frames, params)
     for r in range(params.repeats if params.protocol == "cv" else 1):
-        frames[seed_video_column(r)] = seed_video_split(frames, params, r)
+        frames[original_video_column(r)] = original_video_split(frames, params, r)
     if params.protocol != "cv":
         return frames.assign(fold=-1)
     parts = [cv_folds(frames, params, r) for r in range(params.repeats)]
@@ -157,34 +157,34 @@ def assign_all(frames: pd.DataFrame, params: DataParams) -> pd.DataFrame:
     return frames.assign(fold=tested.argmax(axis=1))
 
 
-SEED_TRAIN, SEED_VAL, SEED_FEW_VIDEOS = 0.7, 0.15, 3  # the seed's shares and its small-class rule (in videos)
+ORIGINAL_TRAIN, ORIGINAL_VAL, ORIGINAL_FEW_VIDEOS = 0.7, 0.15, 3  # the original study's shares and its small-class rule (in videos)
 
 
-def seed_video_column(repeat: int) -> str:
+def original_video_column(repeat: int) -> str:
     return Split(ORIGINAL_VIDEO, repeat).column
 
 
-def seed_video_split(frames: pd.DataFrame, params: DataParams, repeat: int) -> pd.Series:
-    """The seed study's video split of one repeat (module doc), checked with `check_seed_video`."""
+def original_video_split(frames: pd.DataFrame, params: DataParams, repeat: int) -> pd.Series:
+    """The original study's video split of one repeat (module doc), checked with `check_original_video`."""
     part_of: dict[str, str] = {}
     for c, label in enumerate(params.classes):
         videos = sorted(frames.loc[frames["label"] == label, "video_id"].unique())
         order = [videos[i] for i in np.random.default_rng([params.split_seed, repeat, c, 7]).permutation(len(videos))]
         n = len(order)
-        if n <= SEED_FEW_VIDEOS:
+        if n <= ORIGINAL_FEW_VIDEOS:
             n_train, n_val = min(1, n), min(1, max(0, n - 1))
         else:
-            n_train, n_val = int(n * SEED_TRAIN), int(n * SEED_VAL)
+            n_train, n_val = int(n * ORIGINAL_TRAIN), int(n * ORIGINAL_VAL)
         part_of.update({v: "train" if i < n_train else "val" if i < n_train + n_val else "test"
                         for i, v in enumerate(order)})
-    split = frames["video_id"].map(part_of).rename(seed_video_column(repeat))
-    check_seed_video(frames.assign(**{split.name: split}), split.name, params.classes)
+    split = frames["video_id"].map(part_of).rename(original_video_column(repeat))
+    check_original_video(frames.assign(**{split.name: split}), split.name, params.classes)
     return split
 
 
-def check_seed_video(frames: pd.DataFrame, column: str, classes: list[str]) -> None:
-    """The seed's video split: every frame in one part, no video in two, every class in train (patients may
-    straddle parts: that is the seed's split)."""
+def check_original_video(frames: pd.DataFrame, column: str, classes: list[str]) -> None:
+    """The original study's video split: every frame in one part, no video in two, every class in train (patients may
+    straddle parts: that is the original study's split)."""
     if frames[column].isna().any():
         raise SplitError(f"{column}: {int(frames[column].isna().sum())} frames belong to no part")
     parts_per_video = frames.groupby("video_id")[column].nunique()
@@ -268,7 +268,7 @@ def summary_wide(frames: pd.DataFrame, column: str = "split") -> pd.DataFrame:
 
 def spread_over_videos(pool: pd.DataFrame, n: int, rng: np.random.Generator) -> list:
     """Index labels of `n` frames of `pool` spread over as many videos as it holds: a round robin over the
-    videos in a seeded order, each video's frames in a seeded order (the seed study's "mixed" frames)."""
+    videos in a seeded order, each video's frames in a seeded order (the original study's "mixed" frames)."""
     videos = sorted(pool["video_id"].unique())
     queues = []
     for video in [videos[i] for i in rng.permutation(len(videos))]:

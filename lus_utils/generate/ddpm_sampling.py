@@ -82,7 +82,7 @@ def sample_set(pipeline, p: DDPMParams, audit: AuditParams, device: str | torch.
     samples, seeds = sample_images(pipeline, p.sampler, p.sampling_steps, p.n_samples, p.sample_batch_size, p.seed,
                                    device, progress=progress, precision=precision)
     seeds, attempts = list(seeds), [0] * len(seeds)
-    if audit.gate != realism.SEED_GATE:
+    if audit.gate != realism.ORIGINAL_GATE:
         return samples, seeds, attempts
     for attempt in range(1, p.gate_retries + 1):
         redo = [i for i, image in enumerate(samples) if fails_both_original_criteria(image, audit)]

@@ -1,7 +1,7 @@
 """The DDPM recipe: which frames a generator trains on, its UNet and noise schedule, the training loop.
 
 Why: the study asks whether a diffusion model trained on a handful of viral-pneumonia frames makes images
-that help a classifier. The seed study trained a `diffusers` UNet2DModel with a 1000-step DDPM noise
+that help a classifier. The original study trained a `diffusers` UNet2DModel with a 1000-step DDPM noise
 schedule on three frames (`3_mixed`) or all minority training frames (`train_all`); this module does the
 same, with what reproducibility needs on top:
 

@@ -1,6 +1,6 @@
 """How real synthetic frames look: a gate calibrated on real frames, KID and a classifier two-sample test.
 
-Why this module exists: the seed's gate (grey std > 30, entropy > 4.7) keeps noise and rejects real viral
+Why this module exists: the original study's gate (grey std > 30, entropy > 4.7) keeps noise and rejects real viral
 frames, and a Fréchet distance in the study's own classifier's feature space, from a few dozen frames, is
 bias-dominated and in-sample. The figures here are meant to be read at tens of images:
 
@@ -35,9 +35,9 @@ CNN_WIDTHS = (16, 32, 64, 128)
 GATE_SIZE = 64  # side at which the gate statistics are computed
 DARK_LEVEL = 20  # grey level (0-255) under which a pixel counts as dark (background outside the sector)
 GATE_STATISTICS = ("mean", "std", "dark_share", "roughness")
-SEED_GATE = "seed"  # the seed study's std/entropy gate, kept as a named option
+ORIGINAL_GATE = "seed"  # the original study's std/entropy gate, kept as a named option
 REAL_RANGE_GATE = "real_range"
-GATES = (REAL_RANGE_GATE, SEED_GATE)
+GATES = (REAL_RANGE_GATE, ORIGINAL_GATE)
 
 
 # --- feature space ------------------------------------------------------------------------------------------
@@ -256,7 +256,7 @@ def calibration_paths(frames, split_column: str, seed: int) -> list[str]:
 def calibration_images(frames, split_column: str, audit) -> np.ndarray | None:
     """The grey real training frames (`calibration_paths`) the real-range gate calibrates on; None under the
     seed gate, which needs none."""
-    if audit.gate == SEED_GATE:
+    if audit.gate == ORIGINAL_GATE:
         return None
     return np.stack([load_image(path, size=GATE_SIZE, grayscale=True)
                      for path in calibration_paths(frames, split_column, audit.audit_seed)])
@@ -266,12 +266,12 @@ def quality_gate(images: np.ndarray, audit, real_images: np.ndarray | None) -> t
                                                                                       dict[str, Any]]:
     """Verdicts (one per image) of the gate `audit.gate` and the gate's record.
 
-    Every verdict carries the seed gate's `std` and `entropy` (and `passed_seed_gate`), whichever gate
+    Every verdict carries the original study's gate's `std` and `entropy` (and `passed_seed_gate`), whichever gate
     decides `passed_gate`: `real_range` needs `real_images` (grey uint8 real training frames).
     """
     seed_verdicts = [original_gate(image, audit.min_std, audit.min_entropy) for image in images]
-    seed_record = {"gate": SEED_GATE, "min_std": audit.min_std, "min_entropy": audit.min_entropy}
-    if audit.gate == SEED_GATE:
+    seed_record = {"gate": ORIGINAL_GATE, "min_std": audit.min_std, "min_entropy": audit.min_entropy}
+    if audit.gate == ORIGINAL_GATE:
         return [{**v, "passed_seed_gate": v["passed_gate"]} for v in seed_verdicts], seed_record
     if real_images is None:
         raise ValueError("the real_range gate needs real training frames to calibrate on (real_images); "

@@ -297,8 +297,8 @@ def audit_set(set_dir: Path, frames: pd.DataFrame, split_column: str, audit_para
 def set_gate(record: dict[str, Any], p: AuditParams) -> AuditParams:
     """The audit parameters with the gate the set was written with (its provenance's `quality_gate`; a set
     without that record was gated by the original study's gate)."""
-    gate = record.get("quality_gate", {}).get("gate", realism.SEED_GATE)
-    return replace(p, gate=gate if gate in realism.GATES else realism.SEED_GATE)
+    gate = record.get("quality_gate", {}).get("gate", realism.ORIGINAL_GATE)
+    return replace(p, gate=gate if gate in realism.GATES else realism.ORIGINAL_GATE)
 
 
 def gate_on_real(tables: dict[str, pd.DataFrame], frames: pd.DataFrame, split_column: str,
@@ -307,7 +307,7 @@ def gate_on_real(tables: dict[str, pd.DataFrame], frames: pd.DataFrame, split_co
     real frames or keeps noise cannot judge synthetic images. Real groups of more than
     realism.CALIBRATION_FRAMES frames are a seeded subset."""
     real = None
-    if p.gate != realism.SEED_GATE:
+    if p.gate != realism.ORIGINAL_GATE:
         real = load_grey(realism.calibration_paths(frames, split_column, p.audit_seed), realism.GATE_SIZE)
     rng = np.random.default_rng([p.audit_seed, 17])
     groups = {}

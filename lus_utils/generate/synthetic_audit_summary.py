@@ -86,7 +86,7 @@ def interpretation(audit: dict[str, Any]) -> str:
 
 
 def gate_table(audit: dict[str, Any]) -> pd.DataFrame:
-    """The quality gate's pass rate (and the seed gate's) on real frames and on noise."""
+    """The quality gate's pass rate (and the original study's gate's) on real frames and on noise."""
     return pd.DataFrame([{"images": name.replace("_", " "), "n": v["n"], "gate pass rate": v["pass_rate"],
                           "seed gate pass rate": v["seed_gate_pass_rate"]}
                          for name, v in audit.get("gate_on_real", {}).items()])

@@ -1,4 +1,4 @@
-"""Does the seed study's quality gate reject the real viral frames, computed exactly as the seed computed it?
+"""Does the original study's quality gate reject the real viral frames, computed exactly as the original study computed it?
 
 The seed (lamitay/uls_inversion, textual_inversion/generate_dataset_from_ddpm.py:12-18, 59-62) kept a DDPM
 sample when `np.std(a) > 30` and `scipy.stats.entropy(np.histogram(a.flatten(), bins=256, range=[0, 256])[0]
@@ -8,11 +8,11 @@ on `np.array(Image.open(path))` at the frames' native size. This script rebuilds
 (`data.dataset.build_frames`, 1 worker, into a temporary folder unless --out is given) and applies, to every
 real viral frame:
 
-- seed RGB, native size: the seed's functions on the RGB array at the frame's own size;
-- seed RGB, 128 px: the same after resizing to 128 x 128 (PIL bilinear, like the seed's DDPM input);
+- seed RGB, native size: the original study's functions on the RGB array at the frame's own size;
+- seed RGB, 128 px: the same after resizing to 128 x 128 (PIL bilinear, like the original study's DDPM input);
 - ours grey, native / 128 / 224 px: `synthetic.gate` (grey luma, `images.intensity_stats`), the study's gate.
 
-    python benchmarks/seed_gate_check.py [--data-root PATH] [--out DIR] [--min-std 30] [--min-entropy 4.7]
+    python benchmarks/original_gate_check.py [--data-root PATH] [--out DIR] [--min-std 30] [--min-entropy 4.7]
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from lus_utils.paths import OutLayout
 
 
 def seed_stats(array: np.ndarray) -> tuple[float, float]:
-    """The seed's std and entropy of an array, as its calculate_std / calculate_entropy computed them."""
+    """The original study's std and entropy of an array, as its calculate_std / calculate_entropy computed them."""
     hist = np.histogram(array.flatten(), bins=256, range=[0, 256])[0]
     return float(np.std(array)), float(entropy(hist / hist.sum()))
 
@@ -52,8 +52,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default=None, help="dataset data/ folder (else $LUS_DATA_ROOT)")
     parser.add_argument("--out", type=Path, default=None, help="folder for frames.csv and the frames (default: tmp)")
-    parser.add_argument("--min-std", type=float, default=30.0, help="the seed's std threshold")
-    parser.add_argument("--min-entropy", type=float, default=4.7, help="the seed's entropy threshold (nats)")
+    parser.add_argument("--min-std", type=float, default=30.0, help="the original study's std threshold")
+    parser.add_argument("--min-entropy", type=float, default=4.7, help="the original study's entropy threshold (nats)")
     parser.add_argument("--label", default="viral", help="class whose real frames are gated")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
