@@ -6,6 +6,8 @@ import random
 
 import numpy as np
 
+from lus_utils.provenance import machine
+
 
 def thread_count(threads: int) -> int:
     """runtime.threads: as given, or every core for 0."""
@@ -26,6 +28,16 @@ def seed_everything(seed: int, num_threads: int | None = None) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
     if torch.backends.cudnn.is_available():
         torch.backends.cudnn.benchmark = False
+
+
+def resolve_precision(precision: str, device) -> str:
+    """runtime.precision as used on `device`: "auto" is bf16 on a GPU and on a CPU with native bf16 (AMX or
+    AVX-512 bf16), fp32 elsewhere (an AVX2 CPU emulates bf16 matmuls, measured ~80x slower than fp32)."""
+    if precision != "auto":
+        return precision
+    if getattr(device, "type", str(device)) == "cuda":
+        return "bf16"
+    return "bf16" if machine()["isa"] in ("AMX", "AVX-512 bf16") else "fp32"
 
 
 def resolve_device(name: str):

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from lus_utils.config.classify import ARCHS, GridParams
 from lus_utils.config.schema import ParamError, build
@@ -81,3 +82,15 @@ def test_missing_pretrained_weights_say_how_to_get_them(tmp_path):
                          text=True, timeout=300)
     assert out.returncode != 0
     assert "PretrainedWeightsUnavailable" in out.stderr and "Hugging Face cache" in out.stderr
+
+
+def test_precision_auto_is_bf16_only_where_the_hardware_has_it(monkeypatch):
+    """An AVX2 CPU emulates bf16 (measured ~80x slower matmuls than fp32): auto keeps fp32 there."""
+    from lus_utils import reproducibility
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for isa, expected in (("AMX", "bf16"), ("AVX-512 bf16", "bf16"), ("AVX-512", "fp32"), ("AVX2", "fp32")):
+        monkeypatch.setattr(reproducibility, "machine", lambda isa=isa: {"isa": isa})
+        assert reproducibility.resolve_precision("auto", cpu) == expected
+        assert reproducibility.resolve_precision("auto", cuda) == "bf16"
+        assert reproducibility.resolve_precision("fp32", cuda) == "fp32"

@@ -188,7 +188,8 @@ def test_cv_run_pools_every_frame_once_with_validation_thresholds(study: Path, t
     model, classes, size = training.load_run_model(run_dir, split="cv_r0_f2")
     rows = predictions[predictions.fold == 2]
     abspaths = frames.set_index("path").loc[rows["path"], "abspath"].tolist()
-    prob = models.predict_proba(model, frame_tensors.load_images(abspaths, size, cache=False), 8, precision="bf16")
+    precision = first["training"]["cv_r0_f2"]["precision"]  # runtime.precision auto: this machine's choice
+    prob = models.predict_proba(model, frame_tensors.load_images(abspaths, size, cache=False), 8, precision=precision)
     assert classes == CLASSES and np.allclose(prob, rows[[f"prob_{c}" for c in CLASSES]].to_numpy(), atol=1e-6)
     other = run_classifier(frames, {**run, "seed": 4}, tmp_path / "c", evaluation=evaluation)
     assert other["per_class"] != first["per_class"]

@@ -40,7 +40,7 @@ from lus_utils.config.schema import as_dict, build
 from lus_utils.paths import OutLayout, resolve_out_dir
 from lus_utils.classify.figures import training_curves
 from lus_utils.provenance import atomic_dir, atomic_path, code_version, environment, write_csv_atomic, write_json_atomic
-from lus_utils.reproducibility import resolve_device, seed_everything
+from lus_utils.reproducibility import resolve_device, resolve_precision, seed_everything
 from lus_utils.vocabulary import METADATA_REFERENCE, SIMULATED, RunKey, Split
 
 RUN_FILES = ("metrics.json", "predictions.csv", "val_predictions.csv", "history.csv")
@@ -84,17 +84,18 @@ def _network(data: RunData, run: ClassifierRunParams, train: TrainParams, runtim
              device: torch.device, folder: Path) -> dict[str, Any]:
     """Train one split's network; its validation and test probabilities and what the record keeps."""
     seed_everything(run.seed, runtime.threads)
+    precision = resolve_precision(runtime.precision, device)
     images = table_images(data.table, train.image_size, runtime.threads)
     model = models.prepare(models.build_model(run.arch, len(data.classes), train.image_size, train.pretrained), device)
     print(f"{data.split_column}: train/val/test frames {len(data.part('train'))}/{len(data.part('val'))}/"
           f"{len(data.part('test'))}")
-    result = fit(model, data, images, train, run.strategy, run.seed, augment=run.augment,
-                 precision=runtime.precision, checkpoint=run.checkpoint)
+    result = fit(model, data, images, train, run.strategy, run.seed, augment=run.augment, precision=precision,
+                 checkpoint=run.checkpoint)
     probs = {}
     for part in ("val", "test"):
         rows = data.part(part)
         probs[part] = models.predict_proba(model, images[torch.tensor(rows.index.to_numpy(dtype=np.int64))],
-                                           train.batch_size * 2, precision=runtime.precision)
+                                           train.batch_size * 2, precision=precision)
     torch.save({"state_dict": result.tested_state, "arch": run.arch, "classes": data.classes,
                 "split": data.split_column, "image_size": train.image_size, "epoch": result.tested_epoch,
                 "checkpoint": run.checkpoint, "repeat": run.repeat},
@@ -102,7 +103,7 @@ def _network(data: RunData, run: ClassifierRunParams, train: TrainParams, runtim
     training = {"epochs_run": int(len(result.history)), "best_epoch": result.best_epoch,
                 "tested_epoch": result.tested_epoch, "checkpoint": run.checkpoint,
                 "best_val_loss": result.best_val_loss, "stopped_early": result.stopped_early,
-                "device": device.type, "precision": runtime.precision, "seconds": result.seconds, **result.extra}
+                "device": device.type, "precision": precision, "seconds": result.seconds, **result.extra}
     return {"probs": probs, "history": result.history.assign(split=data.split_column), "training": training}
 
 

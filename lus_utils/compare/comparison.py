@@ -19,9 +19,11 @@ from lus_utils.compare import conditions as K
 from lus_utils.compare import effects as E
 from lus_utils.compare import original_claim
 from lus_utils.compare import patients as PT
+from lus_utils.compare import real_patient_curve as RC
 from lus_utils.compare import runs as R
 from lus_utils.compare import statistics as S
-from lus_utils.compare.conclusions import (LEAKAGE_NOTE, ORIGINAL_REPLICA_NOTE, conclusions, missing_section)
+from lus_utils.compare.conclusions import (LEAKAGE_NOTE, ORIGINAL_REPLICA_NOTE, answer, conclusions,
+                                           missing_section)
 from lus_utils.compare.result import Comparison, comparison_dir
 from lus_utils.compare.text import fmt_p
 from lus_utils.config.classify import EvaluationParams
@@ -30,7 +32,7 @@ from lus_utils.config.schema import as_dict
 from lus_utils.paths import OutLayout
 from lus_utils.provenance import (fingerprint_files, provenance, write_csv_atomic, write_json_atomic,
                                   write_text_atomic)
-from lus_utils.vocabulary import Condition, metric_label
+from lus_utils.vocabulary import MINORITY_METRICS, Condition, metric_label
 
 __all__ = ["Comparison", "comparison_dir", "compare"]
 
@@ -88,7 +90,11 @@ def compare(out_dir: Path, params: CompareParams, evaluation: EvaluationParams) 
     comp.references = K.reference_points(comp.summary)
     _effects_step(comp, draws, metrics)
     _patients_step(comp, predictions)
+    comp.curve = RC.real_patient_curve(runs, list(MINORITY_METRICS), evaluation, params.compare_seed)
+    comp.exchange = RC.exchange_rates(runs, list(MINORITY_METRICS), evaluation, params.compare_seed)
+    comp.control = RC.positive_control(runs, list(MINORITY_METRICS), evaluation, params.compare_seed)
     comp.synthetic = A.synthetic_table(runs, comp.summary, comp.audits, params)
+    comp.answer = "\n".join(answer(comp)).strip() + "\n"
     comp.conclusions = conclusions(comp)
     write(comp)
     return comp
@@ -107,10 +113,13 @@ def write(comp: Comparison) -> None:
         write_csv_atomic(comp.out_dir / "results.csv", R.results_table(comp.runs))
     outputs = {"summary.csv": comp.summary, "pairs.csv": comp.pairs, "effects.csv": comp.effects,
                "audits.csv": comp.audits, "patients.csv": comp.patients, "patient_effects.csv": comp.patient_effects,
-               "missing_runs.csv": comp.missing, "original_claim.csv": comp.original_claim}
+               "missing_runs.csv": comp.missing, "original_claim.csv": comp.original_claim,
+               "real_patient_curve.csv": comp.curve, "exchange_rate.csv": comp.exchange,
+               "positive_control.csv": comp.control}
     for name, table in outputs.items():
         write_csv_atomic(folder / name, table)
     write_text_atomic(folder / "conclusions.md", comp.conclusions)
+    write_text_atomic(folder / "answer.md", comp.answer or comp.conclusions)
     write_text_atomic(folder / "tables.html", tables_html(comp))
     write_text_atomic(folder / "effects.html", html_table(effects_display(comp.effects, comp.evaluation)))
     write_text_atomic(folder / "references.html", html_table(comp.references))

@@ -16,6 +16,8 @@ from lus_utils import records
 from lus_utils.compare import original_claim
 from lus_utils.compare import statistics as S
 from lus_utils.compare.audit_tables import family_audits
+from lus_utils.compare.labels import condition_label
+from lus_utils.compare.real_patient_curve import is_curve_point
 from lus_utils.compare.result import Comparison
 from lus_utils.compare.text import fmt_p, interval, markdown_table, num, plural
 from lus_utils.generate.synthetic_audit_summary import interpretation
@@ -36,6 +38,56 @@ def _mean_of(comp: Comparison, arch: str, condition: str, metric: str) -> str:
         return "n/a"
     r = row.iloc[0]
     return f"{r['mean']:.3f} {interval(r['lo'], r['hi'], signed=False)}"
+
+
+QUESTION = ("Does adding synthetic images made by diffusion models help a classifier recognise a lung-ultrasound "
+            "class that has only a few patients?")
+
+
+def _effect_words(comp: Comparison, r: pd.Series) -> str:
+    """One primary comparison in words: what changed, by how much, how sure, and what the design could see."""
+    alpha = 1 - comp.evaluation.ci_level
+    units = "paired draws" if r["design"] == "simulated_minority" else "paired (repeat, seed) replicates"
+    metric = metric_label(r["metric"], r["target_class"])
+    mde = num(r["mde"])
+    could = ("no effect could reach significance with this many pairs" if mde == math.inf else
+             f"the design could only have seen an effect of about {mde:+.2f}" if math.isfinite(mde) else "")
+    verb = "changed" if r["significant"] else "did not change"
+    detectably = "" if r["significant"] else " detectably"
+    return (f"{condition_label(r['condition'])} against {condition_label(r['baseline'])}: {verb} {metric}{detectably}, "
+            f"{r['mean_diff']:+.3f} {interval(r['ci_low'], r['ci_high'])}, p = {fmt_p(r['p_adj'])} after Holm "
+            f"(alpha {alpha:.2g}), {int(r['n_pairs'])} {units}; {could}.")
+
+
+def answer(comp: Comparison) -> list[str]:
+    """The question and its answer in a few generated sentences: the primary comparisons in words, and for the
+    simulated design whether real patients help and what the synthetic sets are worth in them."""
+    eff = comp.effects
+    primary = eff[eff["primary"]] if not eff.empty else eff
+    lines = [f"**Question.** {QUESTION}", ""]
+    if primary.empty:
+        lines.append("**Answer.** No declared primary comparison could be computed: "
+                     + ("; ".join(comp.missing_primary) or "none is declared (compare.primary)") + ".")
+        return lines + [""]
+    helped = primary[primary["significant"] & (primary["mean_diff"] > 0)]
+    headline = ("Synthetic data helped detectably in " + plural(len(helped), "primary comparison") + "."
+                if len(helped) else "Synthetic data did not help detectably in any primary comparison.")
+    lines.append(f"**Answer.** {headline}")
+    lines += [f"- {_effect_words(comp, r)}" for _, r in primary.iterrows()]
+    for _, c in comp.control[comp.control["metric"] == "minority_ap"].iterrows() if not comp.control.empty else []:
+        label = metric_label("minority_ap", c["target"])
+        rates = comp.exchange[(comp.exchange["target"] == c["target"]) & (comp.exchange["metric"] == "minority_ap")
+                              & comp.exchange["condition"].map(lambda n: bool(Condition.parse(n).synthetic))]
+        worth = "; ".join(f"{condition_label(r['condition']).split(': ', 1)[-1]} is worth {r['patients']:+.1f} "
+                          f"{interval(r['lower'], r['upper'])} real patients" for _, r in rates.iterrows())
+        rise = (f"real patients do help ({label} {c['difference']:+.3f} {interval(c['lower'], c['upper'])} from "
+                f"{int(c['k_low'])} to {int(c['k_high'])} patients), so the design can see data helping"
+                if c["rises"] else
+                f"but real patients do not help detectably either ({label} {c['difference']:+.3f} "
+                f"{interval(c['lower'], c['upper'])} from {int(c['k_low'])} to {int(c['k_high'])} patients): the "
+                "classifier, not the data, is the limit")
+        lines.append(f"- Simulated {c['target']} minority: {rise}" + (f"; {worth}." if worth else "."))
+    return lines + [""]
 
 
 def what_was_compared(comp: Comparison) -> list[str]:
@@ -191,6 +243,37 @@ def synthetic_section(comp: Comparison) -> list[str]:
     return lines + [""]
 
 
+def simulated_section(comp: Comparison) -> list[str]:
+    """The simulated minorities: per target, the real-patient curve, whether it rises (the positive control) and
+    what each condition is worth in real patients."""
+    if comp.curve.empty:
+        return []
+    lines = ["**Simulated minorities** (a well-populated convex class cut to k real training patients per draw, "
+             "tested on its other patients; every figure the mean over draws, intervals over resampled draws):"]
+    metric = "minority_ap"
+    for target, block in comp.curve[comp.curve["metric"] == metric].groupby("target", sort=False):
+        label = metric_label(metric, target)
+        points = block[block["condition"].map(lambda c: is_curve_point(Condition.parse(c)))].sort_values("k")
+        curve = ", ".join(f"{int(r['k'])}: {r['estimate']:.3f} {interval(r['lower'], r['upper'], signed=False)}"
+                          for _, r in points.iterrows())
+        lines.append(f"- {target}, {label} with k real patients ({plural(int(points['n_draws'].max()), 'draw')}): "
+                     f"{curve}.")
+        control = comp.control[(comp.control["target"] == target) & (comp.control["metric"] == metric)]
+        for _, c in control.iterrows():
+            verdict = ("the curve rises: more real patients help, so this design can see data helping" if c["rises"]
+                       else "the curve does not rise detectably: the classifier, not the data, is the limit here, and "
+                            "no synthetic set can be expected to help")
+            lines.append(f"- Positive control: from {int(c['k_low'])} to {int(c['k_high'])} real patients "
+                         f"{label} moves by {c['difference']:+.3f} {interval(c['lower'], c['upper'])}: {verdict}.")
+        rates = comp.exchange[(comp.exchange["target"] == target) & (comp.exchange["metric"] == metric)]
+        for _, r in rates.iterrows():
+            bound = {"below": " (below the curve's first point: at most this)",
+                     "above": " (above the curve's last point: at least this)"}.get(r["censored"], "")
+            lines.append(f"- `{r['condition']}` is worth {r['patients']:+.1f} {interval(r['lower'], r['upper'])} real "
+                         f"{target} patients by {label}{bound}.")
+    return lines + [""]
+
+
 def original_claim_section(comp: Comparison) -> list[str]:
     table = comp.original_claim
     if table.empty:
@@ -241,6 +324,7 @@ def power_note(comp: Comparison) -> list[str]:
 def conclusions(comp: Comparison) -> str:
     """Markdown: every section of the module doc, in reading order."""
     sections: Sequence[list[str]] = (what_was_compared(comp), primary_section(comp), power_note(comp),
+                                     simulated_section(comp),
                                      reference_section(comp), patient_section(comp), exploratory_section(comp),
                                      synthetic_section(comp), original_claim_section(comp), leakage_section(comp),
                                      missing_section(comp))

@@ -12,7 +12,8 @@ import pandas as pd
 from lus_utils.compare.audit_tables import example_pairs
 from lus_utils.compare.patients import MEASURE_LABELS, MEASURES
 from lus_utils.compare.text import num
-from lus_utils.vocabulary import metric_label
+from lus_utils.compare.real_patient_curve import is_curve_point
+from lus_utils.vocabulary import Condition, metric_label
 
 PALETTE = {"primary, significant": "#c0392b", "primary": "#2c3e50", "exploratory": "#7f8c8d",
            "leakage ablation": "#bdc3c7"}
@@ -143,4 +144,42 @@ def example_pairs_plot(out_dir: Path, audits: pd.DataFrame, n: int, folder: Path
     fig.suptitle("Synthetic images closest to a training frame (left) and that frame (right)", fontsize=10)
     fig.tight_layout()
     save_figure(fig, folder, "example_pairs")
+    return fig
+
+
+def real_patient_curve_plot(curve: pd.DataFrame, exchange: pd.DataFrame, folder: Path,
+                            metric: str = "minority_ap") -> Any:
+    """Per target: the metric against real target patients (the curve, mean over draws with its band), and each
+    other condition at its k (a point with its interval), labelled with what it is worth in real patients."""
+    import matplotlib.pyplot as plt
+
+    block = curve[curve["metric"] == metric] if not curve.empty else curve
+    if block.empty:
+        return _placeholder("no simulated-minority run finished: no real-patient curve", folder, "real_patient_curve")
+    targets = list(dict.fromkeys(block["target"]))
+    fig, axes = plt.subplots(1, len(targets), figsize=(6.2 * len(targets), 4.2), squeeze=False)
+    for ax, target in zip(axes[0], targets):
+        rows = block[block["target"] == target]
+        points = rows[rows["condition"].map(lambda c: is_curve_point(Condition.parse(c)))].sort_values("k")
+        ax.fill_between(points["k"], points["lower"], points["upper"], color="#95a5a6", alpha=0.35,
+                        label="interval over draws")
+        ax.plot(points["k"], points["estimate"], "o-", color="#2c3e50", label="real patients (the curve)")
+        others = rows[~rows.index.isin(points.index)]
+        worth = exchange[(exchange["target"] == target) & (exchange["metric"] == metric)].set_index("condition") \
+            if not exchange.empty else pd.DataFrame()
+        for i, (_, r) in enumerate(others.iterrows()):
+            x = r["k"] * (1 + 0.06 * (i + 1))  # side by side at k
+            ax.errorbar(x, r["estimate"], yerr=[[r["estimate"] - r["lower"]], [r["upper"] - r["estimate"]]],
+                        fmt="s", capsize=3, label=r["condition"].split("/", 1)[1] + (
+                            f" (worth {worth.loc[r['condition'], 'patients']:+.1f} patients)"
+                            if r["condition"] in worth.index else ""))
+        ax.set_xscale("log")
+        ax.set_xticks(points["k"], [str(k) for k in points["k"]])
+        ax.set_xlabel(f"real {target} patients in training (k)")
+        ax.set_ylabel(metric_label(metric, target))
+        ax.set_title(f"simulated minority: {target} ({int(points['n_draws'].max()) if len(points) else 0} draws)",
+                     fontsize=10)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    save_figure(fig, folder, "real_patient_curve")
     return fig

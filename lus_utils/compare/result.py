@@ -36,8 +36,12 @@ class Comparison:
     missing: pd.DataFrame = field(default_factory=pd.DataFrame)
     missing_primary: list[str] = field(default_factory=list)
     original_claim: pd.DataFrame = field(default_factory=pd.DataFrame)  # see compare.original_claim
+    curve: pd.DataFrame = field(default_factory=pd.DataFrame)  # the simulated design's real-patient curve
+    exchange: pd.DataFrame = field(default_factory=pd.DataFrame)  # what each condition is worth in real patients
+    control: pd.DataFrame = field(default_factory=pd.DataFrame)  # does the curve rise (the positive control)
     problems: list[str] = field(default_factory=list)
     n_minority_patients: int = 0
+    answer: str = ""  # the question and its answer in words (conclusions.answer): the report's first screen
     conclusions: str = ""
 
     @property
@@ -47,6 +51,10 @@ class Comparison:
     @property
     def figures(self) -> Path:
         return self.folder / "figures"
+
+    @property
+    def simulated(self) -> bool:
+        return not self.runs.empty and bool((self.runs["design"] == "simulated_minority").any())
 
     @property
     def viral_runs(self) -> pd.DataFrame:

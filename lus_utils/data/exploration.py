@@ -7,7 +7,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from lus_utils.data import splits
 from lus_utils.images import intensity_stats, load_image
-from lus_utils.vocabulary import VIRAL as MINORITY_CLASS
+from lus_utils.vocabulary import CONVEX_CLASSES, VIRAL as MINORITY_CLASS
 
 GATE_STD, GATE_ENTROPY = 30.0, 4.7  # the original study's thresholds for synthetic images, drawn for reference
 
@@ -150,3 +150,29 @@ def shortcut_separability(frames: pd.DataFrame, minority: str = MINORITY_CLASS) 
                          "auroc": float(roc_auc_score(positive, score)),
                          "ap": float(average_precision_score(positive, score))})
     return pd.DataFrame(rows).set_index(["unit", "score"])
+
+
+def simulated_draws_table(frames: pd.DataFrame) -> pd.DataFrame:
+    """Per simulated draw (`sim_<target>_d<d>`): patients and frames per class and part, the target's pool size."""
+    rows = []
+    for column in sorted(c for c in frames.columns if c.startswith("sim_") and not c.endswith("_rank")):
+        covered = frames[frames[column].isin(splits.PARTS)]
+        target = column.split("_")[1]
+        for (label, part), group in covered.groupby(["label", column]):
+            rows.append({"draw": column, "target": target, "class": label, "part": part,
+                         "patients": group["patient_id"].nunique(), "frames": len(group)})
+    if not rows:
+        return pd.DataFrame(columns=["draw", "target", "class", "part", "patients", "frames"])
+    return pd.DataFrame(rows).pivot_table(index=["draw", "class"], columns="part", values=["patients", "frames"],
+                                          fill_value=0)
+
+
+def convex_shortcuts(frames: pd.DataFrame) -> pd.DataFrame:
+    """What still tells the three convex classes apart without their pathology: native frame size and source
+    (image or video file) per class, within the convex probe."""
+    convex = frames[(frames["probe"] == "convex") & frames["label"].isin(CONVEX_CLASSES)]
+    return convex.groupby("label").agg(
+        frames=("path", "size"), patients=("patient_id", "nunique"),
+        median_width=("width", "median"), median_height=("height", "median"),
+        distinct_sizes=("width", lambda w: int(pd.Series(list(zip(w, convex.loc[w.index, "height"]))).nunique())),
+        share_from_images=("kind", lambda k: float((k == "image").mean())))

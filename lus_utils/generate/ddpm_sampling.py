@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from lus_utils.config.generate import AuditParams, DDPMParams
 from lus_utils.generate import realism
-from lus_utils.reproducibility import resolve_device
+from lus_utils.reproducibility import resolve_device, resolve_precision
 from lus_utils.synthetic_sets import original_gate
 
 SAMPLERS = ("ddpm", "ddim", "dpmsolver", "dpmsolver_ode")
@@ -115,6 +115,7 @@ def sample_images(pipeline, sampler: str, steps: int, n: int, batch_size: int, s
     under bfloat16 autocast (the scheduler's arithmetic stays fp32).
     """
     device = resolve_device(device) if isinstance(device, str) else device
+    precision = resolve_precision(precision, device)
     seeds = sample_seeds(seed, n) if isinstance(seed, int) else list(seed)
     if len(seeds) != n:
         raise ValueError(f"{len(seeds)} seeds given for {n} images")

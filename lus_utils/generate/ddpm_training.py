@@ -49,7 +49,7 @@ from lus_utils.generate.ddpm_sampling import STREAM_BATCH_ORDER, STREAM_GRID, ST
 from lus_utils.images import load_image
 from lus_utils.provenance import (atomic_dir, atomic_path, fingerprint_files, provenance, read_json, write_csv_atomic,
                                   write_json_atomic)
-from lus_utils.reproducibility import resolve_device, thread_count
+from lus_utils.reproducibility import resolve_device, resolve_precision, thread_count
 from lus_utils.vocabulary import DDPM_LEAKY_VARIANTS as LEAKY_VARIANTS
 from lus_utils.vocabulary import VIRAL
 
@@ -316,7 +316,7 @@ def _start_training(p: DDPMParams, runtime: RuntimeParams, total_steps: int) -> 
     device = resolve_device(runtime.device)
     torch.set_num_threads(thread_count(runtime.threads))
     torch.use_deterministic_algorithms(True, warn_only=True)
-    dtype = autocast_dtype(runtime.precision, device)
+    dtype = autocast_dtype(resolve_precision(runtime.precision, device), device)
     torch.manual_seed(p.seed)
     model = build_unet(p).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=p.lr, betas=ADAM_BETAS, weight_decay=ADAM_WEIGHT_DECAY)
@@ -407,7 +407,8 @@ def train_ddpm(selected: pd.DataFrame, p: DDPMParams, gen_dir: Path, runtime: Ru
     """
     gen_dir = Path(gen_dir)
     runtime = runtime or RuntimeParams()
-    key = training_key(p, selected, runtime.precision)
+    precision = resolve_precision(runtime.precision, resolve_device(runtime.device))
+    key = training_key(p, selected, precision)
     steps_per_epoch = math.ceil(len(selected) / p.batch_size)
     epochs = epochs_for(p)
     total_steps = epochs * steps_per_epoch

@@ -17,6 +17,7 @@ from diffusers import StableDiffusionPipeline
 from lus_utils.generate import domain_base_model, tiny_sd
 from lus_utils.config.generate import DomainBaseModelParams, TextualInversionParams
 from lus_utils.config.runtime import RuntimeParams
+from lus_utils.reproducibility import resolve_precision
 
 BASE_MODEL_DIR = "base_model"  # tiny and domain base models are saved here in the output folder (save_pretrained)
 BASE_MEANINGS = {
@@ -75,7 +76,8 @@ def load_base_model(params: TextualInversionParams, frames: pd.DataFrame, split_
         info.update(kind="domain", domain_model=trained["folder"], domain_model_cached=trained["cached"],
                     training_frames=trained["training_frames"], training_frames_per_class=trained["frames_per_class"])
     else:
-        half = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(runtime.precision) if device.type == "cuda" else None
+        precision = resolve_precision(runtime.precision, device)
+        half = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision) if device.type == "cuda" else None
         pipe = _from_pretrained(name, half or torch.float32)
         info["kind"] = "local" if Path(name).exists() else "hub"
     pipe.set_progress_bar_config(disable=True)
