@@ -14,6 +14,7 @@ from scipy.stats import rankdata
 
 from lus_utils import records
 from lus_utils.compare import comparison as C
+from lus_utils.compare.labels import comparison_label
 from lus_utils.compare import statistics as S
 from lus_utils.config.classify import EvaluationParams
 from lus_utils.config.compare import CompareParams, parse_primary
@@ -262,7 +263,8 @@ def test_per_patient_view(comp):
 def test_conclusions_read_primary_first_then_exploratory(comp):
     text = comp.conclusions
     assert text.index("Primary comparisons") < text.index("Exploratory effects") < text.index("Leakage ablation")
-    assert "ddpm_3_mixed@1ratio vs none" in text and "Holm-adjusted p = 0.0156" in text
+    assert comparison_label("ddpm_3_mixed@1ratio", "none") in text and "Holm-adjusted p = 0.0156" in text
+    assert "ddpm_3_mixed@1ratio" not in text.split("**What was compared")[0]  # the prose uses display labels
     assert "no p-values" in text and "minimum detectable effect" in text
     assert "fd." not in text and "(real reference) =" not in text  # no raw audit keys
 
@@ -406,8 +408,8 @@ def test_the_original_replica_pairs_with_itself_stands_apart_and_leads_the_ladde
     auroc = ladder[ladder["metric"] == "viral AUROC"]
     assert auroc["step"].tolist() == [1, 2, 2, 3]  # every headline metric of the primary pair, not only its metric
     assert ap.iloc[0]["difference"].startswith("+")
-    assert "ddpm_seed_3_mixed@1fraction vs none" in set(ap["comparison"])
-    assert ap.iloc[0]["comparison"] == "seed_replica_ddpm_seed_3_mixed@1fraction vs seed_replica"
+    assert comparison_label("ddpm_seed_3_mixed@1fraction", "none") in set(ap["comparison"])
+    assert ap.iloc[0]["comparison"] == comparison_label("seed_replica_ddpm_seed_3_mixed@1fraction", "seed_replica")
     assert bool(ap.iloc[0]["excludes zero"])  # the boost written into this fixture is found
     assert "correction by correction" in comp.conclusions
     assert "Leakage ablation" in comp.conclusions and "seed_replica_ddpm" not in comp.conclusions.split(

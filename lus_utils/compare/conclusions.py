@@ -16,7 +16,7 @@ from lus_utils import records
 from lus_utils.compare import original_claim
 from lus_utils.compare import statistics as S
 from lus_utils.compare.audit_tables import family_audits
-from lus_utils.compare.labels import condition_label
+from lus_utils.compare.labels import comparison_label, condition_label, family_label
 from lus_utils.compare.real_patient_curve import is_curve_point
 from lus_utils.compare.result import Comparison
 from lus_utils.compare.text import fmt_p, interval, markdown_table, num, plural
@@ -51,7 +51,8 @@ def _effect_words(comp: Comparison, r: pd.Series) -> str:
     metric = metric_label(r["metric"], r["target_class"])
     mde = num(r["mde"])
     could = ("no effect could reach significance with this many pairs" if mde == math.inf else
-             f"the design could only have seen an effect of about {mde:+.2f}" if math.isfinite(mde) else "")
+             f"the design could only have seen an effect of about {mde:+.2f}" if math.isfinite(mde) else
+             "too few pairs to say what the design could have seen")
     verb = "changed" if r["significant"] else "did not change"
     detectably = "" if r["significant"] else " detectably"
     return (f"{condition_label(r['condition'])} against {condition_label(r['baseline'])}: {verb} {metric}{detectably}, "
@@ -132,7 +133,7 @@ def _primary_sentence(comp: Comparison, r: pd.Series) -> str:
     p = comp.params
     alpha = 1 - comp.evaluation.ci_level
     metric = metric_label(r["metric"], r["target_class"])
-    head = (f"- **{r['condition']} vs {r['baseline']}** ({r['arch']}), {metric}: "
+    head = (f"- **{comparison_label(r['condition'], r['baseline'])}** ({r['arch']}), {metric}: "
             f"{_mean_of(comp, r['arch'], r['condition'], r['metric'])} against "
             f"{_mean_of(comp, r['arch'], r['baseline'], r['metric'])}; mean paired difference "
             f"{r['mean_diff']:+.3f} {interval(r['ci_low'], r['ci_high'])} over {plural(int(r['n_pairs']), 'pair')}. ")
@@ -164,7 +165,8 @@ def primary_section(comp: Comparison) -> list[str]:
     lines += [f"- {m}" for m in comp.missing_primary]
     if len(primary):
         p = comp.params
-        table = pd.DataFrame([{"comparison": f"{r['condition']} vs {r['baseline']}", "metric": r["metric"],
+        table = pd.DataFrame([{"comparison": comparison_label(r["condition"], r["baseline"]),
+                               "metric": metric_label(r["metric"], r["target_class"]),
                                "pairs": int(r["n_pairs"]), "difference": f"{r['mean_diff']:+.3f}",
                                f"{comp.evaluation.ci_level:.0%} interval": interval(r["ci_low"], r["ci_high"]),
                                "p": fmt_p(r["p"]), "Holm p": fmt_p(r["p_adj"]), "smallest p": fmt_p(r["smallest_p"])}
@@ -197,7 +199,8 @@ def patient_section(comp: Comparison) -> list[str]:
     for _, r in focus.iterrows():
         agree = ("the same sign for every patient" if r["same_sign_all_patients"]
                  else f"{r['up']} up, {r['down']} down, {r['patients'] - r['up'] - r['down']} unchanged")
-        lines.append(f"- {r['condition']} vs {r['baseline']}, {r['measure']}: {agree} ({r['patients']} patients).")
+        lines.append(f"- {comparison_label(r['condition'], r['baseline'])}, {r['measure']}: {agree} "
+                     f"({r['patients']} patients).")
     return lines + [""]
 
 
@@ -213,7 +216,7 @@ def exploratory_section(comp: Comparison) -> list[str]:
              f"{len(clear)} have a {level} interval that excludes zero"
              + (":" if len(clear) else ".")]
     for _, r in clear.head(12).iterrows():
-        lines.append(f"- {r['condition']} vs {r['baseline']} ({r['arch']}), "
+        lines.append(f"- {comparison_label(r['condition'], r['baseline'])} ({r['arch']}), "
                      f"{metric_label(r['metric'], r['target_class'])}: {r['mean_diff']:+.3f} "
                      f"{interval(r['ci_low'], r['ci_high'])} over {plural(int(r['n_pairs']), 'pair')}.")
     if len(clear) > 12:
@@ -238,8 +241,8 @@ def synthetic_section(comp: Comparison) -> list[str]:
             text = interpretation(audit).replace("\n", " ")
         except (KeyError, TypeError, AttributeError):  # no audit, or an unfinished one
             text = "no complete audit, so how much it memorizes and how realistic it is are unknown."
-        lines.append(f"- `{r['family']}`{flag}, {plural(int(r['sets']), 'set')}, reached the realism criterion in "
-                     f"{r['reached realism']}; its first set (`{first}`): {text}")
+        lines.append(f"- {family_label(r['family'])}{flag}, {plural(int(r['sets']), 'set')}, reached the realism criterion in "
+                     f"{r['reached realism']}; the first set's audit: {text}")
     return lines + [""]
 
 
@@ -269,7 +272,7 @@ def simulated_section(comp: Comparison) -> list[str]:
         for _, r in rates.iterrows():
             bound = {"below": " (below the curve's first point: at most this)",
                      "above": " (above the curve's last point: at least this)"}.get(r["censored"], "")
-            lines.append(f"- `{r['condition']}` is worth {r['patients']:+.1f} {interval(r['lower'], r['upper'])} real "
+            lines.append(f"- {condition_label(r['condition'])} is worth {r['patients']:+.1f} {interval(r['lower'], r['upper'])} real "
                          f"{target} patients by {label}{bound}.")
     return lines + [""]
 
@@ -294,7 +297,7 @@ def leakage_section(comp: Comparison) -> list[str]:
         return []
     lines = [f"**Leakage ablation** (shown apart, in no correction family; {LEAKAGE_NOTE}):"]
     for _, r in leak.iterrows():
-        lines.append(f"- {r['condition']} vs {r['baseline']}, {metric_label(r['metric'], r['target_class'])}: "
+        lines.append(f"- {comparison_label(r['condition'], r['baseline'])}, {metric_label(r['metric'], r['target_class'])}: "
                      f"{r['mean_diff']:+.3f} {interval(r['ci_low'], r['ci_high'])}.")
     return lines + [""]
 

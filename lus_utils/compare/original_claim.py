@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lus_utils.compare.labels import comparison_label
 from lus_utils.compare.text import interval
 from lus_utils.data import splits
 from lus_utils.paths import OutLayout
@@ -63,7 +64,8 @@ def ladder(effects: pd.DataFrame, minority: str, primary_pairs: set[tuple[str, s
         if step is None or r["metric"] not in metrics:
             continue
         rows.append({"step": step, "correction": STEPS[step], "arch": r["arch"],
-                     "comparison": f"{r['condition']} vs {r['baseline']}", "metric": metric_label(r["metric"], minority),
+                     "comparison": comparison_label(r["condition"], r["baseline"]),
+                     "metric": metric_label(r["metric"], minority),
                      "order": metrics.index(r["metric"]), "pairs": int(r["n_pairs"]),
                      "difference": (f"{r['mean_diff']:+.3f} {interval(r['ci_low'], r['ci_high'])}"
                                     if math.isfinite(r["mean_diff"]) else "n/a"),
@@ -82,7 +84,7 @@ def sentences(table: pd.DataFrame, metric_name: str) -> list[str]:
     lines = []
     for _, r in block.sort_values("step", kind="stable").iterrows():
         verdict = "its interval excludes zero" if r["excludes zero"] else "its interval includes zero"
-        lines.append(f"- {r['step']}. {r['correction']} ({r['arch']}, `{r['comparison']}`), {metric_name}: "
+        lines.append(f"- {r['step']}. {r['correction']} ({r['arch']}, {r['comparison']}), {metric_name}: "
                      f"{r['difference']} over {r['pairs']} pairs; {verdict}.")
     return lines
 
