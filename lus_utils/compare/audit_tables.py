@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from lus_utils import records, synthetic_sets
-from lus_utils.compare.runs import num
+from lus_utils.compare.labels import family_label
+from lus_utils.compare.text import num
 from lus_utils.config.compare import CompareParams
 from lus_utils.paths import OutLayout
 from lus_utils.vocabulary import NameError_, SetRef, metric_label
@@ -155,3 +156,32 @@ def example_pairs(out_dir: Path, synthetic_set: str, n: int) -> list[tuple[Path,
         if image.is_file() and train.is_file():
             pairs.append((image, train, num(r["_sim"])))
     return pairs
+
+
+# Short columns of the audit table the report shows (one row per family; the figures are means over its sets):
+# label -> audit key (a dotted key of audit.json, or a column of `family_audits`).
+AUDIT_DISPLAY = {
+    "kept share": "kept share", "memorized share": "memorization.all_train.share_memorized",
+    "KID to held-out": "realism.synthetic_vs_holdout.kid.mean",
+    "KID real-vs-real": "realism.real_train_vs_holdout.kid.mean",
+    "structure KID": "realism.structure.synthetic_vs_holdout.kid.mean",
+    "structure KID real-vs-real": "realism.structure.real_train_vs_holdout.kid.mean",
+    "density": "realism.structure.synthetic_vs_holdout.density",
+    "coverage": "realism.structure.synthetic_vs_holdout.coverage",
+}
+
+
+def audit_display(audits: pd.DataFrame) -> pd.DataFrame:
+    """The audit as the report shows it: one row per family, short columns, display labels (blank where an
+    audit does not measure a figure)."""
+    families = family_audits(audits)
+    if families.empty:
+        return families
+    families["kept share"] = families["kept by the gate"] / families["images"].where(families["images"] > 0)
+    table = pd.DataFrame({"family": [family_label(f) for f in families["family"]], "sets": families["sets"],
+                          "reached realism": families["reached realism"]})
+    for label, key in AUDIT_DISPLAY.items():
+        if key in families.columns:
+            table[label] = families[key].round(3)
+    table["leakage ablation"] = families["leakage_ablation"].map({True: "yes", False: ""})
+    return table

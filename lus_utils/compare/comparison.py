@@ -22,8 +22,8 @@ from lus_utils.compare import patients as PT
 from lus_utils.compare import real_patient_curve as RC
 from lus_utils.compare import runs as R
 from lus_utils.compare import statistics as S
-from lus_utils.compare.conclusions import (LEAKAGE_NOTE, ORIGINAL_REPLICA_NOTE, answer, conclusions,
-                                           missing_section)
+from lus_utils.compare.conclusions import answer, conclusions, missing_section
+from lus_utils.compare.display import FRAGMENTS
 from lus_utils.compare.result import Comparison, comparison_dir
 from lus_utils.compare.text import fmt_p
 from lus_utils.config.classify import EvaluationParams
@@ -120,12 +120,8 @@ def write(comp: Comparison) -> None:
         write_csv_atomic(folder / name, table)
     write_text_atomic(folder / "conclusions.md", comp.conclusions)
     write_text_atomic(folder / "answer.md", comp.answer or comp.conclusions)
-    write_text_atomic(folder / "tables.html", tables_html(comp))
-    write_text_atomic(folder / "effects.html", html_table(effects_display(comp.effects, comp.evaluation)))
-    write_text_atomic(folder / "references.html", html_table(comp.references))
-    write_text_atomic(folder / "original_claim.html", html_table(comp.original_claim, index=False))
-    write_text_atomic(folder / "patients.html", html_table(patient_display(comp), index=False))
-    write_text_atomic(folder / "synthetic.html", html_table(comp.synthetic, index=False))
+    for name, fragment in FRAGMENTS.items():
+        write_text_atomic(folder / name, fragment(comp))
     layout = OutLayout(comp.out_dir)
     sources = sorted(layout.runs.glob("*/metrics.json")) + sorted(layout.runs.glob("*/predictions.csv")) + sorted(
         layout.synthetic.glob("*/audit.json"))
@@ -134,96 +130,3 @@ def write(comp: Comparison) -> None:
         inputs_fingerprint=fingerprint_files(sources, root=comp.out_dir) if sources else "",
         n_units=len(comp.runs), n_audits=int(comp.audits.get("audited", pd.Series(dtype=bool)).sum()),
         n_minority_patients=comp.n_minority_patients))
-
-
-# --- what notebook 06 and the report show ------------------------------------------------------------------
-def html_table(frame: pd.DataFrame, index: bool = True, floats: str = "{:.3f}") -> str:
-    if frame is None or frame.empty:
-        return "<p><em>nothing to show</em></p>"
-    return frame.to_html(index=index, na_rep="n/a", float_format=floats.format, classes="table", border=0,
-                         escape=True)
-
-
-def tables_html(comp: Comparison) -> str:
-    """The per-architecture tables as one HTML fragment, with how the intervals were made."""
-    parts = [f"<p>Each cell: mean over the condition's runs ((repeat, seed) pooled metrics) with its "
-             f"{comp.evaluation.ci_level:.0%} interval from {comp.evaluation.n_boot} class-stratified patient-bootstrap "
-             f"resamples ({comp.n_minority_patients} {comp.params.minority_class} patients; a simulated minority's: "
-             "resamples of its draws); 'no CI' where a run "
-             "has no predictions.csv.</p>"]
-    for name, table in comp.tables.items():
-        parts.append(f"<h3>{name}</h3>")
-        if "replica" in name:
-            parts.append(f"<p><strong>{ORIGINAL_REPLICA_NOTE}.</strong></p>")
-        elif "leakage" in name:
-            parts.append(f"<p><strong>{LEAKAGE_NOTE}.</strong></p>")
-        parts.append(html_table(table))
-    return "\n".join(parts)
-
-
-def effects_display(table: pd.DataFrame, evaluation: EvaluationParams) -> pd.DataFrame:
-    """The effects as read in the report: primary first with test and Holm p; exploratory with intervals only."""
-    level = f"{evaluation.ci_level:.0%}"
-    rows = []
-    for _, r in table.iterrows():
-        kind = ("original replica" if Condition.parse(r["condition"]).original_replica else "leakage ablation"
-                if r["leakage"]
-                else "primary" if r["primary"] else "exploratory")
-        rows.append({"kind": kind, "arch": r["arch"], "comparison": f"{r['condition']} vs {r['baseline']}",
-                     "metric": metric_label(r["metric"], r["target_class"]), "pairs": r["n_pairs"],
-                     f"difference [{level} interval]": K.cell(r["mean_diff"], r["ci_low"], r["ci_high"], r["n_pairs"]),
-                     "p (exact Wilcoxon)": fmt_p(r["p"]) if r["primary"] else "",
-                     "p (Holm, primary)": fmt_p(r["p_adj"]) if r["primary"] else "",
-                     "smallest p": fmt_p(r["smallest_p"]) if r["primary"] else "",
-                     "MDE": f"{r['mde']:.3f}" if r["primary"] and np.isfinite(r["mde"]) else (
-                         "none detectable" if r["primary"] and r["mde"] == np.inf else ""), "note": r["note"]})
-    frame = pd.DataFrame(rows)
-    return frame.set_index(["kind", "arch", "comparison", "metric"]) if len(frame) else frame
-
-
-def patient_display(comp: Comparison) -> pd.DataFrame:
-    """Per minority patient (rows) and condition (columns): mean minority probability, median rank, sensitivity."""
-    table = comp.patients
-    if table.empty:
-        return table
-    wide = table.pivot_table(index=["patient_id", "probe", "videos"], columns="condition",
-                             values=list(PT.MEASURES), aggfunc="mean", sort=False)
-    wide.columns = [f"{c} · {PT.MEASURE_LABELS[m].format(m=comp.params.minority_class)}" for m, c in wide.columns]
-    return wide.reset_index()
-
-
-def overview(comp: Comparison) -> str:
-    runs = comp.runs
-    if runs.empty:
-        return "no finished classifier run"
-    matched = int(comp.pairs["baseline_unit_id"].notna().sum()) if not comp.pairs.empty else 0
-    lines = [f"{len(runs)} classifier runs: {runs['arch'].nunique()} architecture(s), "
-             f"{runs['condition'].nunique()} condition(s), protocol(s) {sorted(runs['protocol'].unique().tolist())}, "
-             f"repeats {sorted(runs['repeat'].unique().tolist())}, seeds {sorted(runs['seed'].unique().tolist())}",
-             f"{comp.n_minority_patients} {comp.params.minority_class} patients (the bootstrap's minority clusters)",
-             f"{matched} of {len(comp.pairs)} wanted pairs matched to a baseline run",
-             f"{len(comp.audits)} synthetic set(s), "
-             f"{int(comp.audits.get('audited', pd.Series(dtype=bool)).sum())} audited",
-             f"{len(comp.missing)} failed or missing run(s)"]
-    lines += [f"warning: {p}" for p in [*comp.problems, *comp.missing_primary]]
-    return "\n".join(lines)
-
-
-def matching_summary(comp: Comparison) -> pd.DataFrame:
-    """Per architecture and comparison: runs, runs paired with a baseline run, unmatched runs."""
-    if comp.pairs.empty:
-        return pd.DataFrame()
-    rows = []
-    for (arch, condition, baseline), group in comp.pairs.groupby(["arch", "condition", "baseline"], sort=False):
-        rows.append({"arch": arch, "condition": condition, "baseline": baseline, "runs": len(group),
-                     "paired": int(group["baseline_unit_id"].notna().sum()),
-                     "unmatched units": ", ".join(group[group["baseline_unit_id"].isna()]["unit_id"])})
-    return pd.DataFrame(rows).set_index(["arch", "condition", "baseline"])
-
-
-def run_counts(comp: Comparison) -> pd.DataFrame:
-    """Runs per condition and architecture ((repeat, seed) units): where the n of every interval comes from."""
-    if comp.runs.empty:
-        return pd.DataFrame()
-    return comp.runs.pivot_table(index="condition", columns="arch", values="unit_id", aggfunc="count",
-                                 sort=False).fillna(0).astype(int)
