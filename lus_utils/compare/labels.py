@@ -14,7 +14,7 @@ from lus_utils.vocabulary import Condition, NameError_, metric_label
 FAMILIES = {
     "ddpm_3_mixed": "DDPM, 3 frames", "ddpm_train_all": "DDPM, all training frames",
     "ddpm_3_mixed_any_split": "DDPM, 3 frames of any split (leakage ablation)",
-    "ddpm_seed_3_mixed": "the original study's DDPM", "cddpm": "class-conditional DDPM",
+    "ddpm_seed_3_mixed": "the original study's DDPM", "ddpm_class_conditional": "class-conditional DDPM",
     "ti_txt2img": "textual inversion, text-to-image", "ti_img2img": "textual inversion, image-to-image",
 }
 STRATEGIES = {"weighted_loss": "weighted loss", "balanced_sampler": "balanced sampler"}
@@ -53,13 +53,11 @@ def condition_label(name: str) -> str:
     else:
         core = "baseline"
     extras = [STRATEGIES[c.strategy]] if c.strategy != "none" else []
-    if c.augment:
-        extras.append("classical augmentation")
-    elif not c.reference and c.protocol != "seed_video":
-        extras.append("no augmentation")
     if c.checkpoint == "last" and not c.original_replica:
         extras.append("last epoch")
     label = core + (f" + {' + '.join(extras)}" if extras else "")
+    if not c.reference and c.protocol != "seed_video":  # the practitioner trains augmented; say which it is
+        label += " (augmented)" if c.augment else " (unaugmented)"
     if c.original_replica:
         label = f"original study's recipe: {core}"
     if c.target:
