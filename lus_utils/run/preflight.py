@@ -73,10 +73,14 @@ def timm_weights_missing(arch: str) -> Missing | None:
                    f"(fills {hf_cache_dir()}), or set train.pretrained: false")
 
 
-def base_model_missing(name: str) -> Missing | None:
+def base_model_missing(name: str, out_dir: Path | None = None) -> Missing | None:
+    """A base model that cannot be loaded offline: a folder (absolute, or relative to the output folder, as
+    the rehearsal's stand-in) without model_index.json, or a hub id not in the Hugging Face cache."""
     if name in STUDY_BASE_MODELS:
         return None
     folder = Path(name).expanduser()
+    if out_dir is not None and not folder.is_absolute() and (Path(out_dir) / folder).exists():
+        folder = Path(out_dir) / folder
     if folder.exists() or name.startswith((".", "/", "~")) or name.count("/") != 1:
         if (folder / "model_index.json").is_file():
             return None
@@ -114,8 +118,9 @@ def feature_extractor_missing(kind: str) -> Missing | None:
     return None
 
 
-def check(profile: Profile, stages: Iterable[str] | None = None) -> list[Missing]:
-    """Every weight the `stages` (default: the profile's) need that cannot be loaded offline.
+def check(profile: Profile, stages: Iterable[str] | None = None, out_dir: Path | None = None) -> list[Missing]:
+    """Every weight the `stages` (default: the profile's) need that cannot be loaded offline (a folder named
+    relative to the output folder `out_dir` is looked for there).
 
     A section the profile lacks asks for nothing.
     """
@@ -127,7 +132,7 @@ def check(profile: Profile, stages: Iterable[str] | None = None) -> list[Missing
     if stages & set(CLASSIFIER_STAGES) and "train" in sections and sections["train"].pretrained:
         found += [timm_weights_missing(arch) for arch in sections["grid"].archs]
     if TI_STAGE in stages and "textual_inversion_runs" in sections:
-        found += [base_model_missing(name) for name in sections["textual_inversion_runs"].base_models]
+        found += [base_model_missing(name, out_dir) for name in sections["textual_inversion_runs"].base_models]
     if stages & set(AUDIT_STAGES) and "audit" in sections:
         found.append(feature_extractor_missing(sections["audit"].feature_extractor))
     return [m for m in found if m is not None]
