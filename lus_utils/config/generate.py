@@ -69,8 +69,9 @@ class DDPMParams:
                 f"must be >= 8 and divisible by 2**(levels-1) = {2 ** (levels - 1)}")
         require(all(c > 0 and c % 8 == 0 for c in self.block_out_channels), "block_out_channels",
                 "must be positive multiples of 8 (GroupNorm uses 8 groups at least)")
-        require(all(0 <= a < levels for a in self.attention_levels), "attention_levels",
-                f"must be level indices in [0, {levels - 1}]")
+        require(all(0 <= a < levels for a in self.attention_levels)
+                and len(set(self.attention_levels)) == len(self.attention_levels), "attention_levels",
+                f"must be distinct level indices in [0, {levels - 1}]")
         require(self.layers_per_block >= 1, "layers_per_block", "must be >= 1")
         require(self.epochs_3_mixed >= 1 and self.epochs_train_all >= 1, "epochs_3_mixed/epochs_train_all",
                 "must be >= 1")

@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = f"{args.profile}+{rehearsal.OVERLAY}" if args.rehearse else args.profile
         profile = load_profile(spec, args.overrides)
+        preflight.check_archs(profile)
         out_dir = (args.out or default_out_dir(profile.name)).resolve()
         if rehearsal.is_rehearsal(profile):
             profile = rehearsal.with_sd_sized_base(profile)
@@ -69,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"profile {profile.name} ({profile.path}): {profile.description}")
     print(f"data root {data_root.resolve()}; outputs {out_dir}; {len(runs)} run(s); executor {args.executor}")
+    for comparison in preflight.unplanned_primaries(profile, runs):
+        print(f"warning: compare.primary '{comparison}': no planned run makes its condition or baseline, so it "
+              "will be reported missing; change compare.primary or the grid", file=sys.stderr)
     if rehearsal.is_rehearsal(profile) and not args.dry_run and rehearsal.needs_sd_sized_base(profile, args.only):
         print(f"writing the SD-v1.5-sized random base model: {rehearsal.write_sd_sized_base(out_dir)}")
     missing = preflight.check(profile, args.only, out_dir=out_dir)
