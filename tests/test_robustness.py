@@ -16,6 +16,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from conftest import make_tiny_dataset
+from test_synthetic_audit import audit_params, frames, write_test_set  # noqa: F401 (frames: a fixture)
 
 from lus_utils.compare.runs import missing_runs, planned_runs
 from lus_utils.config.profiles import load_profile
@@ -139,6 +140,28 @@ def test_planned_parameters_hold_no_absolute_path(tmp_path, tiny_root):
         audited = [r for r in runs if r.stage in ("04", "05")]
         assert audited and {r.params["feature_run_dir"] for r in audited} == {"runs/" + runs[1].run_id[3:]}
     assert rehearsal.SD_FOLDER in {r.params.get("base_model") for r in runs}
+
+
+def test_the_audit_finds_the_feature_baseline_relative_to_the_output_folder(frames, tmp_path, monkeypatch):
+    import sys
+    import types
+
+    import numpy as np
+
+    from lus_utils.generate import synthetic_audit
+    from lus_utils.images import load_image
+
+    loaded = []
+    monkeypatch.setitem(sys.modules, "lus_utils.classify.training", types.SimpleNamespace(
+        load_run_model=lambda run_dir: loaded.append(Path(run_dir)) or ("model", ["covid", "viral"], 24)))
+    monkeypatch.setitem(sys.modules, "lus_utils.classify.models", types.SimpleNamespace(
+        extract_features=lambda model, images, batch_size: images.reshape(len(images), 3, -1).mean(axis=2)
+        .astype(np.float64)))
+    set_dir = tmp_path / "study" / "synthetic" / "set"
+    write_test_set(set_dir, [load_image(p, grayscale=True) for p in frames[frames.video_id == "v2"].abspath], [])
+    audit = synthetic_audit.audit_set(set_dir, frames, "split", audit_params(feature_run_dir="runs/baseline"))
+    assert loaded == [tmp_path / "study" / "runs" / "baseline"]
+    assert audit["params"]["feature_run_dir"] == "runs/baseline", "the record names it relatively too"
 
 
 def test_a_copied_or_moved_study_is_fully_cached(toy, tmp_path):

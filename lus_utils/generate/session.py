@@ -2,7 +2,7 @@
 frames, the seed, threads and device."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import pandas as pd
@@ -30,9 +30,6 @@ def start_generator_session(notebook: str, namespace: Mapping[str, Any]) -> Gene
     *sections, runtime = from_notebook(notebook, namespace)
     print_environment()
     layout = OutLayout(resolve_out_dir(namespace.get("out_dir", "")))
-    # The runner plans the feature baseline's folder relative to the output folder, so a moved study stays cached.
-    sections = [replace(s, feature_run_dir=str(layout.root / s.feature_run_dir)) if getattr(s, "feature_run_dir", "")
-                else s for s in sections]
     frames = study_frames("", namespace.get("data_root", ""), layout.root)
     seed_everything(sections[0].seed, runtime.threads)
     return GeneratorSession(tuple(sections), runtime, layout, frames, resolve_device(runtime.device))
