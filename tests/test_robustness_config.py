@@ -69,3 +69,16 @@ def test_a_synthetic_amount_the_set_cannot_give_is_an_error_naming_set_amount_an
     assert synthetic_sets.amount_to_count(1.0, "ratio", 32, 32, "s") == (32, 32)
     assert synthetic_sets.amount_to_count(0.5, "fraction", 96, 32, "s") == (16, 16)
 
+
+
+def test_smoke_trains_every_generator_variant_the_study_has(tiny_root, tmp_path):
+    """CI runs smoke: every DDPM variant any profile trains runs there too, each with a classifier reading its sets."""
+    from lus_utils.run.planning import plan
+
+    smoke = load_profile("smoke")
+    variants = {v for name in ("quick", "full", "full+rehearsal") for v in load_profile(name).ddpm_runs.variants}
+    assert variants == {"3_mixed", "train_all", "3_mixed_any_split"} and variants <= set(smoke.ddpm_runs.variants)
+    runs = plan(smoke, tmp_path / "out", tiny_root)
+    for variant in variants:
+        assert any(r.stage == "05" and r.params["variant"] == variant for r in runs), variant
+        assert any(r.params.get("synthetic_set") == f"ddpm_{variant}" for r in runs), variant
