@@ -6,7 +6,8 @@ from dataclasses import replace
 
 from lus_utils.config.profiles import Profile, load_profile
 from lus_utils.run.planning import generator_folds, plan, synthetic_families
-from lus_utils.vocabulary import METADATA_REFERENCE, ORIGINAL_VIDEO, RunKey, SetRef
+from lus_utils.vocabulary import (DDPM_LEAKY_VARIANTS, METADATA_REFERENCE, ORIGINAL_VIDEO, RunKey, SetRef,
+                                  is_leaky_family)
 
 
 def _with(profile: Profile, **sections) -> Profile:
@@ -26,12 +27,15 @@ def test_generators_are_planned_per_fold_one_fold_per_minority_patient(tmp_path,
     profile, runs = _plan(tmp_path, tiny_root)
     assert generator_folds(profile, {"out_dir": str(tmp_path / "out"), "data_root": str(tiny_root)}) == [0, 1, 2, 3]
     ddpm = [r for r in runs if r.stage == "05"]
+    per_fold = [v for v in profile.ddpm_runs.variants if v not in DDPM_LEAKY_VARIANTS]
     assert sorted((r.params["variant"], r.params["split_column"]) for r in ddpm) == sorted(
-        [(v, f"cv_r0_f{f}") for v in profile.ddpm_runs.variants for f in range(4)]  # once per fold, every repeat's
+        [(v, f"cv_r0_f{f}") for v in per_fold for f in range(4)]  # once per fold, every repeat's
+        + [(v, "split") for v in profile.ddpm_runs.variants if v not in per_fold]  # a leaky one: once for all
         + [("seed_3_mixed", "split")])  # the original study's generator: one for the study
     families = synthetic_families(runs)
     assert [p for _, p in families.pop("ddpm_seed_3_mixed")] == ["05_ddpm_seed_3_mixed"]
-    made = {f"ddpm_{v}" for v in profile.ddpm_runs.variants} | {"ti_txt2img_tiny", "ti_img2img_tiny"}
+    families = {f: p for f, p in families.items() if not is_leaky_family(f)}
+    made = {f"ddpm_{v}" for v in per_fold} | {"ti_txt2img_tiny", "ti_img2img_tiny"}
     assert made <= set(families) and len(made) >= 3
     assert all(len(producers) == 4 for producers in families.values())
     assert all(ref.fold == f for producers in families.values() for f, (ref, _) in enumerate(producers))
@@ -134,7 +138,8 @@ def test_the_leakage_ablation_generator_is_planned_once_and_serves_every_fold(tm
 
 
 def test_the_simulated_design_is_planned_per_target_with_its_curve_and_draw_generators(tmp_path, tiny_root):
-    profile = load_profile("smoke", ["simulated_minority.draws=3", "simulated_minority.curve=[1, 2, 3, 99]"])
+    profile = load_profile("smoke", ["simulated_minority.draws=3", "simulated_minority.curve=[1, 2, 3, 99]",
+                                     "ddpm_runs.variants=[3_mixed]"])
     runs = plan(profile, tmp_path / "out", tiny_root)
     generators = [r for r in runs if r.stage == "05" and r.params["split_column"].startswith("sim_")]
     assert sorted(r.params["split_column"] for r in generators) == [f"sim_pneumonia_d{d}" for d in range(3)]

@@ -135,6 +135,11 @@ class GridParams:
             require(len(values) > 0 and len(set(values)) == len(values), key, "must list distinct values")
         require(all(s >= 0 for s in self.seeds), "seeds", "must all be >= 0")
         require(len(set(self.strategies)) == len(self.strategies), "strategies", "must not repeat a strategy")
-        require(all(a > 0 for a in self.synthetic_amounts)
+        require(len(self.synthetic_amounts) > 0 and all(a > 0 for a in self.synthetic_amounts)
                 and len(set(self.synthetic_amounts)) == len(self.synthetic_amounts),
-                "synthetic_amounts", "must be distinct and all > 0")
+                "synthetic_amounts", "must list at least one amount, distinct and all > 0 (a study without synthetic "
+                "data leaves out stages 04 and 05)")
+        require(len(self.synthetic_strategies) > 0 and len(set(self.synthetic_strategies)) == len(
+            self.synthetic_strategies), "synthetic_strategies", "must list at least one strategy, none twice")
+        require(len(set(self.augment_strategies)) == len(self.augment_strategies), "augment_strategies",
+                "must not repeat a strategy")

@@ -69,8 +69,9 @@ class DDPMParams:
                 f"must be >= 8 and divisible by 2**(levels-1) = {2 ** (levels - 1)}")
         require(all(c > 0 and c % 8 == 0 for c in self.block_out_channels), "block_out_channels",
                 "must be positive multiples of 8 (GroupNorm uses 8 groups at least)")
-        require(all(0 <= a < levels for a in self.attention_levels), "attention_levels",
-                f"must be level indices in [0, {levels - 1}]")
+        require(all(0 <= a < levels for a in self.attention_levels)
+                and len(set(self.attention_levels)) == len(self.attention_levels), "attention_levels",
+                f"must be distinct level indices in [0, {levels - 1}]")
         require(self.layers_per_block >= 1, "layers_per_block", "must be >= 1")
         require(self.epochs_3_mixed >= 1 and self.epochs_train_all >= 1, "epochs_3_mixed/epochs_train_all",
                 "must be >= 1")
@@ -104,7 +105,7 @@ class AuditParams:
     kid_subsets: int = 100  # KID subsets averaged (their 2.5-97.5 % range is the interval)
     c2st_folds: int = 5  # cross-validation folds of the classifier two-sample test
     feature_extractor: str = choice("random_cnn", FEATURE_EXTRACTORS)  # feature space of KID and C2ST (random_cnn: seeded random CNN, fixed across conditions)
-    feature_run_dir: str = planned("", "grid (its first baseline run)")  # baseline classifier run folder (real data only) for classifier features; empty: none
+    feature_run_dir: str = planned("", "grid (its first baseline run)")  # baseline classifier run folder (real data only) for classifier features, relative to out_dir or absolute; empty: none
     audit_seed: int = 0  # seed of the subsets and reference frames
 
     def check(self) -> None:

@@ -235,7 +235,8 @@ def audit_set(set_dir: Path, frames: pd.DataFrame, split_column: str, audit_para
     Shares are over the images that passed the gate (the ones a classifier would use), or over all images
     when none passed. Realism is measured in `audit_params.feature_extractor`'s space against minority frames
     the generator never saw (`realism_figures`); `feature_run_dir` (else `audit_params.feature_run_dir`) is
-    the baseline classifier run, needed only for the `classifier` feature space.
+    the baseline classifier run (absolute, or relative to the output folder `<out>/synthetic/<set>` lies in),
+    needed only for the `classifier` feature space.
     """
     set_dir = Path(set_dir)
     p = audit_params
@@ -262,8 +263,10 @@ def audit_set(set_dir: Path, frames: pd.DataFrame, split_column: str, audit_para
     note_nearest(manifest, nearest_by_pool)
 
     unseen = parts.minority_holdout[~parts.minority_holdout["path"].isin(parts.seen["path"])]
+    run_dir = feature_run_dir or p.feature_run_dir  # planned relative to the output folder, which holds the set
+    run_dir = str(set_dir.parent.parent / run_dir) if run_dir and not Path(run_dir).is_absolute() else run_dir
     figures = realism_figures(manifest.loc[population, "abspath"].tolist(), parts.minority_train["abspath"].tolist(),
-                              unseen["abspath"].tolist(), p, feature_run_dir or p.feature_run_dir)
+                              unseen["abspath"].tolist(), p, run_dir)
     audit = {
         **records.audit_identity(ref),
         "generator": str(manifest["generator"].iloc[0]) if len(manifest) and "generator" in manifest else "",

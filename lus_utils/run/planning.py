@@ -36,7 +36,7 @@ from lus_utils.config.notebooks import COMMON_NOTEBOOK_PARAMS, NOTEBOOK_PARAMS
 from lus_utils.config.profiles import Profile
 from lus_utils.config.schema import ParamError, as_dict, build
 from lus_utils.data import dataset, simulated_minority, splits
-from lus_utils.paths import NOTEBOOKS_DIR
+from lus_utils.paths import NOTEBOOKS_DIR, OutLayout
 from lus_utils.stages import STAGES, TABLE
 from lus_utils.vocabulary import (CV, DDPM_LEAKY_VARIANTS, DDPM_ORIGINAL_VARIANT, HOLDOUT, METADATA_REFERENCE,
                                   ORIGINAL_SET, ORIGINAL_VIDEO, SIMULATED, VIRAL, Condition, RunKey, SetRef, Split,
@@ -333,10 +333,12 @@ def _ids(planned: list[Run], *stages: str) -> list[str]:
 
 
 def _feature_run_dir(profile: Profile, common: dict[str, Any], planned: list[Run]) -> str:
-    """The feature baseline's run folder when it is planned in this invocation or already exists."""
-    run_dir = Path(common["out_dir"]) / "runs" / feature_key(profile).run_id
+    """The feature baseline's run folder, relative to the output folder (a moved study stays cached), when it is
+    planned in this invocation or already exists."""
+    relative = OutLayout(Path()).run_dir(feature_key(profile).run_id)
     planned_here = any(r.stage == "02" for r in planned)
-    return str(run_dir) if planned_here or (run_dir / "metrics.json").is_file() else ""
+    exists = (Path(common["out_dir"]) / relative / "metrics.json").is_file()
+    return relative.as_posix() if planned_here or exists else ""
 
 
 Planner = Callable[[Profile, dict[str, Any], list[Run]], list[Run]]
