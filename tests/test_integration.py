@@ -125,6 +125,18 @@ def test_every_run_tests_each_frame_once_and_synthetic_images_only_train(smoke_o
     assert controls, "no oversampling control or metadata reference in the smoke study"
 
 
+def test_the_report_opens_on_the_answer_in_a_browser(smoke_out, tmp_path):
+    """Headless Chromium at 1300 x 1000 px: the answer and its figure on the first screen, every image loaded, no
+    raw condition or metric name in the page's prose outside the glossary."""
+    from report_browser import check_first_screen, probe_report
+
+    results = pd.read_csv(smoke_out / "results.csv")
+    metrics = [c for c in results.columns if c.startswith("minority_")]
+    measured = probe_report(smoke_out / "report.html", tmp_path)
+    check_first_screen(measured, sorted(set(results["condition"])) + metrics)
+    assert "Simulated pneumonia minority" in measured["prose"]
+
+
 def test_report_and_results(smoke_out):
     assert (smoke_out / "report.html").is_file()
     results = pd.read_csv(smoke_out / "results.csv")

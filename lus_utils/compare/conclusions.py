@@ -91,11 +91,11 @@ def answer(comp: Comparison) -> list[str]:
     if primary.empty:
         lines.append("**Answer.** No declared primary comparison could be computed: "
                      + ("; ".join(comp.missing_primary) or "none is declared (compare.primary)") + ".")
-        return lines + [""]
-    helped = primary[primary["significant"] & (primary["mean_diff"] > 0)]
-    headline = ("Synthetic data helped detectably in " + plural(len(helped), "primary comparison") + "."
-                if len(helped) else "Synthetic data did not help detectably in any primary comparison.")
-    lines.append(f"**Answer.** {headline}")
+    else:
+        helped = primary[primary["significant"] & (primary["mean_diff"] > 0)]
+        headline = ("Synthetic data helped detectably in " + plural(len(helped), "primary comparison") + "."
+                    if len(helped) else "Synthetic data did not help detectably in any primary comparison.")
+        lines.append(f"**Answer.** {headline}")
     lines += [f"- {_effect_words(comp, r)}" for _, r in primary.iterrows()]
     for _, c in comp.control[comp.control["metric"] == "minority_ap"].iterrows() if not comp.control.empty else []:
         label = metric_label("minority_ap", c["target"])
