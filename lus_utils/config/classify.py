@@ -124,7 +124,8 @@ class GridParams:
     strategies: list[str] = choice(["weighted_loss"], STRATEGIES)  # notebook 03's strategies
     synthetic_amounts: list[float] = listof([1.0])  # amounts of each synthetic set (amount_unit ratio)
     synthetic_strategies: list[str] = choice(["none"], STRATEGIES)  # strategies run with every synthetic set and amount
-    augment_strategies: list[str] = choice(["none"], STRATEGIES)  # strategies also run with classical augmentation (comparator)
+    augment_strategies: list[str] = choice(["none"], STRATEGIES)  # strategies also run with classical augmentation (none+augment: the practitioner's baseline)
+    augment_synthetic: bool = True  # synthetic sets and their oversampling control join the augmented recipe, as a practitioner trains (false: the original study's unaugmented recipe)
     oversampling: bool = True  # the oversampling control (real minority frames repeated) at every synthetic amount
     metadata_reference: bool = True  # the shortcut reference (logistic regression on probe and native size), per repeat
     seed_replica: bool = True  # the original study's recipe as it ran (section seed_replica), per arch, repeat and seed

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lus_utils.config.schema import ParamError, build, choice, listof, mapping, planned, require
-from lus_utils.vocabulary import CLASSES, DDPM_ORIGINAL_VARIANT, DDPM_VARIANTS, VIRAL
+from lus_utils.vocabulary import CLASSES, DDPM_LEAKY_VARIANTS, DDPM_ORIGINAL_VARIANT, DDPM_VARIANTS, VIRAL
 
 DDPM_SAMPLERS = ("ddpm", "ddim", "dpmsolver", "dpmsolver_ode")
 FEATURE_EXTRACTORS = ("random_cnn", "classifier", "inception", "dinov2", "pixels")
@@ -28,9 +28,12 @@ def _check_split_target(split_column: str, target_class: str, real_patients: int
 @dataclass
 class DDPMRunsParams:
     variants: list[str] = choice(["3_mixed"], DDPM_VARIANTS[:3])  # generators the runner trains, each once per fold (quick: the original study's 3-frame DDPM only; seed_3_mixed comes with grid.seed_replica)
+    simulated_variants: list[str] = choice(["3_mixed"], [v for v in DDPM_VARIANTS if v not in DDPM_LEAKY_VARIANTS])  # generators trained on each simulated draw's first k target patients (each a synthetic condition of that design)
 
     def check(self) -> None:
         require(len(self.variants) == len(set(self.variants)), "variants", "must not repeat a variant")
+        require(len(self.simulated_variants) == len(set(self.simulated_variants)), "simulated_variants",
+                "must not repeat a variant")
 
 
 @dataclass

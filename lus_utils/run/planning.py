@@ -166,7 +166,7 @@ def plan_ddpm(profile: Profile, common: dict[str, Any], planned: list[Run]) -> l
         generators.append((DDPM_ORIGINAL_VARIANT, Split(HOLDOUT), 0, profile.seed_replica.overrides()))
     k = profile.simulated_minority.real_patients
     generators += [(variant, split, k, {}) for _, draws in simulated_splits(profile) for split in draws
-                   for variant in profile.ddpm_runs.variants if variant not in DDPM_LEAKY_VARIANTS]
+                   for variant in profile.ddpm_runs.simulated_variants]
     runs = []
     for variant, split, k, overrides in generators:
         ref = SetRef.for_split(ddpm_family(variant), split, k)
@@ -258,11 +258,13 @@ def plan_classifiers(profile: Profile, common: dict[str, Any], planned: list[Run
                     reads, after = _family_for(producers, repeat)
                     if not reads:  # a family made for the simulated design only
                         continue
-                    runs += [classifier_run(profile, common, key(strategy=s, synthetic=family, amount=amount),
+                    runs += [classifier_run(profile, common, key(strategy=s, synthetic=family, amount=amount,
+                                                                 augment=grid.augment_synthetic),
                                             data_runs + after, reads)
                              for s in strategies for amount in grid.synthetic_amounts]
                 if grid.oversampling and families:
-                    runs += [classifier_run(profile, common, key(strategy=s, oversample=True, amount=amount), data_runs)
+                    runs += [classifier_run(profile, common, key(strategy=s, oversample=True, amount=amount,
+                                                                 augment=grid.augment_synthetic), data_runs)
                              for s in strategies for amount in grid.synthetic_amounts]
                 if grid.seed_replica and "02" in stages:
                     runs += original_replica_runs(profile, common, key(), data_runs, original_set)
