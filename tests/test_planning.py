@@ -14,7 +14,7 @@ def _with(profile: Profile, **sections) -> Profile:
     return replace(profile, sections={**profile.sections, **sections})
 
 
-VIRAL_ONLY = ["simulated_minority.targets=[]"]  # the viral design's planning (the simulated one: its own tests)
+VIRAL_ONLY = ["simulated_minority.targets=[]", "data.protocol=cv", "grid.augment_synthetic=false"]  # the viral design's planning under cv, unaugmented synthetic conditions (the simulated design: its own tests)
 
 
 def _plan(tmp_path, root, repeats=2, **grid_changes):
@@ -153,3 +153,15 @@ def test_the_simulated_design_is_planned_per_target_with_its_curve_and_draw_gene
     with_set = next(r for r in runs if "ddpm_3_mixed@1ratio" in r.run_id and "sim-" in r.run_id)
     assert [ref.name for ref in with_set.reads] == [f"ddpm_3_mixed_pneumonia_k3_d{d}" for d in range(3)]
     assert {g.run_id for g in generators} <= set(with_set.after)
+
+
+def test_a_primary_is_planned_by_name_whatever_the_protocol(tmp_path, tiny_root):
+    """A condition's name does not say cv or hold-out; a primary on hold-out conditions is planned, one on a set
+    the grid never runs is flagged before anything runs."""
+    from lus_utils.run.preflight import unplanned_primaries
+    for protocol in ("cv", "holdout"):
+        profile = load_profile("smoke", [f"data.protocol={protocol}"])
+        assert unplanned_primaries(profile, plan(profile, tmp_path / protocol, tiny_root)) == []
+    absent = "ddpm_3_mixed@2ratio+augment vs none+augment: minority_ap"
+    profile = load_profile("smoke", [f"compare.primary=['{absent}']"])
+    assert unplanned_primaries(profile, plan(profile, tmp_path / "absent", tiny_root)) == [absent]

@@ -25,8 +25,9 @@ from lus_utils.run import cli, study as S
 from lus_utils.run.planning import Run, plan
 from lus_utils.stages import TABLE
 
-TOY = ["simulated_minority.targets=[]", "study.stages=['01', '02', '05', '06']", "grid.seed_replica=false",
-       "grid.metadata_reference=false", "grid.oversampling=false", "ddpm_runs.variants=[3_mixed]"]
+TOY = ["simulated_minority.targets=[]", "data.protocol=cv", "grid.augment_strategies=[]", "grid.augment_synthetic=false",
+       "study.stages=['01', '02', '05', '06']", "grid.seed_replica=false", "grid.metadata_reference=false",
+       "grid.oversampling=false", "ddpm_runs.variants=[3_mixed]"]
 SET = "ddpm_3_mixed_fold0"  # one fold's set of the toy study
 BASELINE = "02_resnet18-none-seed0-cv-r0"  # the feature baseline, whose folder the generators' audits read
 SYNTHETIC = "02_resnet18-none-seed0-cv-r0-ddpm_3_mixed@1ratio"  # reads every fold's set

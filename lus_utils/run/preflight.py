@@ -147,9 +147,10 @@ def unplanned_primaries(profile: Profile, runs: list[Run]) -> list[str]:
     """The declared primary comparisons (compare.primary) whose condition or baseline no planned run makes."""
     if "06" not in {r.stage for r in runs} or "compare" not in profile.sections:
         return []
-    planned = {RunKey.from_params(r.params).condition for r in runs if r.stage in CLASSIFIER_STAGES}
+    # by name, as the comparison joins them: a name does not say its protocol (cv or hold-out)
+    planned = {RunKey.from_params(r.params).condition.name for r in runs if r.stage in CLASSIFIER_STAGES}
     return [str(c) for c in profile.compare.primary_comparisons()
-            if Condition.parse(c.condition) not in planned or Condition.parse(c.baseline) not in planned]
+            if Condition.parse(c.condition).name not in planned or Condition.parse(c.baseline).name not in planned]
 
 
 def check(profile: Profile, stages: Iterable[str] | None = None, out_dir: Path | None = None) -> list[Missing]:
