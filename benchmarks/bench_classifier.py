@@ -6,14 +6,18 @@ loop reaches >= 90% of the bare step's images/s, i.e. data handling is never the
 
     python benchmarks/bench_classifier.py                      # resnet50 and vit_base at 128 px
     python benchmarks/bench_classifier.py --arch resnet18 vit_tiny_patch16_224 --image-size 64
-    python benchmarks/bench_classifier.py --arch resnet18 --image-size 48 --threads 1 [--bf16]   # CPU bf16
+    python benchmarks/bench_classifier.py --arch resnet18 --image-size 32 --threads 1 --cpu-time \
+        [--in-chans 1] [--small-input] [--precision bf16]
 
-Measured (2-core shared CPU with AMX, 1 thread, resnet18, batch 32, bare step): 48 px fp32 37.8 img/s, bf16
-65.3 img/s; 64 px fp32 38.2, bf16 59.8: bf16 autocast is kept on cpu (`train.amp`).
+`--cpu-time` counts images per CPU-second (time.process_time, every thread of this process): on a CPU shared
+with other jobs that is what a training costs, and it moves less with their load than wall time does.
+Figures, the command and the load: benchmarks/RESULTS.md (the loop/bare ratio on this AVX2 CPU was not
+measured there yet).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -21,47 +25,51 @@ import torch
 
 from lus_utils.classify import loop as training_loop
 from lus_utils.classify import models
-from lus_utils.params import ARCHS
-from lus_utils.reproducibility import resolve_device, seed_everything
+from lus_utils.config.classify import ARCHS
+from lus_utils.config.runtime import PRECISIONS
+from lus_utils.reproducibility import resolve_device, resolve_precision, seed_everything
 
 
 def bare(model: torch.nn.Module, batch_size: int, image_size: int, n_batches: int, device: torch.device,
-         amp: bool) -> float:
+         precision: str, clock=time.perf_counter) -> float:
     """images/s of forward + backward + AdamW step on one ready float batch."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randn(batch_size, 3, image_size, image_size, device=device).contiguous(memory_format=torch.channels_last)
+    channels = models.input_channels(model)
+    x = torch.randn(batch_size, channels, image_size, image_size, device=device)
+    x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 4, (batch_size,), device=device)
     model.train()
     _sync(device)
-    start = time.perf_counter()
+    start = clock()
     for _ in range(n_batches):
-        with models.autocast(device, amp):
+        with models.autocast(device, precision):
             logits = model(x)
         loss = torch.nn.functional.cross_entropy(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     _sync(device)
-    return n_batches * batch_size / (time.perf_counter() - start)
+    return n_batches * batch_size / (clock() - start)
 
 
 def loop(model: torch.nn.Module, batch_size: int, image_size: int, n_batches: int, device: torch.device,
-         amp: bool, augment: bool) -> float:
+         precision: str, augment: bool, clock=time.perf_counter) -> float:
     """images/s of the study's own training loop (uint8 frames in memory, per-frame augmentation)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     n = batch_size * n_batches
-    images = torch.randint(0, 256, (n, 3, image_size, image_size), dtype=torch.uint8)
+    # A grey stem trains on grey frames, made once by `fit`, as here.
+    images = torch.randint(0, 256, (n, models.input_channels(model), image_size, image_size), dtype=torch.uint8)
     labels = torch.randint(0, 4, (n,))
     if device.type == "cuda":
         images, labels = images.to(device), labels.to(device)
     batches = training_loop.epoch_batches("none", labels.cpu().numpy(), batch_size, torch.Generator().manual_seed(0))
     augmentation = training_loop.Augmentation() if augment else None
     _sync(device)
-    start = time.perf_counter()
+    start = clock()
     training_loop.train_one_epoch(model, images, labels, batches, optimizer, torch.nn.CrossEntropyLoss(), augmentation,
-                             torch.Generator().manual_seed(1), amp, desc="loop")
+                                  torch.Generator().manual_seed(1), precision, desc="loop")
     _sync(device)
-    return n / (time.perf_counter() - start)
+    return n / (clock() - start)
 
 
 def _sync(device: torch.device) -> None:
@@ -78,26 +86,39 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="alternating measurements; the median is kept")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast on cpu too (compare with and without)")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="autocast, as runtime.precision (auto: bf16 where it is native, else fp32)")
+    parser.add_argument("--in-chans", type=int, default=3, choices=(1, 3), help="1: the grey stem")
+    parser.add_argument("--small-input", action="store_true", help="resnets: the CIFAR-style stem")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="images per CPU-second (time.process_time): on a shared CPU, what a training costs")
     args = parser.parse_args()
 
     seed_everything(0, args.threads)
     device = resolve_device(args.device)
-    amp = device.type == "cuda" or args.bf16
+    precision = resolve_precision(args.precision, device)
+    clock = time.process_time if args.cpu_time else time.perf_counter
     print(f"device {device}, {torch.get_num_threads()} threads, batch {args.batch_size}, {args.batches} batches "
-          f"x {args.repeats} repeats, image size {args.image_size}")
+          f"x {args.repeats} repeats, image size {args.image_size}, {args.in_chans} channel(s)"
+          f"{', small-input stem' if args.small_input else ''}, {precision}, "
+          f"{'per CPU-second' if args.cpu_time else 'per wall second'}, load {os.getloadavg()}")
     print(f"{'arch':<22} {'bare img/s':>11} {'loop img/s':>11} {'loop+aug':>11} {'loop/bare':>10} {'+aug/bare':>10}")
     for arch in args.arch:
-        model = models.prepare(models.build_model(arch, 4, args.image_size), device)
-        bare(model, args.batch_size, args.image_size, 1, device, amp)  # warm-up
+        model = models.prepare(models.build_model(arch, 4, args.image_size, in_chans=args.in_chans,
+                                                  small_input=args.small_input), device)
+        bare(model, args.batch_size, args.image_size, 1, device, precision)  # warm-up
         results: dict[str, list[float]] = {"bare": [], "loop": [], "aug": []}
         for _ in range(args.repeats):
-            results["bare"].append(bare(model, args.batch_size, args.image_size, args.batches, device, amp))
-            results["loop"].append(loop(model, args.batch_size, args.image_size, args.batches, device, amp, False))
-            results["aug"].append(loop(model, args.batch_size, args.image_size, args.batches, device, amp, True))
+            results["bare"].append(bare(model, args.batch_size, args.image_size, args.batches, device, precision,
+                                        clock))
+            results["loop"].append(loop(model, args.batch_size, args.image_size, args.batches, device, precision,
+                                        False, clock))
+            results["aug"].append(loop(model, args.batch_size, args.image_size, args.batches, device, precision,
+                                       True, clock))
         med = {k: statistics.median(v) for k, v in results.items()}
         print(f"{arch:<22} {med['bare']:>11.1f} {med['loop']:>11.1f} {med['aug']:>11.1f} "
-              f"{med['loop'] / med['bare']:>9.0%} {med['aug'] / med['bare']:>9.0%}", flush=True)
+              f"{med['loop'] / med['bare']:>9.0%} {med['aug'] / med['bare']:>9.0%}  load {os.getloadavg()[0]:.1f}",
+              flush=True)
 
 
 if __name__ == "__main__":

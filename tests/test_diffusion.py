@@ -139,6 +139,7 @@ def test_training_writes_pipeline_grids_and_provenance(trained):
     assert [g.name for g in result.grids] == ["epoch_00002.png", "epoch_00004.png"]
     record = read_json(result.generator_dir / "provenance.json")
     assert record["training_frames"] == sorted(selected.path) and record["leakage_ablation"] is False
+    assert 0 < record["train_cpu_seconds"] and 0 < record["train_seconds"]
     assert not (result.generator_dir / "checkpoints").exists()  # removed once the pipeline is saved
     assert list(result.log.step) == list(range(1, 9)) and np.isfinite(result.log.loss).all()
     assert not [p for p in result.generator_dir.rglob(".*") if p.name != ".gitignore"]

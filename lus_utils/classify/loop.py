@@ -18,7 +18,7 @@ import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -150,11 +150,18 @@ class FitResult:
 
 
 def fit(model: torch.nn.Module, data: RunData, images: torch.Tensor, train: TrainParams, strategy: str, seed: int,
-        augment: bool = False, precision: str = "fp32", checkpoint: str = "best") -> FitResult:
+        augment: bool = False, precision: str = "fp32", checkpoint: str = "best",
+        on_epoch: Callable[[dict[str, Any], torch.nn.Module], None] | None = None) -> FitResult:
     """AdamW + ReduceLROnPlateau on the validation loss, early stopping; the model is left with the weights of
     the epoch with the lowest validation loss (`checkpoint` best) or of the last epoch run (last: the seed
-    study tested its newest checkpoint, `patience` epochs past the best when training stopped early)."""
+    study tested its newest checkpoint, `patience` epochs past the best when training stopped early).
+
+    `on_epoch(history_row, model)` runs after each epoch's validation (a benchmark reads its learning curve
+    with it); its time counts in the result's `seconds`, not in the row's. A grey-stem model trains on grey copies of the frames, made once,
+    so augmentation handles one channel instead of three."""
     device = models.model_device(model)
+    if models.input_channels(model) == 1:
+        images = models.grey_frames(images)
     index = {c: i for i, c in enumerate(data.classes)}
     labels = torch.tensor(data.table["label"].map(index).to_numpy(dtype=np.int64))
     parts = data.table["part"].to_numpy()
@@ -199,6 +206,8 @@ def fit(model: torch.nn.Module, data: RunData, images: torch.Tensor, train: Trai
                      "lr": lr, "best": bool(improved), "seconds": time.perf_counter() - t0})
         print(f"epoch {epoch}: train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
               f"val balanced acc {val_metrics['balanced_accuracy']:.3f}  lr {lr:.2g}{'  *best' if improved else ''}")
+        if on_epoch is not None:
+            on_epoch(rows[-1], model)
         if epoch - best_epoch >= train.patience and epoch < train.epochs:
             stopped_early = True
             print(f"early stop: no better validation loss for {train.patience} epochs (best: epoch {best_epoch})")

@@ -380,9 +380,10 @@ def _optimizer_step(run: _Training, batch: torch.Tensor, noise: torch.Tensor, ti
 
 
 def _save_pipeline(gen_dir: Path, run: _Training, p: DDPMParams, key: dict[str, Any], selected: pd.DataFrame,
-                   log: pd.DataFrame, seconds: float, resumed_from: int | None, total_steps: int,
-                   steps_per_epoch: int) -> None:
-    """The EMA weights as a DDPMPipeline, the loss log and the provenance; then the checkpoints go."""
+                   log: pd.DataFrame, seconds: float, cpu_seconds: float, resumed_from: int | None,
+                   total_steps: int, steps_per_epoch: int) -> None:
+    """The EMA weights as a DDPMPipeline, the loss log and the provenance (with the training's wall and CPU
+    seconds: on a shared CPU the CPU-seconds are its cost); then the checkpoints go."""
     ema_unet = copy.deepcopy(run.model).cpu()
     run.ema.copy_to(ema_unet.parameters())
     with atomic_dir(gen_dir / "pipeline") as tmp:
@@ -391,7 +392,7 @@ def _save_pipeline(gen_dir: Path, run: _Training, p: DDPMParams, key: dict[str, 
     write_json_atomic(gen_dir / "provenance.json", provenance(
         asdict(p), training_key=key, training_frames=sorted(selected["path"]),
         leakage_ablation=p.variant in LEAKY_VARIANTS, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
-        train_seconds=seconds, resumed_from=resumed_from, device=str(run.device),
+        train_seconds=seconds, train_cpu_seconds=cpu_seconds, resumed_from=resumed_from, device=str(run.device),
         n_parameters=int(sum(t.numel() for t in run.model.parameters()))))
     shutil.rmtree(gen_dir / "checkpoints", ignore_errors=True)
 
@@ -421,7 +422,7 @@ def train_ddpm(selected: pd.DataFrame, p: DDPMParams, gen_dir: Path, runtime: Ru
     data = load_training_tensor(selected, p.image_size)
     stop = total_steps if max_steps is None else min(total_steps, max_steps)
     grid_epochs = {math.ceil(k * epochs / p.sample_grids) for k in range(1, p.sample_grids + 1)}
-    began = time.perf_counter()
+    began, cpu_began = time.perf_counter(), time.process_time()
     run.model.train()
     bar = tqdm(total=total_steps, initial=start, desc=f"train {gen_dir.name}", unit="step", disable=not progress)
     for step in range(start, stop):
@@ -436,11 +437,12 @@ def train_ddpm(selected: pd.DataFrame, p: DDPMParams, gen_dir: Path, runtime: Ru
         if done % p.checkpoint_every == 0 or done == stop:
             save_checkpoint(gen_dir, done, key, run.model, run.ema, run.optimizer, run.lr_scheduler, run.scaler, log)
     bar.close()
-    seconds = time.perf_counter() - began
+    seconds, cpu_seconds = time.perf_counter() - began, time.process_time() - cpu_began
     log_frame = pd.DataFrame(log, columns=["step", "epoch", "loss", "lr"])
     finished = stop == total_steps
     if finished:
-        _save_pipeline(gen_dir, run, p, key, selected, log_frame, seconds, resumed_from, total_steps, steps_per_epoch)
+        _save_pipeline(gen_dir, run, p, key, selected, log_frame, seconds, cpu_seconds, resumed_from,
+                       total_steps, steps_per_epoch)
     return TrainResult(gen_dir, gen_dir / "pipeline" if finished else None, False, stop, total_steps, seconds,
                        resumed_from, log_frame, _grid_paths(gen_dir))
 
