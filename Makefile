@@ -40,7 +40,7 @@ smoke: $(STAMP)
 	$(PY) run_all.py --profile smoke --jobs $(JOBS)
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadgroup  # two workers: the smoke study (one group) beside the unit tests
 
 clean-outputs:
 	rm -rf outputs/smoke outputs/quick outputs/full outputs/notebook

@@ -22,6 +22,14 @@ TINY_FILES = (
        ("Vir_b.mp4", "convex", "41", "video"), ("Vir_c.mp4", "linear", "42", "video"),
        ("Vir_d.jpg", "convex", "43", "image")]
 )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The smoke study (integration tests, one xdist group) first: under `make test`'s two workers it runs
+    beside the unit tests instead of after them."""
+    items.sort(key=lambda item: item.get_closest_marker("integration") is None)  # stable: order kept otherwise
+
+
 FPS = 9.0  # POCOVID keeps every int(9 / 3) = 3rd frame
 N_FRAMES = 10
 

@@ -23,6 +23,7 @@ from lus_utils.vocabulary import (DDPM_VARIANTS, ORIGINAL_VIDEO, SIMULATED, SetR
 
 DATA_ROOT = os.environ.get("LUS_DATA_ROOT", "")
 pytestmark = [pytest.mark.integration,
+              pytest.mark.xdist_group("smoke"),  # one worker runs the smoke study once, the other the unit tests
               pytest.mark.skipif(not DATA_ROOT, reason="LUS_DATA_ROOT is not set: no real data to run the smoke study on")]
 
 

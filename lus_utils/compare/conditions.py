@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from lus_utils.compare import statistics as S
+from lus_utils.compare.labels import arch_label
 from lus_utils.config.classify import EvaluationParams
 from lus_utils.vocabulary import MINORITY_METRICS, Condition, metric_label
 
@@ -79,7 +80,7 @@ def condition_tables(summary: pd.DataFrame) -> dict[str, pd.DataFrame]:
             for _, r in group.iterrows():
                 row[metric_label(r["metric"], target)] = cell(r["mean"], r["lo"], r["hi"], r["n"])
             rows.append(row)
-        where = arch if design == "viral" else f"simulated {target} · {arch}"
+        where = arch_label(arch) if design == "viral" else f"simulated {target} · {arch_label(arch)}"
         name = (f"{where} · {ORIGINAL_REPLICA_TABLE}" if replica else f"{where} · leakage ablation" if leakage
                 else where)
         table = pd.DataFrame(rows).set_index("condition")

@@ -9,7 +9,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from lus_utils.vocabulary import Condition, NameError_, metric_label
+from lus_utils.vocabulary import METADATA_REFERENCE, Condition, NameError_, metric_label
 
 FAMILIES = {
     "ddpm_3_mixed": "DDPM, 3 frames", "ddpm_train_all": "DDPM, all training frames",
@@ -29,6 +29,11 @@ def family_label(family: str) -> str:
         if family.startswith(prefix):
             return f"{FAMILIES[prefix[:-1]]} ({family[len(prefix):]} base model)"
     return family
+
+
+def arch_label(arch: str) -> str:
+    """An architecture as the report names it: the metadata reference is no network."""
+    return "metadata reference (no image)" if arch == METADATA_REFERENCE else arch
 
 
 def _amount(condition: Condition) -> str:
