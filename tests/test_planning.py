@@ -25,13 +25,20 @@ def _plan(tmp_path, root, repeats=2, **grid_changes):
 def test_generators_are_planned_per_fold_one_fold_per_minority_patient(tmp_path, tiny_root):
     profile, runs = _plan(tmp_path, tiny_root)
     assert generator_folds(profile, {"out_dir": str(tmp_path / "out"), "data_root": str(tiny_root)}) == [0, 1, 2, 3]
+    assert "3_mixed" in profile.ddpm_runs.variants and "class_conditional" in profile.ddpm_runs.variants
     ddpm = [r for r in runs if r.stage == "05"]
     assert sorted((r.params["variant"], r.params["split_column"]) for r in ddpm) == sorted(
-        [(v, f"cv_r0_f{f}") for v in profile.ddpm_runs.variants for f in range(4)]  # once per fold, every repeat's
+        [(v, f"cv_r0_f{f}") for v in profile.ddpm_runs.variants if v != "class_conditional"
+         for f in range(4)]  # once per fold, every repeat's
+        + [("class_conditional", f"cv_r{r}_f{f}") for r in (0, 1) for f in range(4)]  # it learns every class
         + [("seed_3_mixed", "split")])  # the original study's generator: one for the study
     families = synthetic_families(runs)
     assert [p for _, p in families.pop("ddpm_seed_3_mixed")] == ["05_ddpm_seed_3_mixed"]
-    made = {f"ddpm_{v}" for v in profile.ddpm_runs.variants} | {"ti_txt2img_tiny", "ti_img2img_tiny"}
+    conditional = families.pop("ddpm_class_conditional")
+    assert [ref.name for ref, _ in conditional] == [f"ddpm_class_conditional_r{r}_fold{f}" for r in (0, 1)
+                                                    for f in range(4)]
+    made = {f"ddpm_{v}" for v in profile.ddpm_runs.variants} - {"ddpm_class_conditional"}
+    made |= {"ti_txt2img_tiny", "ti_img2img_tiny"}
     assert made <= set(families) and len(made) >= 3
     assert all(len(producers) == 4 for producers in families.values())
     assert all(ref.fold == f for producers in families.values() for f, (ref, _) in enumerate(producers))
@@ -54,7 +61,8 @@ def test_every_family_amount_strategy_repeat_and_seed_gets_a_run_after_all_its_f
             assert run.stage == ("02" if run.params["strategy"] == "none" else "03")
             assert run.params["protocol"] == "cv"
             if run.params.get("synthetic_set") in families:
-                producers = families[run.params["synthetic_set"]]
+                producers = [(ref, p) for ref, p in families[run.params["synthetic_set"]]
+                             if ref.repeat in (None, run.params["repeat"])]  # the repeat's own, if it has its own
                 assert {p for _, p in producers} <= set(run.after)
                 assert run.reads == tuple(ref for ref, _ in producers)  # every fold's set is fingerprinted
     over = [r for r in runs if r.params.get("oversample_amount")]
@@ -134,7 +142,8 @@ def test_the_leakage_ablation_generator_is_planned_once_and_serves_every_fold(tm
 
 
 def test_the_simulated_design_is_planned_per_target_with_its_curve_and_draw_generators(tmp_path, tiny_root):
-    profile = load_profile("smoke", ["simulated_minority.draws=3", "simulated_minority.curve=[1, 2, 3, 99]"])
+    profile = load_profile("smoke", ["simulated_minority.draws=3", "simulated_minority.curve=[1, 2, 3, 99]",
+                                     'ddpm_runs.variants=["3_mixed"]'])
     runs = plan(profile, tmp_path / "out", tiny_root)
     generators = [r for r in runs if r.stage == "05" and r.params["split_column"].startswith("sim_")]
     assert sorted(r.params["split_column"] for r in generators) == [f"sim_pneumonia_d{d}" for d in range(3)]
@@ -148,3 +157,31 @@ def test_the_simulated_design_is_planned_per_target_with_its_curve_and_draw_gene
     with_set = next(r for r in runs if "ddpm_3_mixed@1ratio" in r.run_id and "sim-" in r.run_id)
     assert [ref.name for ref in with_set.reads] == [f"ddpm_3_mixed_pneumonia_k3_d{d}" for d in range(3)]
     assert {g.run_id for g in generators} <= set(with_set.after)
+
+
+def test_the_class_conditional_ddpm_is_planned_per_repeat_fold_and_draw_and_each_run_reads_its_repeats(tmp_path,
+                                                                                                   tiny_root):
+    """It learns every class's training frames, and the other classes' patients move between parts from one
+    repeat to the next: a repeat reads only its own generators (another repeat's would have seen its test
+    frames, which the classifier's leakage check refuses)."""
+    profile = load_profile("smoke", ["data.repeats=2", 'ddpm_runs.variants=["class_conditional"]'])
+    runs = plan(profile, tmp_path / "out", tiny_root)
+    generators = {r.run_id: r for r in runs if r.stage == "05"}
+    expected = ({f"05_ddpm_class_conditional_r{r}_fold{f}" for r in (0, 1) for f in range(4)}
+                | {f"05_ddpm_class_conditional_pneumonia_k3_d{d}" for d in range(profile.simulated_minority.draws)}
+                | {"05_ddpm_seed_3_mixed"})
+    assert set(generators) == expected
+    assert generators["05_ddpm_class_conditional_r1_fold2"].params["split_column"] == "cv_r1_f2"
+    drawn = generators["05_ddpm_class_conditional_pneumonia_k3_d1"].params
+    assert (drawn["split_column"], drawn["target_class"], drawn["real_patients"]) == ("sim_pneumonia_d1", "pneumonia", 3)
+    readers = [r for r in runs if r.params.get("synthetic_set") == "ddpm_class_conditional"]
+    assert {r.params["protocol"] for r in readers} == {"cv", "simulated"}
+    for run in readers:
+        if run.params["protocol"] == "cv":
+            repeat = run.params["repeat"]
+            assert [ref.name for ref in run.reads] == [f"ddpm_class_conditional_r{repeat}_fold{f}" for f in range(4)]
+            assert {ref.repeat for ref in run.reads} == {repeat}
+            assert not {g for g in generators if f"_r{1 - repeat}_" in g} & set(run.after)
+        else:
+            assert [ref.name for ref in run.reads] == [f"ddpm_class_conditional_pneumonia_k3_d{d}"
+                                                      for d in range(profile.simulated_minority.draws)]
