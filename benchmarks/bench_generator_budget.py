@@ -7,9 +7,10 @@ runner's own code at several values of one knob, each in its own scratch folder.
 The study folder lends its frames table (`data/`) and the feature run named in the run's parameters, so
 each execution sees the frames and split the study saw; everything it writes goes under `--out`. Per value
 and synthetic set: the generator's training seconds, the gate's kept share, and the set's realism as its
-notebook measured it (KID to the fold's held-out viral frames, with interval, beside the real-vs-real
-reference at the same sizes, and whether the realism criterion holds). A stage the profile leaves out
-(quick runs no 04) is planned anyway, with the profile's parameters.
+notebook measured it: the structure test's p and density/coverage beside the real reference in the ultrasound
+encoder's space, whether the realism criterion holds, and the second opinion (random-CNN KID to the fold's
+held-out viral frames, with interval, beside the real-vs-real reference at the same sizes, and its rule's
+verdict). A stage the profile leaves out (quick runs no 04) is planned anyway, with the profile's parameters.
 """
 from __future__ import annotations
 
@@ -21,12 +22,12 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from lus_utils import params as P
+from lus_utils.config.profiles import Profile, load_profile
 from lus_utils.data import dataset
 from lus_utils.run import executors, planning
 
 
-def planned_run(profile: P.Profile, study: Path, data_root: Path, run_id: str) -> planning.Run:
+def planned_run(profile: Profile, study: Path, data_root: Path, run_id: str) -> planning.Run:
     stages = list(dict.fromkeys([*profile.study.stages, run_id[:2]]))
     profile = dataclasses.replace(profile, sections={**profile.sections,
                                                      "study": dataclasses.replace(profile.study, stages=stages)})
@@ -54,13 +55,19 @@ def set_rows(folder: Path, knob: str, value) -> list[dict]:
         realism = audit["realism"]
         provenance = json.loads((audit_path.parent / "provenance.json").read_text())
         synthetic, reference = (realism.get(k, {}).get("kid") for k in ("synthetic_vs_holdout", "real_train_vs_holdout"))
-        rows.append({knob: value, "set": audit["set"], "kept": f"{audit['n_kept']}/{audit['n_images']}",
+        structure = realism.get("structure", {})
+        pairs = [structure.get(k, {}) for k in ("synthetic_vs_holdout", "real_train_vs_holdout")]
+        rows.append({knob: value, "set": audit["set"]["name"], "kept": f"{audit['n_kept']}/{audit['n_images']}",
                      "sampling s/image": provenance.get("seconds_per_image",  # DDPM sets; TI sets record the total
                                                        provenance.get("generation_seconds", float("nan"))
                                                        / max(provenance.get("n_generated", 1), 1)),
                      "n per side": realism.get("n_per_side"),
                      "KID": synthetic and round(synthetic["mean"], 4), "KID interval": interval(synthetic),
                      "reference KID": reference and round(reference["mean"], 4), "reference interval": interval(reference),
+                     "second opinion": audit.get("second_opinion_reached_realism"),
+                     "structure p": structure.get("farther_than_reference", {}).get("p_value"),
+                     "density (real)": pairs[0] and f"{pairs[0]['density']['mean']:.2f} ({pairs[1]['density']['mean']:.2f})",
+                     "coverage (real)": pairs[0] and f"{pairs[0]['coverage']['mean']:.2f} ({pairs[1]['coverage']['mean']:.2f})",
                      "reached realism": audit.get("reached_realism")})
     return rows
 
@@ -90,7 +97,7 @@ def main() -> None:
     if not (study / "data" / "frames.csv").is_file():
         raise SystemExit(f"--study {study}: no data/frames.csv; run the study's notebook 01 first "
                          f"(python run_all.py --profile {args.profile} --only 01)")
-    run = planned_run(P.load_profile(args.profile), study, dataset.resolve_data_root(args.data_root), args.run)
+    run = planned_run(load_profile(args.profile), study, dataset.resolve_data_root(args.data_root), args.run)
     rows, seconds = [], {}
     for raw in args.values:
         value = typed(run, args.knob, raw)

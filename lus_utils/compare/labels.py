@@ -14,7 +14,7 @@ from lus_utils.vocabulary import Condition, NameError_, metric_label
 FAMILIES = {
     "ddpm_3_mixed": "DDPM, 3 frames", "ddpm_train_all": "DDPM, all training frames",
     "ddpm_3_mixed_any_split": "DDPM, 3 frames of any split (leakage ablation)",
-    "ddpm_seed_3_mixed": "the original study's DDPM", "cddpm": "class-conditional DDPM",
+    "ddpm_seed_3_mixed": "the original study's DDPM", "ddpm_class_conditional": "class-conditional DDPM",
     "ti_txt2img": "textual inversion, text-to-image", "ti_img2img": "textual inversion, image-to-image",
 }
 STRATEGIES = {"weighted_loss": "weighted loss", "balanced_sampler": "balanced sampler"}

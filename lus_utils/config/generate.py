@@ -115,7 +115,7 @@ class AuditParams:
     kid_subset: int = 50  # images per KID subset (at most the images per side)
     kid_subsets: int = 100  # KID subsets averaged (their 2.5-97.5 % range is the interval)
     c2st_folds: int = 5  # cross-validation folds of the classifier two-sample test
-    feature_extractor: str = choice("random_cnn", FEATURE_EXTRACTORS)  # feature space of KID and C2ST (random_cnn: seeded random CNN, fixed across conditions)
+    feature_extractor: str = choice("random_cnn", FEATURE_EXTRACTORS)  # feature space of the second opinion's KID and C2ST (random_cnn: seeded random CNN, fixed across conditions); the ultrasound encoder decides realism
     feature_run_dir: str = planned("", "grid (its first baseline run)")  # baseline classifier run folder (real data only) for classifier features; empty: none
     audit_seed: int = 0  # seed of the subsets and reference frames
     encoder_size: int = 32  # side in px at which the ultrasound encoder reads frames (structure realism; the classifier's input in quick)

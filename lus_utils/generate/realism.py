@@ -41,7 +41,8 @@ GATES = (REAL_RANGE_GATE, ORIGINAL_GATE)
 
 
 # --- feature space ------------------------------------------------------------------------------------------
-def _resize_grey(images: np.ndarray, size: int) -> np.ndarray:
+def resize_grey(images: np.ndarray, size: int) -> np.ndarray:
+    """Images (N, H, W) or RGB (N, H, W, 3) as grey float32 (N, size, size): area averaging down, bicubic up."""
     import cv2
 
     images = np.asarray(images)
@@ -76,7 +77,7 @@ class RandomCNN:
         """Features (N, D) of grey uint8 images (N, H, W) (or RGB (N, H, W, 3), averaged to grey)."""
         import torch
 
-        grey = _resize_grey(images, self.size)
+        grey = resize_grey(images, self.size)
         out = []
         with torch.no_grad():
             for start in range(0, len(grey), batch_size):
@@ -191,7 +192,7 @@ def gate_statistics(images: np.ndarray) -> dict[str, np.ndarray]:
     about 1 for pixel noise, small for smooth images)."""
     import cv2
 
-    grey = _resize_grey(images, GATE_SIZE)
+    grey = resize_grey(images, GATE_SIZE)
     mean = grey.mean(axis=(1, 2))
     std = grey.std(axis=(1, 2))
     dark = (grey < DARK_LEVEL).mean(axis=(1, 2))
