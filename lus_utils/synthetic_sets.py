@@ -162,15 +162,22 @@ def load_for_training(folder: Path, classes: list[str], train_paths: Iterable[st
     return manifest[passed_gate(manifest)].reset_index(drop=True)
 
 
-def amount_to_count(amount: float, unit: str, n_real_minority: int, n_available: int) -> tuple[int, int]:
+def amount_to_count(amount: float, unit: str, n_real_minority: int, n_available: int,
+                    set_name: str = "") -> tuple[int, int]:
     """(requested, used): how many images an amount asks for (ratio to real minority frames, fraction of the
-    set, or count), and how many the set can give. A set with fewer images than asked gives all it has (the run
-    records both numbers); a set with none is an error, since the run would silently be a baseline."""
+    set, or count), all of which the set must give. A set with fewer images that passed its gate than asked is an
+    error, raised before any training: the run would be labelled with an amount it never trained on, while its
+    oversampling control adds the full amount of real copies."""
     if unit not in AMOUNT_UNITS:
         raise ValueError(f"synthetic amount unit '{unit}' unknown; allowed: {list(AMOUNT_UNITS)}")
     requested = {"ratio": round(amount * n_real_minority), "fraction": round(amount * n_available),
                  "count": int(amount)}[unit]
-    if n_available == 0:
-        raise SyntheticSetError(f"no image of the set passed the quality gate, so {amount} as {unit} cannot be "
-                                "added; generate more images or loosen the gate (audit section)")
-    return requested, min(requested, n_available)
+    if requested > n_available or n_available == 0:
+        asked = {"ratio": f"{amount:g} x {n_real_minority} real minority training frames",
+                 "fraction": f"{amount:g} of the set", "count": f"{amount:g} images"}[unit]
+        raise SyntheticSetError(
+            f"synthetic set {set_name or '(unnamed)'}: amount {amount:g} ({unit}) asks for {requested} images "
+            f"({asked}), but only {n_available} passed its quality gate; lower grid.synthetic_amounts, or generate "
+            "more images (ddpm.n_samples; textual_inversion.n_txt2img / n_img2img) or loosen the gate (audit "
+            "section), then run the generator again")
+    return requested, requested

@@ -316,9 +316,11 @@ def test_no_finished_run_still_writes_conclusions(tmp_path):
 def test_figures_are_written(comp):
     from lus_utils.compare import figures
 
-    figures.forest_plot(comp.effects, "viral", 0.95, comp.figures)
+    figures.forest_plot(comp.effects, 0.95, comp.figures)
     figures.patient_plot(comp.patients, "viral", comp.figures)
+    figures.answer_plot(comp)
     assert (comp.figures / "forest.png").stat().st_size > 5000 and (comp.figures / "patients.png").is_file()
+    assert (comp.figures / "answer.png").stat().st_size > 5000
 
 
 def test_holdout_runs_compare(tmp_path):

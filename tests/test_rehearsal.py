@@ -21,7 +21,7 @@ SHAPE_KEYS = {
 
 
 def rehearse(name: str, out: Path):
-    return rehearsal.with_sd_sized_base(load_profile(f"{name}+{rehearsal.OVERLAY}"), out)
+    return rehearsal.with_sd_sized_base(load_profile(f"{name}+{rehearsal.OVERLAY}"))
 
 
 def test_rehearsal_keeps_shapes_and_cuts_loops(tmp_path):
@@ -40,7 +40,7 @@ def test_rehearsal_keeps_shapes_and_cuts_loops(tmp_path):
     assert (r.ddpm.epochs_3_mixed, r.ddpm.epochs_train_all, r.ddpm.sampling_steps) == (1, 1, 2)
     assert (r.ddpm.conditional_train_steps, r.audit.encoder_steps) == (2, 2)
     assert (r.textual_inversion.steps, r.domain_base_model.domain_steps, r.textual_inversion.n_txt2img) == (2, 2, 1)
-    assert r.textual_inversion_runs.base_models == [str(tmp_path / rehearsal.SD_FOLDER), "domain"]
+    assert r.textual_inversion_runs.base_models == [rehearsal.SD_FOLDER, "domain"]  # relative to the output folder
     assert full.train.epochs == 50 and full.grid.seeds == [0, 1, 2, 3, 4], "the profile itself is untouched"
 
 
@@ -61,19 +61,19 @@ def test_sd_stand_in_has_stable_diffusion_v1_5_sizes():
 
 def test_stand_in_is_written_only_when_notebook_04_runs(tmp_path):
     r = rehearse("full", tmp_path)
-    assert rehearsal.needs_sd_sized_base(r, tmp_path) and rehearsal.needs_sd_sized_base(r, tmp_path, ["04"])
-    assert not rehearsal.needs_sd_sized_base(r, tmp_path, ["02"])
-    assert not rehearsal.needs_sd_sized_base(rehearse("smoke", tmp_path), tmp_path)
+    assert rehearsal.needs_sd_sized_base(r) and rehearsal.needs_sd_sized_base(r, ["04"])
+    assert not rehearsal.needs_sd_sized_base(r, ["02"])
+    assert not rehearsal.needs_sd_sized_base(rehearse("smoke", tmp_path))
 
 
 def test_cli_flag_plans_the_rehearsal(tmp_path, monkeypatch, capsys):
     seen = {}
     monkeypatch.setattr(cli, "resolve_data_root", lambda root, fetch_if_missing: tmp_path)
     monkeypatch.setattr(cli, "plan", lambda profile, out_dir, data_root, only: seen.update(p=profile, o=out_dir) or [])
-    monkeypatch.setattr(cli.preflight, "check", lambda profile, stages: [])
+    monkeypatch.setattr(cli.preflight, "check", lambda profile, stages, out_dir=None: [])
     monkeypatch.setattr(cli, "describe_dry_run", lambda study: "")
     monkeypatch.setattr(cli, "execute_study", lambda *a, **k: None)
     assert cli.main(["--profile", "full", "--rehearse", "--dry-run", "--out", str(tmp_path / "o")]) == 0
     assert seen["p"].name == "full+rehearsal" and seen["p"].train.epochs == 1 and seen["o"] == tmp_path / "o"
     assert not (tmp_path / "o" / rehearsal.SD_FOLDER).exists(), "a dry run writes nothing"
-    assert Path(seen["p"].textual_inversion_runs.base_models[0]).parent == tmp_path / "o"
+    assert seen["p"].textual_inversion_runs.base_models[0] == rehearsal.SD_FOLDER  # resolved against --out

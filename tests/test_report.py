@@ -2,10 +2,7 @@
 and a real headless browser that renders it."""
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -14,14 +11,12 @@ import nbformat
 import pytest
 
 from lus_utils.compare import comparison as C
-from lus_utils.compare import figures, reporting
-from test_comparison import write_run
+from lus_utils.compare import figures, reporting, synthetic_figures
 from lus_utils.config.classify import EvaluationParams
 from lus_utils.config.compare import CompareParams
+from report_browser import check_first_screen, probe_report, run_browser
+from test_comparison import write_run
 
-CHROMIUM = Path("/usr/bin/chromium")
-BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 TINY_PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
 
 
@@ -48,9 +43,10 @@ def report(tmp_path) -> Path:
     executed_notebook(out, "resnet18-bad.failed.ipynb", "02_baseline")
     (out / "notebooks" / ".resnet18-x.running.ipynb").write_text("{}")  # in progress: never listed
     comp = C.compare(out, CompareParams(primary=["weighted_loss vs none: minority_ap"]), EvaluationParams(n_boot=100))
-    figures.forest_plot(comp.effects, "viral", 0.95, comp.figures)
+    figures.answer_plot(comp)
+    figures.forest_plot(comp.effects, 0.95, comp.figures)
     figures.patient_plot(comp.patients, "viral", comp.figures)
-    figures.example_pairs_plot(out, comp.audits, 2, comp.figures)
+    synthetic_figures.example_pairs_plot(out, comp.audits, 2, comp.figures)
     return reporting.build_report(out)
 
 
@@ -77,9 +73,12 @@ def test_report_links_resolve_and_code_is_hidden(report):
     for link in links:
         assert (out / unquote(link.split("#")[0])).is_file(), f"broken link {link}"
     page = report.read_text()
-    assert page.index("Conclusions") < page.index("Executed notebooks")  # comparison up front
-    assert "weighted_loss" in page and "data:image/png;base64," in page and "FAILED (partly executed)" in page
-    assert page.index("Primary comparisons") < page.index("Per minority patient")
+    order = [page.index(marker) for marker in ("id='answer'", 'id="answer-figure"', "id='references'",
+                                               "id='patients'", "id='exploratory'", "id='glossary'",
+                                               "Executed notebooks", "id='made'")]
+    assert order == sorted(order), "the report's sections are out of their reading order"
+    assert "data:image/png;base64," in page and "FAILED (partly executed)" in page
+    assert "weighted loss (unaugmented)" in page and "Machine:" in page and "Commit:" in page
     rendered = (out / "notebooks_html" / "resnet18-none-seed0.html").read_text()
     assert "OUTPUT-MARKER resnet18-none-seed0.ipynb" in rendered and "CODE-MARKER')" not in rendered
     assert "cdnjs" not in rendered and not re.search(r'<script[^>]+src="https?://', rendered)
@@ -88,28 +87,33 @@ def test_report_links_resolve_and_code_is_hidden(report):
     assert (out / "notebooks_html" / "resnet18-none-seed0.html").stat().st_mtime_ns == before
 
 
-def browser() -> Path:
-    if CHROMIUM.is_file():
-        return CHROMIUM
-    if os.environ.get("LUS_REQUIRE_BROWSER"):
-        pytest.fail(f"{CHROMIUM} is missing but LUS_REQUIRE_BROWSER is set: apt-get install -y chromium")
-    pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium); set LUS_REQUIRE_BROWSER=1 to fail instead")
+def test_the_first_screen_shows_the_answer_and_its_figure(report, tmp_path):
+    measured = probe_report(report, tmp_path)
+    check_first_screen(measured, ["weighted_loss", "minority_ap", "minority_auroc"])
+    assert "Synthetic data" in measured["prose"] or "Answer." in measured["prose"]
 
 
-def run_browser(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    profile = tmp_path / "chromium-profile"
-    return subprocess.run([str(browser()), *BROWSER_FLAGS, f"--user-data-dir={profile}", *args],
-                          capture_output=True, text=True, timeout=120)
+def test_the_probe_sees_a_raw_name_and_a_figure_below_the_first_screen(report, tmp_path):
+    """The checks can fail: a raw name put into the prose and a tall block above the figure are caught."""
+    page = report.read_text()
+    page = page.replace("<section id='answer'>", "<section id='answer'><div style='height:1200px'></div>"
+                        "<p>raw weighted_loss here</p>", 1)
+    report.write_text(page)
+    measured = probe_report(report, tmp_path)
+    with pytest.raises(AssertionError, match="ends at"):
+        check_first_screen(measured, [])
+    measured["answer_bottom"] = measured["figure_bottom"] = 0
+    with pytest.raises(AssertionError, match="weighted_loss"):
+        check_first_screen(measured, ["weighted_loss"])
 
 
 def test_headless_browser_renders_the_report(report, tmp_path):
     dom = run_browser(tmp_path, "--dump-dom", report.as_uri())
     assert dom.returncode == 0, dom.stderr[-2000:]
-    assert "Conclusions" in dom.stdout and "Effects against the matching baseline runs" in dom.stdout
-    assert "weighted_loss" in dom.stdout and "resnet18-none-seed0" in dom.stdout
+    assert "Question." in dom.stdout and "Exploratory effects" in dom.stdout and "resnet18-none-seed0" in dom.stdout
     notebook = report.parent / "notebooks_html" / "resnet18-none-seed0.html"
     dom = run_browser(tmp_path, "--dump-dom", notebook.as_uri())
     assert dom.returncode == 0 and "OUTPUT-MARKER" in dom.stdout
     shot = tmp_path / "report.png"
-    result = run_browser(tmp_path, f"--screenshot={shot}", "--window-size=1280,2000", report.as_uri())
+    result = run_browser(tmp_path, f"--screenshot={shot}", "--window-size=1300,1000", report.as_uri())
     assert result.returncode == 0 and shot.is_file() and shot.stat().st_size > 20_000, result.stderr[-2000:]

@@ -275,16 +275,17 @@ def test_synthetic_images_join_training_only_and_each_fold_reads_its_own_set(stu
     for f in range(4):
         column = f"cv_r0_f{f}"
         viral_train = frames.loc[(frames[column] == "train") & (frames.label == "viral"), "path"].tolist()
-        write_synthetic_set(tmp_path / "synthetic" / f"toy_fold{f}", viral_train, split_column=column)
+        write_synthetic_set(tmp_path / "synthetic" / f"toy_fold{f}", viral_train, n=20, split_column=column)
     run = ClassifierRunParams(synthetic_set="toy", synthetic_amount=1.5)
     data = run_data.prepare_data(frames, run, TrainParams(), tmp_path, Split(CV, 0, 1))
     rows = data.table[data.table.synthetic]
-    assert len(rows) == 9 and set(rows.part) == {"train"}  # 1.5 x 6 real viral training frames
+    n_viral_train = {c: int(((frames[c] == "train") & (frames.label == "viral")).sum()) for c in FOLDS}
+    assert len(rows) == round(1.5 * n_viral_train["cv_r0_f1"]) and set(rows.part) == {"train"}  # 1.5 x the real ones
     assert data.synthetic["name"] == "toy_fold1"
     assert run_data.prepare_data(frames, run, TrainParams(), tmp_path, Split(CV, 0, 1)).table.equals(data.table)
     record = run_classifier(frames, run, tmp_path)
     assert record["condition"] == "toy@1.5ratio" and record["synthetic"]["leakage_ablation"] is False
-    assert record["n_synthetic"] == {column: 9 for column in FOLDS}
+    assert record["n_synthetic"] == {c: round(1.5 * n) for c, n in n_viral_train.items()}  # all asked, none capped
     predictions = records.read_predictions(tmp_path / "runs" / record["run_id"] / "predictions.csv", CLASSES)
     assert not predictions["path"].str.startswith("synthetic").any()
     wrong = write_synthetic_set(tmp_path / "wrong", [], split_column="cv_r0_f2")

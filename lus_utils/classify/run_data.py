@@ -153,10 +153,7 @@ def add_synthetic(table: pd.DataFrame, set_dir: Path, classes: list[str], amount
     manifest = synthetic_sets.load_for_training(set_dir, classes, real_train["path"])
     set_labels = sorted(set(manifest["label"]))
     n_real = int(real_train["label"].isin(set_labels).sum())
-    n_requested, n = synthetic_sets.amount_to_count(amount, unit, n_real, len(manifest))
-    if n < n_requested:
-        print(f"warning: {set_dir.name}: {amount} as {unit} asks for {n_requested} images but only {n} passed the "
-              f"gate; all {n} are used and the run records the shortfall")
+    n_requested, n = synthetic_sets.amount_to_count(amount, unit, n_real, len(manifest), set_dir.name)
     rng = np.random.default_rng([seed, 31337])
     chosen = manifest.iloc[np.sort(rng.choice(len(manifest), size=n, replace=False))]
     name = set_dir.name

@@ -44,20 +44,42 @@ QUESTION = ("Does adding synthetic images made by diffusion models help a classi
             "class that has only a few patients?")
 
 
+def pair_words(condition: str, baseline: str) -> str:
+    """"DDPM, 3 frames, 1x vs baseline, both augmented": the two labels without the simulated target's prefix, the
+    augmentation they share said once."""
+    a, b = (condition_label(n).split(": ", 1)[-1] if Condition.parse(n).target else condition_label(n)
+            for n in (condition, baseline))
+    for state in ("augmented", "unaugmented"):
+        suffix = f" ({state})"
+        if a.endswith(suffix) and b.endswith(suffix):
+            return f"{a[:-len(suffix)]} vs {b[:-len(suffix)]}, both {state}"
+    return f"{a} vs {b}"
+
+
 def _effect_words(comp: Comparison, r: pd.Series) -> str:
     """One primary comparison in words: what changed, by how much, how sure, and what the design could see."""
-    alpha = 1 - comp.evaluation.ci_level
+    parsed = Condition.parse(r["condition"])
     units = "paired draws" if r["design"] == "simulated_minority" else "paired (repeat, seed) replicates"
+    where = f" with {parsed.k} real {parsed.target} patients" if parsed.target else ""
     metric = metric_label(r["metric"], r["target_class"])
     mde = num(r["mde"])
-    could = ("no effect could reach significance with this many pairs" if mde == math.inf else
-             f"the design could only have seen an effect of about {mde:+.2f}" if math.isfinite(mde) else
-             "too few pairs to say what the design could have seen")
+    could = ("; with this many pairs no change could have reached significance" if mde == math.inf else
+             f"; the design could only have seen a change of about {mde:.2f}" if math.isfinite(mde) else "")
     verb = "changed" if r["significant"] else "did not change"
     detectably = "" if r["significant"] else " detectably"
-    return (f"{condition_label(r['condition'])} against {condition_label(r['baseline'])}: {verb} {metric}{detectably}, "
-            f"{r['mean_diff']:+.3f} {interval(r['ci_low'], r['ci_high'])}, p = {fmt_p(r['p_adj'])} after Holm "
-            f"(alpha {alpha:.2g}), {int(r['n_pairs'])} {units}; {could}.")
+    return (f"{pair_words(r['condition'], r['baseline'])}{where}: {verb} {metric}{detectably}, "
+            f"{r['mean_diff']:+.3f} {interval(r['ci_low'], r['ci_high'])}, p = {fmt_p(r['p_adj'])} after Holm, "
+            f"{plural(int(r['n_pairs']), units[:-1])}{could}.")
+
+
+def worth_words(r: pd.Series) -> str:
+    """"DDPM, 3 frames, 1x (augmented) is worth -0.4 [-1.2, +0.3] real patients": an exchange-rate row in words; a
+    condition below the curve's first point (or above its last) is worth at most (at least) that bound."""
+    bound = {"below": "at most ", "above": "at least "}.get(str(r.get("censored") or ""), "")
+    where = {"below": " (below the curve's first point)", "above": " (above its last)"}.get(
+        str(r.get("censored") or ""), "")
+    return (f"{condition_label(r['condition']).split(': ', 1)[-1]} is worth {bound}{r['patients']:+.1f} "
+            f"{interval(r['lower'], r['upper'], digits=1)} real patients{where}")
 
 
 def answer(comp: Comparison) -> list[str]:
@@ -69,25 +91,26 @@ def answer(comp: Comparison) -> list[str]:
     if primary.empty:
         lines.append("**Answer.** No declared primary comparison could be computed: "
                      + ("; ".join(comp.missing_primary) or "none is declared (compare.primary)") + ".")
-        return lines + [""]
-    helped = primary[primary["significant"] & (primary["mean_diff"] > 0)]
-    headline = ("Synthetic data helped detectably in " + plural(len(helped), "primary comparison") + "."
-                if len(helped) else "Synthetic data did not help detectably in any primary comparison.")
-    lines.append(f"**Answer.** {headline}")
+    else:
+        helped = primary[primary["significant"] & (primary["mean_diff"] > 0)]
+        headline = ("Synthetic data helped detectably in " + plural(len(helped), "primary comparison") + "."
+                    if len(helped) else "Synthetic data did not help detectably in any primary comparison.")
+        lines.append(f"**Answer.** {headline}")
     lines += [f"- {_effect_words(comp, r)}" for _, r in primary.iterrows()]
     for _, c in comp.control[comp.control["metric"] == "minority_ap"].iterrows() if not comp.control.empty else []:
         label = metric_label("minority_ap", c["target"])
         rates = comp.exchange[(comp.exchange["target"] == c["target"]) & (comp.exchange["metric"] == "minority_ap")
                               & comp.exchange["condition"].map(lambda n: bool(Condition.parse(n).synthetic))]
-        worth = "; ".join(f"{condition_label(r['condition']).split(': ', 1)[-1]} is worth {r['patients']:+.1f} "
-                          f"{interval(r['lower'], r['upper'])} real patients" for _, r in rates.iterrows())
-        rise = (f"real patients do help ({label} {c['difference']:+.3f} {interval(c['lower'], c['upper'])} from "
-                f"{int(c['k_low'])} to {int(c['k_high'])} patients), so the design can see data helping"
+        worth = "; ".join(worth_words(r) for _, r in rates.iterrows())
+        n_draws = int(c["n_draws"]) if "n_draws" in c and pd.notna(c["n_draws"]) else 0
+        where = f"Simulated {c['target']} minority" + (f" ({plural(n_draws, 'draw')})" if n_draws else "")
+        change = (f"{c['difference']:+.3f} {interval(c['lower'], c['upper'])} from {int(c['k_low'])} to "
+                  f"{int(c['k_high'])} real patients")
+        rise = (f"real patients raise {label} ({change}), so the design can see data helping"
                 if c["rises"] else
-                f"but real patients do not help detectably either ({label} {c['difference']:+.3f} "
-                f"{interval(c['lower'], c['upper'])} from {int(c['k_low'])} to {int(c['k_high'])} patients): the "
-                "classifier, not the data, is the limit")
-        lines.append(f"- Simulated {c['target']} minority: {rise}" + (f"; {worth}." if worth else "."))
+                f"real patients do not raise {label} detectably either ({change}): here the classifier, not the "
+                "data, is the limit")
+        lines.append(f"- {where}: {rise}" + (f"; {worth}." if worth else "."))
     return lines + [""]
 
 

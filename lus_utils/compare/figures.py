@@ -5,12 +5,15 @@ is named by its display label (`labels`)."""
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import NullFormatter
 import pandas as pd
 
+from lus_utils.compare.conclusions import pair_words
 from lus_utils.compare.labels import comparison_label, condition_label
 from lus_utils.compare.patients import MEASURE_LABELS, MEASURES
 from lus_utils.compare.real_patient_curve import is_curve_point
@@ -38,6 +41,11 @@ def placeholder(text: str, folder: Path, name: str) -> Any:
     ax.text(0.5, 0.5, text, ha="center", va="center")
     save_figure(fig, folder, name)
     return fig
+
+
+def wrapped(label: str, width: int = 36) -> str:
+    """A long display label on a few short lines, so an axis keeps its width."""
+    return "\n".join(textwrap.wrap(label, width)) or label
 
 
 def _kind(r: pd.Series) -> str:
@@ -78,10 +86,10 @@ def _reference_panel(ax: Any, comp: Comparison, primary: pd.DataFrame) -> None:
                 rows.append((role, name, match.iloc[0]))
     for y, (role, name, r) in enumerate(rows):
         _interval_row(ax, y, r["mean"], r["lo"], r["hi"], REFERENCE_COLOURS[role])
-    ax.set_yticks(range(len(rows)), [condition_label(name) for _, name, _ in rows], fontsize=8)
+    ax.set_yticks(range(len(rows)), [wrapped(condition_label(name)) for _, name, _ in rows], fontsize=7)
     ax.set_ylim(len(rows) - 0.5, -0.5)
     metric = primary["metric"].iloc[0]
-    ax.set_xlabel(metric_label(metric, primary["target_class"].iloc[0]) + " (mean over units, 95% interval)",
+    ax.set_xlabel(metric_label(metric, primary["target_class"].iloc[0]) + "\n(mean over units, 95% interval)",
                   fontsize=8)
     ax.set_title("the conditions beside their reference points", fontsize=10)
     handles = [plt.Line2D([], [], color=c, marker="o", lw=2, label=k) for k, c in REFERENCE_COLOURS.items()]
@@ -96,11 +104,11 @@ def _effects_panel(ax: Any, primary: pd.DataFrame) -> None:
         if math.isfinite(mde):
             ax.plot([-mde, mde], [y + 0.25, y + 0.25], color="#bdc3c7", lw=4, solid_capstyle="butt")
     ax.axvline(0, color="black", lw=1)
-    labels = [f"{comparison_label(r['condition'], r['baseline'])}\n({metric_label(r['metric'], r['target_class'])})"
+    labels = [wrapped(f"{pair_words(r['condition'], r['baseline'])} ({metric_label(r['metric'], r['target_class'])})")
               for _, r in primary.iterrows()]
     ax.set_yticks(range(len(primary)), labels, fontsize=7)
     ax.set_ylim(len(primary) - 0.5, -0.6)
-    ax.set_xlabel("paired difference (condition minus baseline), 95% interval; grey: +-detectable effect", fontsize=8)
+    ax.set_xlabel("paired difference, 95% interval\n(grey: the smallest change the design could detect)", fontsize=8)
     ax.set_title("primary comparisons (Holm over these)", fontsize=10)
 
 
@@ -112,7 +120,7 @@ def answer_plot(comp: Comparison) -> Any:
     if primary.empty:
         return placeholder("no declared primary comparison could be computed", comp.figures, "answer")
     panels = 3 if not comp.curve.empty else 2
-    fig, axes = plt.subplots(1, panels, figsize=(6.0 * panels, 0.5 * len(primary) + 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 0.45 * len(primary) + 3.4), squeeze=False)
     _effects_panel(axes[0][0], primary)
     _reference_panel(axes[0][1], comp, primary)
     if panels == 3:
@@ -196,11 +204,12 @@ def _curve_panel(ax: Any, curve: pd.DataFrame, exchange: pd.DataFrame, target: s
                     label=label)
     ax.set_xscale("log")
     ax.set_xticks(points["k"], [str(int(k)) for k in points["k"]])
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(f"real {target} patients in training (k)", fontsize=8)
     ax.set_ylabel(metric_label(metric, target), fontsize=8)
     ax.set_title(f"simulated {target} minority ({int(points['n_draws'].max()) if len(points) else 0} draws)",
                  fontsize=10)
-    ax.legend(fontsize=6, loc="lower right")
+    ax.legend(fontsize=6, loc="best", framealpha=0.8)
 
 
 def real_patient_curve_plot(curve: pd.DataFrame, exchange: pd.DataFrame, folder: Path,

@@ -53,13 +53,11 @@ def condition_label(name: str) -> str:
     else:
         core = "baseline"
     extras = [STRATEGIES[c.strategy]] if c.strategy != "none" else []
-    if c.augment:
-        extras.append("classical augmentation")
-    elif not c.reference and c.protocol != "seed_video":
-        extras.append("no augmentation")
     if c.checkpoint == "last" and not c.original_replica:
         extras.append("last epoch")
     label = core + (f" + {' + '.join(extras)}" if extras else "")
+    if not c.reference and c.protocol != "seed_video":  # the practitioner trains augmented; say which it is
+        label += " (augmented)" if c.augment else " (unaugmented)"
     if c.original_replica:
         label = f"original study's recipe: {core}"
     if c.target:

@@ -57,11 +57,14 @@ def invert(values: np.ndarray, ks: np.ndarray, target: float) -> tuple[float, st
     """k* where the monotone curve through (log k, values) reaches `target`, and "below"/"above" when censored."""
     x = np.log(ks.astype(float))
     y = IsotonicRegression(increasing=True).fit(x, values).predict(x)
-    if target <= y[0]:
-        return float(ks[0]), "below" if target < y[0] else ""
-    if target >= y[-1]:
-        return float(ks[-1]), "above" if target > y[-1] else ""
-    i = int(np.argmax(y >= target))
+    tolerance = 1e-9  # the fit's float error: a value equal to a point is that point, not beyond it
+    if target < y[0] - tolerance:
+        return float(ks[0]), "below"
+    if target > y[-1] + tolerance:
+        return float(ks[-1]), "above"
+    i = int(np.argmax(y >= target - tolerance))  # the first point reaching it: on a plateau, the fewest patients
+    if i == 0 or abs(y[i] - target) <= tolerance:
+        return float(ks[i]), ""
     fraction = (target - y[i - 1]) / (y[i] - y[i - 1])
     return float(math.exp(x[i - 1] + fraction * (x[i] - x[i - 1]))), ""
 

@@ -1,4 +1,6 @@
-"""One page for the whole study: the comparison up front, then every executed notebook rendered to HTML.
+"""One page for the whole study: the question, the answer and its figure on the first screen; then the reference
+points, the real-patient curve, the patients, the original study's claim, the synthetic images and their audit, the
+exploratory effects, the glossary, every executed notebook rendered to HTML, and where the figures were made.
 
 `<out>/report.html` links only relative paths inside the output folder, so the folder can be copied,
 zipped or served as it is and read without Jupyter and without network: the notebooks are rendered with
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lus_utils.compare.result import comparison_dir
-from lus_utils.compare.runs import missing_runs
+from lus_utils.compare.runs import RUNNER_SUMMARY, missing_runs
 from lus_utils.paths import OutLayout
 from lus_utils.provenance import atomic_path, read_json, write_text_atomic
 
@@ -35,7 +37,8 @@ table { border-collapse: collapse; font-size: .82rem; margin: .5rem 0 1rem; }
 th, td { border: 1px solid #ddd; padding: .25rem .5rem; text-align: left; vertical-align: top; }
 th { background: #f4f4f4; } .scroll { overflow-x: auto; } img { max-width: 100%; }
 .failed { color: #b00020; font-weight: bold; } .muted { color: #666; font-size: .85rem; }
-nav a { margin-right: 1rem; }
+nav a { margin-right: 1rem; } #answer { font-size: 1.02rem; } #answer ul { margin: .3rem 0; }
+footer { margin-top: 2.5rem; }
 """
 
 
@@ -96,56 +99,115 @@ def notebook_entries(out_dir: Path) -> list[dict[str, Any]]:
     return sorted(entries, key=lambda e: (e["stage"], e["notebook"], e["run_id"]))
 
 
-def _png(path: Path, alt: str) -> str:
+def _png(path: Path, alt: str, element_id: str = "") -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+    identity = f' id="{element_id}"' if element_id else ""
+    return f'<img{identity} alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
 def _fragment(path: Path) -> str:
     return f'<div class="scroll">{path.read_text(encoding="utf-8")}</div>' if path.is_file() else ""
 
 
-def comparison_section(out_dir: Path) -> str:
-    """The comparison written by notebook 06 (comparison.compare and its figures), in reading order."""
+def _figure(folder: Path, name: str, alt: str, element_id: str = "") -> str:
+    path = folder / "figures" / f"{name}.png"
+    return _png(path, alt, element_id) if path.is_file() else ""
+
+
+# The sections after the answer, in reading order: (id, heading, [(kind, file, alt text)]); figures are the
+# files notebook 06 saved (comparison/figures/<name>.png), tables the HTML fragments it wrote beside its CSVs.
+SECTIONS = (
+    ("references", "Reference points: the practitioner's baseline, the metadata shortcut, the oversampling control",
+     [("table", "references.html", "")]),
+    ("curve", "What a synthetic set is worth in real patients (simulated minorities)",
+     [("figure", "real_patient_curve", "the target's average precision against real patients, with the synthetic "
+                                       "points"), ("table", "curve.html", "")]),
+    ("patients", "Per minority patient",
+     [("figure", "patients", "each minority patient under every condition"), ("table", "patients.html", "")]),
+    ("claim", "The original study's claim, correction by correction", [("table", "original_claim.html", "")]),
+    ("synthetic", "The synthetic images and their audit",
+     [("figure", "synthetic_grid", "random kept synthetic images of every family beside real frames"),
+      ("table", "synthetic.html", ""),
+      ("figure", "example_pairs", "the closest synthetic images beside their nearest training frames")]),
+    ("exploratory", "Exploratory effects (intervals only, no tests)",
+     [("figure", "forest", "paired differences of every comparison"), ("table", "effects.html", "")]),
+    ("tables", "Results per design and architecture", [("table", "tables.html", "")]),
+)
+
+
+def answer_section(folder: Path) -> str:
+    """The first screen: the question, the generated answer and the figure that shows it."""
     import mistune
 
-    layout = OutLayout(Path(out_dir))
-    folder = comparison_dir(layout.root)
-    if not (folder / "conclusions.md").is_file():
-        return ("<h2 id='comparison'>Comparison</h2><p>Notebook 06 has not written a comparison in this "
-                "output folder yet (<code>python run_all.py --only 06</code>).</p>")
-    figures = folder / "figures"
-    parts = ["<h2 id='comparison'>Conclusions</h2>", mistune.html((folder / "conclusions.md").read_text(encoding="utf-8"))]
+    if not (folder / "answer.md").is_file():
+        return ("<section id='answer'><p>Notebook 06 has not written a comparison in this output folder yet "
+                "(<code>python run_all.py --only 06</code>).</p></section>")
+    answer = mistune.html((folder / "answer.md").read_text(encoding="utf-8"))
+    return (f"<section id='answer'>{answer}"
+            f"{_figure(folder, 'answer', 'the primary effects, their reference points and the real-patient curve', 'answer-figure')}"
+            "</section>")
+
+
+def body_sections(out_dir: Path) -> list[tuple[str, str, str]]:
+    """(id, heading, html) of every section notebook 06 left something for, in reading order."""
+    folder = comparison_dir(out_dir)
+    sections = []
+    for section_id, heading, items in SECTIONS:
+        parts = [_figure(folder, name, alt) if kind == "figure" else _fragment(folder / name)
+                 for kind, name, alt in items]
+        if any(parts):
+            sections.append((section_id, heading, "\n".join(p for p in parts if p)))
+    if (folder / "conclusions.md").is_file():
+        import mistune
+
+        sections.append(("conclusions", "The conclusions in full",
+                         mistune.html((folder / "conclusions.md").read_text(encoding="utf-8"))))
+    return sections
+
+
+def data_links(out_dir: Path) -> str:
+    folder = comparison_dir(out_dir)
+    links = [p for p in ("results.csv",) if (Path(out_dir) / p).is_file()]
+    links += [f"comparison/{p.name}" for p in sorted(folder.glob("*.csv"))]
+    if not links:
+        return ""
+    return "<p class='muted'>Data: " + " · ".join(f'<a href="{html.escape(p)}">{html.escape(p)}</a>'
+                                                  for p in links) + "</p>"
+
+
+def footer(out_dir: Path) -> str:
+    """Where and how the figures were made: machine, versions, wall time, commit, and what reproduces."""
+    folder = comparison_dir(out_dir)
     try:
         record = read_json(folder / "provenance.json")
-        params = record.get("params", {})
-        parts.append(f"<p class='muted'>Computed {html.escape(str(record.get('created', '')))} from "
-                     f"{record.get('n_runs', '?')} runs; intervals {params.get('ci_level')} from "
-                     f"{params.get('n_boot')} class-stratified patient-bootstrap resamples "
-                     f"({record.get('n_minority_patients', '?')} minority patients); exact Wilcoxon signed-rank "
-                     f"test with Holm over the declared primary comparisons "
-                     f"{html.escape(json.dumps(params.get('primary', [])))}; code "
-                     f"{html.escape(json.dumps(record.get('code_version', {})))}.</p>")
     except (OSError, ValueError):
-        pass
-    links = [p for p in ("results.csv",) if (layout.root / p).is_file()]
-    links += [f"comparison/{p.name}" for p in sorted(folder.glob("*.csv"))]
-    parts.append("<p>Data: " + " · ".join(f'<a href="{html.escape(p)}">{html.escape(p)}</a>' for p in links) + "</p>")
-    parts.append("<h2 id='effects'>Effects against the matching baseline runs (primary first)</h2>")
-    if (figures / "forest.png").is_file():
-        parts.append(_png(figures / "forest.png", "forest plot of paired differences"))
-    parts.append(_fragment(folder / "effects.html"))
-    parts += ["<h2 id='references'>Reference points: baseline, metadata reference, oversampling control</h2>",
-              _fragment(folder / "references.html")]
-    parts.append("<h2 id='patients'>Per minority patient</h2>")
-    if (figures / "patients.png").is_file():
-        parts.append(_png(figures / "patients.png", "each minority patient under every condition"))
-    parts.append(_fragment(folder / "patients.html"))
-    parts += ["<h2 id='tables'>Results per architecture</h2>", _fragment(folder / "tables.html")]
-    parts += ["<h2 id='synthetic'>Synthetic sets: audit beside each condition</h2>", _fragment(folder / "synthetic.html")]
-    if (figures / "example_pairs.png").is_file():
-        parts.append(_png(figures / "example_pairs.png", "synthetic images beside their nearest training frames"))
-    return "\n".join(parts)
+        record = {}
+    env = record.get("environment", {})
+    machine = env.get("machine", {})
+    machine_text = (f"{machine.get('cpu', '?')} ({machine.get('isa', '?')}, {machine.get('cores', '?')} cores)"
+                    if machine else "unknown")
+    device = env.get("device", "")
+    if device and not str(device).startswith("cpu"):
+        machine_text = f"{device} on {machine_text}"
+    versions = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items())
+    summary_path = Path(out_dir) / RUNNER_SUMMARY
+    try:
+        summary = read_json(summary_path) if summary_path.is_file() else {}
+    except (OSError, ValueError):
+        summary = {}
+    wall = (f"{summary['seconds'] / 60:.1f} minutes for the runner's last call (profile {summary.get('profile', '?')}, "
+            f"{summary.get('runs', '?')} runs)") if isinstance(summary.get("seconds"), (int, float)) else "not recorded"
+    commit = record.get("code_version", {}).get("git_commit", "unknown")
+    evaluation = record.get("params", {}).get("evaluation", {})
+    return ("<footer id='made'><h2>How these figures were made</h2><ul>"
+            f"<li>Machine: {html.escape(machine_text)}</li>"
+            f"<li>Versions: Python {html.escape(str(env.get('python', '?')))}; {html.escape(versions)}</li>"
+            f"<li>Wall time: {html.escape(wall)}</li>"
+            f"<li>Commit: <code>{html.escape(str(commit))}</code>; comparison computed "
+            f"{html.escape(str(record.get('created', '?')))} from {record.get('n_units', '?')} paired units, "
+            f"intervals at {evaluation.get('ci_level', '?')} from {evaluation.get('n_boot', '?')} resamples</li>"
+            "</ul><p class='muted'>The same commit, profile and seeds reproduce these figures exactly on the same "
+            "machine; on another CPU or a GPU (other float kernels) they move within their intervals.</p></footer>")
 
 
 def notebooks_section(entries: list[dict[str, Any]]) -> str:
@@ -177,21 +239,29 @@ def unfinished_section(out_dir: Path) -> str:
 
 
 def build_report(out_dir: Path, title: str = "Synthetic data for a tiny minority class: study report") -> Path:
-    """Write <out>/report.html (atomically): comparison first, then links to every rendered notebook."""
+    """Write <out>/report.html (atomically): the answer and its figure first, then the sections in reading order,
+    the glossary, every rendered notebook, and how the figures were made."""
     layout = OutLayout(Path(out_dir))
+    folder = comparison_dir(layout.root)
     entries = notebook_entries(layout.root)
+    sections = body_sections(layout.root)
+    nav = "".join(f'<a href="#{i}">{html.escape(h.split(":")[0].split(" (")[0])}</a>' for i, h, _ in sections)
+    body = "\n".join(f"<section id='{i}'><h2>{html.escape(h)}</h2>{content}</section>" for i, h, content in sections)
+    glossary = (f"<section id='glossary'><h2>Glossary: the CSVs' names and the labels used here</h2>"
+                f"{_fragment(folder / 'glossary.html')}</section>") if (folder / "glossary.html").is_file() else ""
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(title)}</title><style>{STYLE}</style></head>
 <body>
 <h1>{html.escape(title)}</h1>
-<p class="muted">Output folder <code>{html.escape(layout.root.name)}</code>; {len(entries)} executed notebook(s).</p>
-<nav><a href="#comparison">Conclusions</a><a href="#effects">Effects</a><a href="#references">Reference points</a>
-<a href="#patients">Patients</a><a href="#tables">Tables</a><a href="#synthetic">Synthetic sets</a>
-<a href="#notebooks">Notebooks</a></nav>
-{comparison_section(layout.root)}
+{answer_section(folder)}
+<nav>{nav}<a href="#glossary">Glossary</a><a href="#notebooks">Notebooks</a><a href="#made">How it was made</a></nav>
+{body}
 {unfinished_section(layout.root)}
+{glossary}
+{data_links(layout.root)}
 {notebooks_section(entries)}
+{footer(layout.root)}
 </body></html>
 """
     return write_text_atomic(layout.root / REPORT_FILE, page)

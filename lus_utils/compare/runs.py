@@ -134,9 +134,13 @@ def results_table(runs: pd.DataFrame) -> pd.DataFrame:
 RUNNER_SUMMARY = Path("logs") / "runner_summary.json"  # written by run.study (StudyResult.write)
 
 
+FINISHED = ("ran", "cached")  # a run's status in the summary when its outputs are the current plan's
+
+
 def planned_runs(out_dir: Path) -> list[str] | None:
-    """The classifier runs of the runner's last plan (their run folders' names); None without a summary (06
-    run by hand: every run folder is read)."""
+    """The classifier runs of the runner's last plan that finished (ran or cached; their run folders' names): a
+    run that failed, was blocked or interrupted, or that the plan no longer has, is never read, whatever its folder
+    holds. None without a summary (06 run by hand: every run folder is read)."""
     path = Path(out_dir) / RUNNER_SUMMARY
     try:
         entries = read_json(path).get("runs", []) if path.is_file() else None
@@ -144,12 +148,14 @@ def planned_runs(out_dir: Path) -> list[str] | None:
         entries = None
     if entries is None:
         return None
-    return [str(e["run_id"])[3:] for e in entries if str(e.get("stage")) in ("02", "03")]
+    return [str(e["run_id"])[3:] for e in entries if str(e.get("stage")) in ("02", "03")
+            and str(e.get("status")) in FINISHED]
 
 
 def missing_runs(out_dir: Path, runs: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Runs the runner's summary lists as failed, blocked or interrupted, and (given the runs read) classifier
-    runs it lists that left no readable metrics.json; empty when there is no summary (06 run by hand)."""
+    """Runs the runner's summary lists as failed, blocked, interrupted or not run (left out by `--only` and not
+    current), and (given the runs read) classifier runs it lists that left no readable metrics.json; empty when
+    there is no summary (06 run by hand)."""
     path = Path(out_dir) / RUNNER_SUMMARY
     present = set(runs["run_id"]) if runs is not None and not runs.empty else set()
     rows = []
@@ -160,8 +166,8 @@ def missing_runs(out_dir: Path, runs: pd.DataFrame | None = None) -> pd.DataFram
     for entry in entries:
         run_id, stage, status = str(entry.get("run_id", "")), str(entry.get("stage", "")), str(entry.get("status", ""))
         folder = run_id[len(stage) + 1:] if run_id.startswith(f"{stage}_") else run_id  # runs/<id> drops the stage
-        lost = (runs is not None and stage in ("02", "03") and folder not in present and status in ("ran", "cached"))
-        if status in ("failed", "blocked", "interrupted") or lost:
+        lost = (runs is not None and stage in ("02", "03") and folder not in present and status in FINISHED)
+        if status in ("failed", "blocked", "interrupted", "not run") or lost:
             rows.append({"run_id": run_id, "stage": stage, "status": status if not lost else "no metrics.json",
                          "message": str(entry.get("message", ""))[:200]})
     return pd.DataFrame(rows, columns=["run_id", "stage", "status", "message"])

@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 
 
-
 def num(value: Any) -> float:
     """A number or NaN: null, missing, text and infinities are NaN, never 0."""
     try:
@@ -18,11 +17,11 @@ def num(value: Any) -> float:
     return out if math.isfinite(out) else math.nan
 
 
-def interval(lo: float, hi: float, signed: bool = True) -> str:
-    """`[lo, hi]` at three decimals (signed: with +/-), or "no interval" when either end is missing."""
+def interval(lo: float, hi: float, signed: bool = True, digits: int = 3) -> str:
+    """`[lo, hi]` at `digits` decimals (signed: with +/-), or "no interval" when either end is missing."""
     if not (math.isfinite(num(lo)) and math.isfinite(num(hi))):
         return "no interval"
-    form = "{:+.3f}" if signed else "{:.3f}"
+    form = f"{{:{'+' if signed else ''}.{digits}f}}"
     return f"[{form.format(lo)}, {form.format(hi)}]"
 
 

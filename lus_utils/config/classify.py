@@ -124,7 +124,8 @@ class GridParams:
     strategies: list[str] = choice(["weighted_loss"], STRATEGIES)  # notebook 03's strategies
     synthetic_amounts: list[float] = listof([1.0])  # amounts of each synthetic set (amount_unit ratio)
     synthetic_strategies: list[str] = choice(["none"], STRATEGIES)  # strategies run with every synthetic set and amount
-    augment_strategies: list[str] = choice(["none"], STRATEGIES)  # strategies also run with classical augmentation (comparator)
+    augment_strategies: list[str] = choice(["none"], STRATEGIES)  # strategies also run with classical augmentation (none+augment: the practitioner's baseline)
+    augment_synthetic: bool = True  # synthetic sets and their oversampling control join the augmented recipe, as a practitioner trains (false: the original study's unaugmented recipe)
     oversampling: bool = True  # the oversampling control (real minority frames repeated) at every synthetic amount
     metadata_reference: bool = True  # the shortcut reference (logistic regression on probe and native size), per repeat
     seed_replica: bool = True  # the original study's recipe as it ran (section seed_replica), per arch, repeat and seed
@@ -135,6 +136,11 @@ class GridParams:
             require(len(values) > 0 and len(set(values)) == len(values), key, "must list distinct values")
         require(all(s >= 0 for s in self.seeds), "seeds", "must all be >= 0")
         require(len(set(self.strategies)) == len(self.strategies), "strategies", "must not repeat a strategy")
-        require(all(a > 0 for a in self.synthetic_amounts)
+        require(len(self.synthetic_amounts) > 0 and all(a > 0 for a in self.synthetic_amounts)
                 and len(set(self.synthetic_amounts)) == len(self.synthetic_amounts),
-                "synthetic_amounts", "must be distinct and all > 0")
+                "synthetic_amounts", "must list at least one amount, distinct and all > 0 (a study without synthetic "
+                "data leaves out stages 04 and 05)")
+        require(len(self.synthetic_strategies) > 0 and len(set(self.synthetic_strategies)) == len(
+            self.synthetic_strategies), "synthetic_strategies", "must list at least one strategy, none twice")
+        require(len(set(self.augment_strategies)) == len(self.augment_strategies), "augment_strategies",
+                "must not repeat a strategy")

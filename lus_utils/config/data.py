@@ -14,7 +14,8 @@ class StudyParams:
     stages: list[str] = choice(["01", "02", "03", "05", "06"], STAGES)  # notebooks to run (quick leaves out 04: a domain base model per repeat and fold does not fit its CPU hour)
 
     def check(self) -> None:
-        require(len(self.stages) > 0, "stages", "must name at least one stage")
+        require(len(self.stages) > 0 and len(set(self.stages)) == len(self.stages), "stages",
+                "must name at least one stage, none twice")
 
 
 @dataclass

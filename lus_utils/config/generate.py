@@ -7,13 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lus_utils.config.schema import ParamError, build, choice, listof, mapping, planned, require
-from lus_utils.vocabulary import CLASSES, DDPM_ORIGINAL_VARIANT, DDPM_VARIANTS, VIRAL
+from lus_utils.vocabulary import CLASSES, DDPM_LEAKY_VARIANTS, DDPM_ORIGINAL_VARIANT, DDPM_VARIANTS, VIRAL
 
 DDPM_SAMPLERS = ("ddpm", "ddim", "dpmsolver", "dpmsolver_ode")
 FEATURE_EXTRACTORS = ("random_cnn", "classifier", "inception", "dinov2", "pixels")
 QUALITY_GATES = ("real_range", "seed")
 CLASS_SAMPLINGS = ("frames", "balanced")
 RUNNER_VARIANTS = tuple(v for v in DDPM_VARIANTS if v != DDPM_ORIGINAL_VARIANT)  # seed_3_mixed: grid.seed_replica
+SIMULATED_VARIANTS = tuple(v for v in DDPM_VARIANTS if v not in DDPM_LEAKY_VARIANTS)  # a draw's generators see only it
 TI_TRAIN_FRAMES = ("3_mixed", "6_mixed", "all")
 TI_SAMPLERS = ("dpmsolver", "ddim", "euler", "pndm")
 
@@ -30,9 +31,12 @@ def _check_split_target(split_column: str, target_class: str, real_patients: int
 @dataclass
 class DDPMRunsParams:
     variants: list[str] = choice(["3_mixed"], RUNNER_VARIANTS)  # generators the runner trains, each once per fold (class_conditional: per repeat and fold; quick: the original study's 3-frame DDPM only; seed_3_mixed comes with grid.seed_replica)
+    simulated_variants: list[str] = choice(["3_mixed"], SIMULATED_VARIANTS)  # generators trained on each simulated draw's first k target patients (each a synthetic condition of that design; class_conditional learns the draw's other classes too)
 
     def check(self) -> None:
         require(len(self.variants) == len(set(self.variants)), "variants", "must not repeat a variant")
+        require(len(self.simulated_variants) == len(set(self.simulated_variants)), "simulated_variants",
+                "must not repeat a variant")
 
 
 @dataclass
@@ -76,8 +80,9 @@ class DDPMParams:
                 f"must be >= 8 and divisible by 2**(levels-1) = {2 ** (levels - 1)}")
         require(all(c > 0 and c % 8 == 0 for c in self.block_out_channels), "block_out_channels",
                 "must be positive multiples of 8 (GroupNorm uses 8 groups at least)")
-        require(all(0 <= a < levels for a in self.attention_levels), "attention_levels",
-                f"must be level indices in [0, {levels - 1}]")
+        require(all(0 <= a < levels for a in self.attention_levels)
+                and len(set(self.attention_levels)) == len(self.attention_levels), "attention_levels",
+                f"must be distinct level indices in [0, {levels - 1}]")
         require(self.layers_per_block >= 1, "layers_per_block", "must be >= 1")
         require(self.epochs_3_mixed >= 1 and self.epochs_train_all >= 1, "epochs_3_mixed/epochs_train_all",
                 "must be >= 1")
@@ -116,7 +121,7 @@ class AuditParams:
     kid_subsets: int = 100  # KID subsets averaged (their 2.5-97.5 % range is the interval)
     c2st_folds: int = 5  # cross-validation folds of the classifier two-sample test
     feature_extractor: str = choice("random_cnn", FEATURE_EXTRACTORS)  # feature space of the second opinion's KID and C2ST (random_cnn: seeded random CNN, fixed across conditions); the ultrasound encoder decides realism
-    feature_run_dir: str = planned("", "grid (its first baseline run)")  # baseline classifier run folder (real data only) for classifier features; empty: none
+    feature_run_dir: str = planned("", "grid (its first baseline run)")  # baseline classifier run folder (real data only) for classifier features, relative to out_dir or absolute; empty: none
     audit_seed: int = 0  # seed of the subsets and reference frames
     encoder_size: int = 32  # side in px at which the ultrasound encoder reads frames (structure realism; the classifier's input in quick)
     encoder_steps: int = 300  # optimizer steps of the ultrasound encoder, trained once per split on the other classes' training frames

@@ -24,6 +24,7 @@ from lus_utils.config.generate import (AuditParams, DDPMParams, DDPMRunsParams, 
 from lus_utils.config.runtime import RuntimeParams, SlurmParams
 from lus_utils.config.schema import ParamError, as_dict, build
 from lus_utils.paths import PARAMS_DIR
+from lus_utils.vocabulary import CONVEX_CLASSES
 
 SECTIONS: dict[str, type] = {
     "study": StudyParams,
@@ -144,6 +145,24 @@ def set_override(sections: dict[str, Any], assignment: str) -> dict[str, Any]:
     return _merge(sections, {parts[0]: nested})
 
 
+def check_together(sections: dict[str, Any], source: str) -> None:
+    """Keys of two sections that must agree, each valid on its own."""
+    data, sim, compare = sections["data"], sections["simulated_minority"], sections["compare"]
+    if sim.targets:
+        if data.probe == "linear":
+            raise ParamError(f"{source}: simulated_minority.targets {sim.targets} are cut down among the convex "
+                             "probe's frames, which data.probe 'linear' leaves out; use data.probe both or convex, "
+                             "or simulated_minority.targets: []")
+        lacking = [c for c in CONVEX_CLASSES if c not in data.classes]
+        if lacking:
+            raise ParamError(f"{source}: simulated_minority.targets {sim.targets} draw among the classes "
+                             f"{list(CONVEX_CLASSES)}, but data.classes lacks {lacking}; keep them in data.classes "
+                             "or set simulated_minority.targets: []")
+    if compare.minority_class not in data.classes:
+        raise ParamError(f"{source}: compare.minority_class '{compare.minority_class}' is not in data.classes "
+                         f"{data.classes}; name one of them")
+
+
 def load_profile(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> Profile:
     """A profile from `spec` (a name, a path, or several joined by `+`) and `--set` assignments, validated."""
     sections: dict[str, Any] = {}
@@ -162,6 +181,7 @@ def load_profile(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> Prof
         set_here = [a for a in overrides if a.split(".", 1)[0] == name]
         where = f"--set {set_here[0]}" if set_here else f"{' + '.join(str(f) for f in files)} [{name}]"
         built[name] = build(cls, sections.get(name) or {}, where, profile=True)
+    check_together(built, source)
     name = "+".join(Path(p.strip()).stem for p in str(spec).split("+") if p.strip())
     description = descriptions[0] if len(descriptions) == 1 else " Then: ".join(descriptions)
     if overrides:

@@ -19,6 +19,9 @@ class RuntimeParams:
 
     def check(self) -> None:
         require(self.threads >= 0, "threads", "must be >= 0 (0: every core)")
+        for key in ("precision", "sampling_precision"):
+            require(not (self.device == "cpu" and getattr(self, key) == "fp16"), key,
+                    "fp16 runs on a GPU only; on device cpu use bf16 or fp32")
 
 
 @dataclass
@@ -37,3 +40,4 @@ class SlurmParams:
         require(self.cpus_per_task >= 1 and self.mem_gb >= 1, "cpus_per_task/mem_gb", "must be >= 1")
         require(self.timeout_min >= 1, "timeout_min", "must be >= 1 minute")
         require(self.array_parallelism >= 1, "array_parallelism", "must be >= 1")
+        require(len(set(self.cpu_stages)) == len(self.cpu_stages), "cpu_stages", "must not repeat a stage")

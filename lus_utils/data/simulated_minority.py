@@ -97,7 +97,7 @@ def check_draw(frames: pd.DataFrame, split: Split) -> None:
     every training target frame ranked, every class trained, validated (but the target) and tested."""
     inside = scope(frames)
     covered = frames[inside]
-    if frames.loc[~inside, split.column].notna().any():
+    if frames.loc[~inside, split.column].fillna("").astype(str).ne("").any():  # frames.csv reads "no part" as ""
         raise SplitError(f"{split.column}: frames outside the convex three-class scope have a part")
     check(covered, split.column, list(CONVEX_CLASSES))
     target = covered[covered["label"] == split.target]

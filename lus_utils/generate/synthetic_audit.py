@@ -281,8 +281,9 @@ def audit_set(set_dir: Path, frames: pd.DataFrame, split_column: str, audit_para
     when none passed. Realism is measured against minority frames the generator never saw, in the split's
     ultrasound encoder (`structure_figures`, which decides; cached in `encoder_cache`, by default
     `default_encoder_cache`) and in `audit_params.feature_extractor`'s space (`realism_figures`, the second
-    opinion); `feature_run_dir` (else `audit_params.feature_run_dir`) is the baseline classifier run, needed only
-    for the `classifier` feature space.
+    opinion); `feature_run_dir` (else `audit_params.feature_run_dir`) is the baseline classifier run (absolute,
+    or relative to the output folder `<out>/synthetic/<set>` lies in), needed only for the `classifier` feature
+    space.
     """
     set_dir = Path(set_dir)
     p = audit_params
@@ -309,9 +310,11 @@ def audit_set(set_dir: Path, frames: pd.DataFrame, split_column: str, audit_para
     note_nearest(manifest, nearest_by_pool)
 
     unseen = parts.minority_holdout[~parts.minority_holdout["path"].isin(parts.seen["path"])]
+    run_dir = feature_run_dir or p.feature_run_dir  # planned relative to the output folder, which holds the set
+    run_dir = str(set_dir.parent.parent / run_dir) if run_dir and not Path(run_dir).is_absolute() else run_dir
     compared = (manifest.loc[population, "abspath"].tolist(), parts.minority_train["abspath"].tolist(),
                 unseen["abspath"].tolist())
-    figures = realism_figures(*compared, p, feature_run_dir or p.feature_run_dir)
+    figures = realism_figures(*compared, p, run_dir)
     figures["structure"] = structure_figures(*compared, frames, split_column, label, p,
                                              encoder_cache or default_encoder_cache(set_dir))
     audit = {

@@ -78,8 +78,10 @@ def load_base_model(params: TextualInversionParams, frames: pd.DataFrame, split_
     else:
         precision = resolve_precision(runtime.precision, device)
         half = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision) if device.type == "cuda" else None
-        pipe = _from_pretrained(name, half or torch.float32)
-        info["kind"] = "local" if Path(name).exists() else "hub"
+        local = Path(out_dir) / name  # a folder named relative to the output folder (the rehearsal's stand-in)
+        source = str(local) if not Path(name).is_absolute() and (local / "model_index.json").is_file() else name
+        pipe = _from_pretrained(source, half or torch.float32)
+        info["kind"] = "local" if Path(source).exists() else "hub"
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device)
     info["resolution"] = pipe.unet.config.sample_size * pipe.vae_scale_factor

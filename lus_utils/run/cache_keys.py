@@ -12,12 +12,20 @@ Each run has a cache key, the hash of
   what runs, not what a run computes), so editing comparison.py re-runs notebook 06 but no training,
 - fingerprints of the inputs it reads: 01 the data root's files (path, size, mtime); 02-05 frames.csv,
   every synthetic-set folder it trains on (each fold's or draw's: the content of every file, images included,
-  as `Run.reads` lists them) and the classifier folder its audit uses; 06 every runs/*/metrics.json and synthetic/*/audit.json plus the stamps of all other runs (its
-  report renders their notebooks), so 06 re-runs whenever anything it shows has changed,
+  as `Run.reads` lists them) and the classifier folder its audit uses; 06 every runs/*/metrics.json and
+  predictions.csv and synthetic/*/audit.json plus the stamps of all other runs (its report renders their
+  notebooks), so 06 re-runs whenever anything it shows has changed,
 - the keys of the runs it comes after, except notebook 01's: runs after 01 are keyed on the frames.csv it
   wrote, so changing a parameter that leaves frames.csv as it was re-runs notebook 01 alone.
 A run that succeeded leaves `<out>/.stamps/<run_id>.json` holding its key; `why_run` compares a stamp with
 the key a run would have now and names what changed.
+
+A run's outputs (`run_outputs`: notebook 01's frames, a classifier's run folder, a generator's set folders, the
+comparison's tables) are recorded in its stamp, file by file (size, mtime, content digest), and checked before
+the run counts as done: an output edited, truncated or deleted by hand re-runs the run that wrote it
+("output changed: runs/<id>/predictions.csv"), before any run that reads it. An unchanged size and mtime is taken
+for unchanged content; anything else is hashed, so a copied or moved output folder stays cached.
+Nothing in a key is an absolute path: planned paths are relative to the output folder.
 """
 from __future__ import annotations
 
@@ -212,6 +220,64 @@ class Fingerprints:
         return stable_hash(sorted(entries), 32)
 
 
+def run_outputs(run: Run) -> list[str]:
+    """What a run writes that later runs, the comparison or the report read, relative to the output folder (files
+    or folders): notebook 01's frames, a generator's set folders, a classifier's run folder, the comparison's
+    tables."""
+    rel = OutLayout(Path())
+    stage = STAGES[run.stage]
+    if stage.keyed_by_outputs:
+        return [rel.frames_csv.as_posix(), rel.frames.as_posix()]
+    if stage.reads == "runs":
+        return ["results.csv", "comparison"]
+    if run.writes:
+        return [set_dir(Path(), ref).as_posix() for ref in run.writes]
+    prefix = f"{run.stage}_"  # a classifier run <stage>_<RunKey.run_id> writes runs/<RunKey.run_id>
+    return [rel.run_dir(run.run_id[len(prefix):]).as_posix()] if run.run_id.startswith(prefix) else []
+
+
+def output_files(out: Path, run: Run) -> list[Path]:
+    """Every file of a run's outputs that exists now."""
+    files = []
+    for rel in run_outputs(run):
+        path = Path(out) / rel
+        files += [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return files
+
+
+def output_digest(out: Path, run: Run, prints: Fingerprints) -> dict[str, list]:
+    """{path relative to the output folder: [size, mtime_ns, content digest]} of a run's outputs, for its stamp."""
+    digest = {}
+    for path in output_files(out, run):
+        st = path.stat()
+        digest[path.relative_to(out).as_posix()] = [st.st_size, st.st_mtime_ns, prints.file(path)]
+    return digest
+
+
+def output_check(recorded: dict[str, list], out: Path, prints: Fingerprints) -> tuple[list[str], dict[str, list]]:
+    """Outputs that differ from what a stamp recorded (why the run must run again; [] when none), and the record
+    with the times of files whose content is unchanged brought up to date (after a copy, so the next check needs
+    no hashing)."""
+    changed, missing, current = [], [], {}
+    for rel, entry in recorded.items():
+        path = Path(out) / rel
+        try:
+            st = path.stat()
+        except OSError:
+            missing.append(rel)
+            continue
+        size, mtime, sha = entry if isinstance(entry, list) and len(entry) == 3 else (None, None, None)
+        if st.st_size == size and st.st_mtime_ns == mtime:
+            current[rel] = [size, mtime, sha]
+        elif st.st_size == size and prints.file(path) == sha:
+            current[rel] = [size, st.st_mtime_ns, sha]
+        else:
+            changed.append(rel)
+    reasons = [f"output {what}: " + ", ".join(paths[:3]) + (f" (+{len(paths) - 3} more)" if len(paths) > 3 else "")
+               for what, paths in (("changed", changed), ("missing", missing)) if paths]
+    return reasons, current
+
+
 def input_fingerprints(run: Run, layout: OutLayout, prints: Fingerprints) -> dict[str, str]:
     """What a run reads, fingerprinted (see the module doc for each stage)."""
     p = run.params
@@ -219,16 +285,18 @@ def input_fingerprints(run: Run, layout: OutLayout, prints: Fingerprints) -> dic
         return {"data_root": prints.tree(Path(p["data_root"]))} if p.get("data_root") else {}
     if STAGES[run.stage].reads == "runs":
         runs = sorted(layout.runs.glob("*/metrics.json"))
+        predictions = sorted(layout.runs.glob("*/predictions.csv"))
         audits = sorted(layout.synthetic.glob("*/audit.json"))
         stamps = {s.stem: (read_stamp(layout.root, s.stem) or {}).get("key", "unreadable")
                   for s in sorted((layout.root / STAMPS).glob("*.json")) if s.stem != run.run_id}
-        return {"metrics.json": prints.files(runs, layout.root), "audit.json": prints.files(audits, layout.root),
-                "other runs": stable_hash(stamps, 32)}
+        return {"metrics.json": prints.files(runs, layout.root),
+                "predictions.csv": prints.files(predictions, layout.root),
+                "audit.json": prints.files(audits, layout.root), "other runs": stable_hash(stamps, 32)}
     inputs = {"frames.csv": prints.file(Path(p["frames_csv"]) if p.get("frames_csv") else layout.frames_csv)}
     for ref in run.reads:
         inputs[f"synthetic set {ref.name}"] = prints.folder(set_dir(layout.root, ref))
     if p.get("feature_run_dir"):
-        folder = Path(p["feature_run_dir"])
+        folder = layout.root / p["feature_run_dir"]  # planned relative to the output folder
         files = sorted(f for f in folder.glob("*") if f.is_file()) if folder.is_dir() else []
         inputs["feature_run_dir"] = prints.files(files, folder) if files else "missing"
     return inputs

@@ -19,7 +19,7 @@ from lus_utils.paths import default_out_dir
 from lus_utils.run.executors import LocalExecutor, SubmititExecutor
 from lus_utils.run import preflight, rehearsal
 from lus_utils.run.planning import plan
-from lus_utils.run.study import describe_dry_run, execute_study, refresh_report, study_lock
+from lus_utils.run.study import describe_dry_run, execute_study, left_out, refresh_report, study_lock
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,11 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = f"{args.profile}+{rehearsal.OVERLAY}" if args.rehearse else args.profile
         profile = load_profile(spec, args.overrides)
+        preflight.check_archs(profile)
         out_dir = (args.out or default_out_dir(profile.name)).resolve()
         if rehearsal.is_rehearsal(profile):
-            profile = rehearsal.with_sd_sized_base(profile, out_dir)
+            profile = rehearsal.with_sd_sized_base(profile)
         data_root = resolve_data_root(args.data_root, fetch_if_missing=not args.dry_run)
         runs = plan(profile, out_dir, data_root.resolve(), args.only)
+        every_run = plan(profile, out_dir, data_root.resolve()) if args.only else runs
         overrides = {k: v for k, v in (("partition", args.partition), ("gpus_per_node", args.gpus),
                                        ("timeout_min", args.time), ("mem_gb", args.mem)) if v is not None}
         slurm = build(SlurmParams, {**as_dict(profile.slurm), **overrides}, "--partition/--gpus/--time/--mem")
@@ -68,9 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"profile {profile.name} ({profile.path}): {profile.description}")
     print(f"data root {data_root.resolve()}; outputs {out_dir}; {len(runs)} run(s); executor {args.executor}")
-    if rehearsal.is_rehearsal(profile) and not args.dry_run and rehearsal.needs_sd_sized_base(profile, out_dir, args.only):
+    for comparison in preflight.unplanned_primaries(profile, runs):
+        print(f"warning: compare.primary '{comparison}': no planned run makes its condition or baseline, so it "
+              "will be reported missing; change compare.primary or the grid", file=sys.stderr)
+    if rehearsal.is_rehearsal(profile) and not args.dry_run and rehearsal.needs_sd_sized_base(profile, args.only):
         print(f"writing the SD-v1.5-sized random base model: {rehearsal.write_sd_sized_base(out_dir)}")
-    missing = preflight.check(profile, args.only)
+    missing = preflight.check(profile, args.only, out_dir=out_dir)
     if missing:
         print(f"{'warning' if args.dry_run else 'error'}: {preflight.message(profile, missing)}", file=sys.stderr)
         if not args.dry_run:
@@ -83,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                 "local": lambda: LocalExecutor(args.jobs)}[args.executor]()
     try:
         with study_lock(out_dir):
-            study = execute_study(runs, out_dir, executor, force=args.force)
+            outside = left_out(every_run, runs, out_dir) if args.only else []
+            study = execute_study(runs, out_dir, executor, force=args.force, outside=outside)
             study.write({"profile": profile.name, "executor": args.executor})
     except (RuntimeError, ParamError) as err:
         print(f"error: {err}", file=sys.stderr)

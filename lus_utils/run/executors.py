@@ -3,9 +3,11 @@
 level through submitit (`SubmititExecutor`; the output folder must be on a filesystem the nodes share).
 
 A run's stamp is deleted before it starts, so a crash or Ctrl-C never leaves a half-finished run that looks
-done; the executed notebook is renamed from a temporary name into `<out>/notebooks/<run_id>.ipynb` before the
-stamp is written; a failed run's partly executed notebook is kept as `<run_id>.failed.ipynb`. Logs of every
-run: `<out>/logs/<run_id>/`.
+done, and so are its previous outputs (`cache_keys.run_outputs`) and executed notebook: a run that fails or is
+interrupted leaves no older result for the comparison or the report to show as if it were current. The
+executed notebook is renamed from a temporary name into `<out>/notebooks/<run_id>.ipynb` before the stamp is
+written, with a digest of the outputs the run wrote; a failed run's partly executed notebook is kept as
+`<run_id>.failed.ipynb`. Logs of every run: `<out>/logs/<run_id>/`.
 
 Kernels talk to papermill over IPC sockets in a folder of their own: with TCP, each kernel manager picks
 "free" ports by binding port 0 and closing it, so two kernels started at once by separate processes (a pool,
@@ -28,7 +30,7 @@ from typing import Any, Callable, Iterator
 from traitlets.config import Config
 
 from lus_utils.config.runtime import SlurmParams
-from lus_utils.run.cache_keys import RunPaths
+from lus_utils.run.cache_keys import Fingerprints, RunPaths, output_digest, run_outputs
 from lus_utils.run.planning import Run
 from lus_utils.provenance import write_json_atomic, write_text_atomic
 
@@ -79,6 +81,16 @@ def kernel_config() -> Iterator[Any]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def clear_outputs(out: Path, run: Run) -> None:
+    """Remove what a run wrote last time (its stamp is already gone), so that nothing of it outlives a failure."""
+    for rel in run_outputs(run):
+        path = Path(out) / rel
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
 def execute_run(spec: RunSpec) -> RunResult:
     """Run one notebook with papermill into a temporary name; on success rename it and write the stamp.
 
@@ -92,6 +104,8 @@ def execute_run(spec: RunSpec) -> RunResult:
     run = spec.run
     paths = RunPaths(Path(spec.out_dir), run.run_id)
     paths.stamp.unlink(missing_ok=True)
+    clear_outputs(Path(spec.out_dir), run)
+    paths.executed.unlink(missing_ok=True)
     paths.logs.mkdir(parents=True, exist_ok=True)
     paths.running.parent.mkdir(parents=True, exist_ok=True)
     host = socket.gethostname()
@@ -131,7 +145,8 @@ def execute_run(spec: RunSpec) -> RunResult:
     seconds = time.perf_counter() - started
     write_json_atomic(paths.stamp, {
         "run_id": run.run_id, "stage": run.stage, "notebook": run.notebook, "key": spec.key,
-        "components": spec.components, "output": str(paths.executed), "seconds": round(seconds, 3),
+        "components": spec.components, "outputs": output_digest(Path(spec.out_dir), run, Fingerprints()),
+        "output": paths.executed.relative_to(paths.out).as_posix(), "seconds": round(seconds, 3),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": host})
     return RunResult(run.run_id, run.stage, "ran", seconds, str(paths.executed), str(paths.logs), "",
                      spec.reasons, host)

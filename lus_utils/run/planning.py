@@ -36,7 +36,7 @@ from lus_utils.config.notebooks import COMMON_NOTEBOOK_PARAMS, NOTEBOOK_PARAMS
 from lus_utils.config.profiles import Profile
 from lus_utils.config.schema import ParamError, as_dict, build
 from lus_utils.data import dataset, simulated_minority, splits
-from lus_utils.paths import NOTEBOOKS_DIR
+from lus_utils.paths import NOTEBOOKS_DIR, OutLayout
 from lus_utils.stages import STAGES, TABLE
 from lus_utils.vocabulary import (CV, DDPM_CONDITIONAL_VARIANT, DDPM_LEAKY_VARIANTS, DDPM_ORIGINAL_VARIANT, HOLDOUT,
                                   METADATA_REFERENCE, ORIGINAL_SET, ORIGINAL_VIDEO, SIMULATED, VIRAL, Condition,
@@ -176,7 +176,7 @@ def plan_ddpm(profile: Profile, common: dict[str, Any], planned: list[Run]) -> l
         generators.append((DDPM_ORIGINAL_VARIANT, Split(HOLDOUT), 0, profile.seed_replica.overrides()))
     k = profile.simulated_minority.real_patients
     generators += [(variant, split, k, {}) for _, draws in simulated_splits(profile) for split in draws
-                   for variant in profile.ddpm_runs.variants if variant not in DDPM_LEAKY_VARIANTS]
+                   for variant in profile.ddpm_runs.simulated_variants]
     runs = []
     for variant, split, k, overrides in generators:
         ref = ddpm_set_ref(variant, split, k)
@@ -268,11 +268,13 @@ def plan_classifiers(profile: Profile, common: dict[str, Any], planned: list[Run
                     reads, after = _family_for(producers, repeat)
                     if not reads:  # a family made for the simulated design only
                         continue
-                    runs += [classifier_run(profile, common, key(strategy=s, synthetic=family, amount=amount),
+                    runs += [classifier_run(profile, common, key(strategy=s, synthetic=family, amount=amount,
+                                                                 augment=grid.augment_synthetic),
                                             data_runs + after, reads)
                              for s in strategies for amount in grid.synthetic_amounts]
                 if grid.oversampling and families:
-                    runs += [classifier_run(profile, common, key(strategy=s, oversample=True, amount=amount), data_runs)
+                    runs += [classifier_run(profile, common, key(strategy=s, oversample=True, amount=amount,
+                                                                 augment=grid.augment_synthetic), data_runs)
                              for s in strategies for amount in grid.synthetic_amounts]
                 if grid.seed_replica and "02" in stages:
                     runs += original_replica_runs(profile, common, key(), data_runs, original_set)
@@ -343,10 +345,12 @@ def _ids(planned: list[Run], *stages: str) -> list[str]:
 
 
 def _feature_run_dir(profile: Profile, common: dict[str, Any], planned: list[Run]) -> str:
-    """The feature baseline's run folder when it is planned in this invocation or already exists."""
-    run_dir = Path(common["out_dir"]) / "runs" / feature_key(profile).run_id
+    """The feature baseline's run folder, relative to the output folder (a moved study stays cached), when it is
+    planned in this invocation or already exists."""
+    relative = OutLayout(Path()).run_dir(feature_key(profile).run_id)
     planned_here = any(r.stage == "02" for r in planned)
-    return str(run_dir) if planned_here or (run_dir / "metrics.json").is_file() else ""
+    exists = (Path(common["out_dir"]) / relative / "metrics.json").is_file()
+    return relative.as_posix() if planned_here or exists else ""
 
 
 Planner = Callable[[Profile, dict[str, Any], list[Run]], list[Run]]

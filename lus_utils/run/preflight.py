@@ -1,4 +1,9 @@
-"""Before a study starts: can every pretrained weight its profile needs be loaded offline?
+"""Before a study starts: can timm build every architecture, and can every pretrained weight the profile needs be
+loaded offline?
+
+`check_archs` refuses an architecture timm cannot build as asked (a pretrained tag it does not know, a ViT input
+size that is not a multiple of its patch) with the key and the file, before anything is planned: otherwise every
+classifier run would fail inside timm. `unplanned_primaries` names primary comparisons the plan cannot make.
 
 Nothing downloads weights at run time, so a profile that needs ImageNet weights (`train.pretrained`), a
 Stable Diffusion base model (`textual_inversion_runs.base_models`) or a pretrained feature extractor
@@ -18,7 +23,10 @@ from typing import Iterable
 from huggingface_hub import try_to_load_from_cache
 
 from lus_utils.config.profiles import Profile
+from lus_utils.config.schema import ParamError
 from lus_utils.generate.synthetic_audit_features import DINOV2_MODEL
+from lus_utils.run.planning import Run
+from lus_utils.vocabulary import Condition, RunKey
 
 CLASSIFIER_STAGES = ("02", "03")
 TI_STAGE = "04"
@@ -73,10 +81,14 @@ def timm_weights_missing(arch: str) -> Missing | None:
                    f"(fills {hf_cache_dir()}), or set train.pretrained: false")
 
 
-def base_model_missing(name: str) -> Missing | None:
+def base_model_missing(name: str, out_dir: Path | None = None) -> Missing | None:
+    """A base model that cannot be loaded offline: a folder (absolute, or relative to the output folder, as
+    the rehearsal's stand-in) without model_index.json, or a hub id not in the Hugging Face cache."""
     if name in STUDY_BASE_MODELS:
         return None
     folder = Path(name).expanduser()
+    if out_dir is not None and not folder.is_absolute() and (Path(out_dir) / folder).exists():
+        folder = Path(out_dir) / folder
     if folder.exists() or name.startswith((".", "/", "~")) or name.count("/") != 1:
         if (folder / "model_index.json").is_file():
             return None
@@ -114,8 +126,35 @@ def feature_extractor_missing(kind: str) -> Missing | None:
     return None
 
 
-def check(profile: Profile, stages: Iterable[str] | None = None) -> list[Missing]:
-    """Every weight the `stages` (default: the profile's) need that cannot be loaded offline.
+def check_archs(profile: Profile) -> None:
+    """Raise ParamError (key, file, fix) for a `grid.archs` entry timm cannot build at `train.image_size`."""
+    if "grid" not in profile.sections or "train" not in profile.sections:
+        return
+    archs = profile.grid.archs
+    if not any("." in arch or arch.startswith("vit_") for arch in archs):
+        return  # plain names are the study's own list: nothing to ask timm (and no torch to import)
+    from lus_utils.classify import models  # lazy: torch and timm load only for a tag or a ViT
+
+    for arch in archs:
+        try:
+            models.check_arch(arch, profile.train.image_size)
+        except ValueError as err:
+            where = " + ".join(str(f) for f in profile.files) or str(profile.path)
+            raise ParamError(f"{where} [grid]: parameter 'archs' has '{arch}': {err}") from None
+
+
+def unplanned_primaries(profile: Profile, runs: list[Run]) -> list[str]:
+    """The declared primary comparisons (compare.primary) whose condition or baseline no planned run makes."""
+    if "06" not in {r.stage for r in runs} or "compare" not in profile.sections:
+        return []
+    planned = {RunKey.from_params(r.params).condition for r in runs if r.stage in CLASSIFIER_STAGES}
+    return [str(c) for c in profile.compare.primary_comparisons()
+            if Condition.parse(c.condition) not in planned or Condition.parse(c.baseline) not in planned]
+
+
+def check(profile: Profile, stages: Iterable[str] | None = None, out_dir: Path | None = None) -> list[Missing]:
+    """Every weight the `stages` (default: the profile's) need that cannot be loaded offline (a folder named
+    relative to the output folder `out_dir` is looked for there).
 
     A section the profile lacks asks for nothing.
     """
@@ -127,7 +166,7 @@ def check(profile: Profile, stages: Iterable[str] | None = None) -> list[Missing
     if stages & set(CLASSIFIER_STAGES) and "train" in sections and sections["train"].pretrained:
         found += [timm_weights_missing(arch) for arch in sections["grid"].archs]
     if TI_STAGE in stages and "textual_inversion_runs" in sections:
-        found += [base_model_missing(name) for name in sections["textual_inversion_runs"].base_models]
+        found += [base_model_missing(name, out_dir) for name in sections["textual_inversion_runs"].base_models]
     if stages & set(AUDIT_STAGES) and "audit" in sections:
         found.append(feature_extractor_missing(sections["audit"].feature_extractor))
     return [m for m in found if m is not None]

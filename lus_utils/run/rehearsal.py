@@ -1,8 +1,8 @@
 """A rehearsal of a profile (`--profile full+rehearsal`, or `--rehearse`): the overlay `params/rehearsal.yaml`
 cuts every loop to one or two steps and keeps every model and image shape; here, hub base models of textual
 inversion are replaced by a Stable-Diffusion-v1.5-sized pipeline with random weights, written once into the
-output folder, since nothing may be downloaded. It proves the wiring, memory and dtypes of the profile's code path
-without its cost; its numbers mean nothing.
+output folder (and named relative to it, so a moved rehearsal stays cached), since nothing may be downloaded.
+It proves the wiring, memory and dtypes of the profile's code path without its cost; its numbers mean nothing.
 """
 from __future__ import annotations
 
@@ -32,21 +32,19 @@ def is_rehearsal(profile: Profile) -> bool:
     return any(Path(f).stem == OVERLAY for f in profile.files)
 
 
-def with_sd_sized_base(profile: Profile, out_dir: Path) -> Profile:
-    """A rehearsal's hub base models replaced by the SD-v1.5-sized random pipeline in `out_dir` (see
-    `write_sd_sized_base`); tiny, domain and local folders kept."""
+def with_sd_sized_base(profile: Profile) -> Profile:
+    """A rehearsal's hub base models replaced by the SD-v1.5-sized random pipeline (see `write_sd_sized_base`),
+    named by its folder relative to the output folder; tiny, domain and local folders kept."""
     runs = profile.textual_inversion_runs
-    sd_folder = str(Path(out_dir) / SD_FOLDER)
-    bases = [b if b in ("tiny", "domain") or Path(b).exists() else sd_folder for b in runs.base_models]
+    bases = [b if b in ("tiny", "domain", SD_FOLDER) or Path(b).exists() else SD_FOLDER for b in runs.base_models]
     sections = {**profile.sections, "textual_inversion_runs": dataclasses.replace(
         runs, base_models=list(dict.fromkeys(bases)))}
     return dataclasses.replace(profile, sections=sections)
 
 
-def needs_sd_sized_base(profile: Profile, out_dir: Path, stages: list[str] | None = None) -> bool:
+def needs_sd_sized_base(profile: Profile, stages: list[str] | None = None) -> bool:
     """Whether notebook 04 will run with the SD-sized stand-in (so it must be written first)."""
-    return ("04" in (stages or profile.study.stages)
-            and str(Path(out_dir) / SD_FOLDER) in profile.textual_inversion_runs.base_models)
+    return "04" in (stages or profile.study.stages) and SD_FOLDER in profile.textual_inversion_runs.base_models
 
 
 def sd_sized_pipeline(seed: int = 0):

@@ -2,15 +2,16 @@
 
 A level holds runs whose dependencies are all in earlier levels. A run after one that failed is blocked,
 except a run that `runs_after_failures` (the comparison, notebook 06): it runs on what finished, and the
-summary (`<out>/logs/runner_summary.json`) names what failed. One runner at a time per output folder (a lock);
-a dry run takes no lock.
+summary (`<out>/logs/runner_summary.json`) names what failed. Under `--only` the summary also lists the
+profile's other runs as they stand (`left_out`: cached, or not run), so the comparison reads what is current.
+One runner at a time per output folder (a lock); a dry run takes no lock.
 """
 from __future__ import annotations
 
 import sys
 import time
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -21,7 +22,7 @@ from lus_utils.config.schema import ParamError
 from lus_utils.paths import NOTEBOOKS_DIR, OutLayout
 from lus_utils.provenance import file_lock, write_json_atomic
 from lus_utils.run.cache_keys import (KEYED_BY_OUTPUTS, STAMPS, Fingerprints, RunPaths, cache_components, cache_key,
-                                      read_stamp, why_run)
+                                      output_check, output_digest, read_stamp, why_run)
 from lus_utils.run.executors import LocalExecutor, RunResult, RunSpec
 from lus_utils.run.planning import Run
 
@@ -59,6 +60,7 @@ class StudyResult:
     results: list[RunResult]
     seconds: float
     interrupted: bool = False
+    outside: list[RunResult] = field(default_factory=list)  # runs `--only` left out, as they stand (`left_out`)
 
     def of(self, status: str) -> list[RunResult]:
         return [r for r in self.results if r.status == status]
@@ -92,7 +94,8 @@ class StudyResult:
         path = self.out_dir / "logs" / SUMMARY_FILE
         write_json_atomic(path, {**(extra or {}), "seconds": round(self.seconds, 3), "interrupted": self.interrupted,
                                  "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                 "runs": [asdict(r) for r in self.results]})
+                                 "runs": [asdict(r) for r in self.results]
+                                 + [{**asdict(r), "outside_only": True} for r in self.outside]})
         return path
 
 
@@ -112,8 +115,9 @@ def study_lock(out_dir: Path) -> Iterator[None]:
 class _Invocation:
     """The state of one execute_study call: what each run became, and the keys of finished runs."""
 
-    def __init__(self, runs: list[Run], out_dir: Path, notebooks_dir: Path, force: bool) -> None:
-        self.out_dir, self.notebooks_dir, self.force = out_dir, notebooks_dir, force
+    def __init__(self, runs: list[Run], out_dir: Path, notebooks_dir: Path, force: bool,
+                 dry_run: bool = False) -> None:
+        self.out_dir, self.notebooks_dir, self.force, self.dry_run = out_dir, notebooks_dir, force, dry_run
         self.layout = OutLayout(out_dir)
         self.prints = Fingerprints()
         self.stages = {r.run_id: r.stage for r in runs}
@@ -122,6 +126,7 @@ class _Invocation:
         self.will_run: set[str] = set()  # dry run: runs that would execute
         self.may_run: set[str] = set()  # dry run: runs whose inputs a running dependency may or may not change
         self.unfinished_inputs: dict[str, list[str]] = {}  # runs_after_failures runs -> inputs that did not finish
+        self.outside: list[RunResult] = []
 
     def stage_of(self, run_id: str) -> str:
         return self.stages.get(run_id) or (read_stamp(self.out_dir, run_id) or {}).get("stage", "")
@@ -159,7 +164,10 @@ class _Invocation:
         after = self.dependency_keys(run, unfinished)
         components = cache_components(run, self.layout, self.notebooks_dir, after, self.prints)
         paths = RunPaths(self.out_dir, run.run_id)
-        reasons = why_run(components, read_stamp(self.out_dir, run.run_id), paths)
+        stamp = read_stamp(self.out_dir, run.run_id)
+        reasons = why_run(components, stamp, paths)
+        if stamp is not None and not reasons:
+            reasons = self.check_outputs(run, stamp, paths)
         missing = [d for d, k in after.items() if k == "missing"]
         if missing:
             reasons.append(f"warning: {', '.join(missing)} never ran in {self.out_dir}")
@@ -179,6 +187,19 @@ class _Invocation:
             reasons.append(f"runs on what finished: {', '.join(unfinished)} did not")
         return RunSpec(run, str(self.out_dir), str(self.notebooks_dir), cache_key(components), components, reasons)
 
+    def check_outputs(self, run: Run, stamp: dict[str, Any], paths: RunPaths) -> list[str]:
+        """Why a run whose stamp matches must run all the same: an output changed since it ran ([] if none).
+        Outside a dry run the stamp's record is brought up to date: file times after a copy, and the record itself
+        for a stamp written before outputs were recorded."""
+        recorded = stamp.get("outputs")
+        if isinstance(recorded, dict):
+            reasons, current = output_check(recorded, self.out_dir, self.prints)
+        else:
+            reasons, current = [], output_digest(self.out_dir, run, self.prints)
+        if not reasons and current != recorded and not self.dry_run:
+            write_json_atomic(paths.stamp, {**stamp, "outputs": current})
+        return reasons
+
     def record(self, result: RunResult, key: str) -> None:
         if result.status == "ran":
             self.keys[result.run_id] = key
@@ -191,7 +212,7 @@ class _Invocation:
         unstarted = unstarted or ("interrupted" if interrupted else "blocked")
         ordered = [self.results.get(run.run_id) or RunResult(run.run_id, run.stage, unstarted, message="not started")
                    for run in runs]
-        return StudyResult(self.out_dir, ordered, seconds, interrupted)
+        return StudyResult(self.out_dir, ordered, seconds, interrupted, self.outside)
 
 
 def _execute_level(todo: list[RunSpec], executor: Any, state: _Invocation, echo: Callable[[str], None],
@@ -212,15 +233,17 @@ def _execute_level(todo: list[RunSpec], executor: Any, state: _Invocation, echo:
 
 def execute_study(runs: list[Run], out_dir: Path, executor: Any = None, *, notebooks_dir: Path | None = None,
                   force: bool = False, dry_run: bool = False, progress: bool = True,
-                  echo: Callable[[str], None] | None = None) -> StudyResult:
+                  echo: Callable[[str], None] | None = None, outside: list[RunResult] | None = None) -> StudyResult:
     """Run what is not cached, level by level; with dry_run, only say what would run and why.
 
-    `executor`: LocalExecutor (default) or SubmititExecutor; `notebooks_dir`: where <notebook>.ipynb live.
+    `executor`: LocalExecutor (default) or SubmititExecutor; `notebooks_dir`: where <notebook>.ipynb live;
+    `outside`: the profile's runs `--only` left out (`left_out`), listed in the summary as they stand.
     Before each level executes, `<out>/logs/runner_summary.json` says how the runs so far ended, so notebook 06
     (which runs after failures) can name what is missing.
     """
     out_dir = Path(out_dir).resolve()
-    state = _Invocation(runs, out_dir, Path(notebooks_dir or NOTEBOOKS_DIR), force)
+    state = _Invocation(runs, out_dir, Path(notebooks_dir or NOTEBOOKS_DIR), force, dry_run)
+    state.outside = list(outside or [])
     echo = echo or tqdm.write
     executor = executor or LocalExecutor()
     started = time.perf_counter()
@@ -250,6 +273,17 @@ def execute_study(runs: list[Run], out_dir: Path, executor: Any = None, *, noteb
         if bar is not None:
             bar.close()
     return state.study_result(runs, time.perf_counter() - started, interrupted)
+
+
+def left_out(every_run: list[Run], planned: list[Run], out_dir: Path, notebooks_dir: Path | None = None
+             ) -> list[RunResult]:
+    """The runs of the whole plan that `--only` leaves out, as they stand now: cached when their parameters, code,
+    inputs and outputs are current, else `not run` with the reason; the comparison reads only the cached ones."""
+    ids = {r.run_id for r in planned}
+    judged = execute_study([r for r in every_run if r.run_id not in ids], out_dir, notebooks_dir=notebooks_dir,
+                           dry_run=True, progress=False, echo=lambda line: None)
+    return [r if r.status == "cached" else replace(r, status="not run", message="outside --only: "
+                                                   + "; ".join(r.reasons)) for r in judged.results]
 
 
 def describe_dry_run(study: StudyResult) -> str:
