@@ -166,6 +166,16 @@ def test_c2st_reads_half_for_one_distribution_and_one_for_two():
     assert realism.c2st(a[:40], b, seed=0)["n_per_side"] == 40  # both sides cut to the same size
 
 
+def test_c2st_auroc_is_sklearns_ties_included():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(4)
+    positive, negative = rng.integers(0, 6, 23).astype(float), rng.integers(0, 5, 17).astype(float)  # many ties
+    expected = roc_auc_score(np.r_[np.ones(23), np.zeros(17)], np.r_[positive, negative])
+    assert realism._auroc(positive, negative) == pytest.approx(expected, abs=1e-12)
+    assert realism._auroc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 1.0
+
+
 def test_real_reference_uses_the_same_sizes():
     rng = np.random.default_rng(3)
     synthetic_f, train_f, holdout_f = rng.normal(size=(90, 6)), rng.normal(size=(40, 6)), rng.normal(size=(30, 6))
