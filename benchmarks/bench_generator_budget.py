@@ -83,7 +83,9 @@ def set_rows(folder: Path) -> list[dict]:
         provenance = json.loads((audit_path.parent / "provenance.json").read_text())
         synthetic, reference = (realism.get(k, {}).get("kid")
                                 for k in ("synthetic_vs_holdout", "real_train_vs_holdout"))
-        rows.append({"set": audit["set"], "kept": audit["n_kept"], "generated": audit["n_images"],
+        structure = realism.get("structure", {})
+        pairs = [structure.get(k, {}) for k in ("synthetic_vs_holdout", "real_train_vs_holdout")]
+        rows.append({"set": audit["set"]["name"], "kept": audit["n_kept"], "generated": audit["n_images"],
                      "sampling s/image": provenance.get("seconds_per_image",  # DDPM sets; TI sets record the total
                                                        provenance.get("generation_seconds", float("nan"))
                                                        / max(provenance.get("n_generated", 1), 1)),
@@ -91,6 +93,10 @@ def set_rows(folder: Path) -> list[dict]:
                      "KID": synthetic and round(synthetic["mean"], 4), "KID interval": interval(synthetic),
                      "reference KID": reference and round(reference["mean"], 4),
                      "reference interval": interval(reference),
+                     "second opinion": audit.get("second_opinion_reached_realism"),
+                     "structure p": structure.get("farther_than_reference", {}).get("p_value"),
+                     "density (real)": pairs[0] and f"{pairs[0]['density']['mean']:.2f} ({pairs[1]['density']['mean']:.2f})",
+                     "coverage (real)": pairs[0] and f"{pairs[0]['coverage']['mean']:.2f} ({pairs[1]['coverage']['mean']:.2f})",
                      "reached realism": audit.get("reached_realism")})
     return rows
 

@@ -74,6 +74,11 @@ class OutLayout:
         return self.root / "generators"
 
     @property
+    def encoders(self) -> Path:
+        """The audit's ultrasound encoders, one per split and judged class (`generate.ultrasound_encoder`)."""
+        return self.generators / "encoders"
+
+    @property
     def figures(self) -> Path:
         return self.root / "figures"
 

@@ -14,7 +14,7 @@ from lus_utils.provenance import read_json
 from lus_utils.vocabulary import Condition, RunKey, SetRef
 
 RUN_SCHEMA = 2  # metrics.json: `identity` holds the RunKey (condition fields, arch, repeat, seed)
-AUDIT_SCHEMA = 2  # audit.json: `set` holds the SetRef
+AUDIT_SCHEMA = 3  # audit.json: `set` holds the SetRef; `reached_realism` is the ultrasound encoder's verdict
 # predictions.csv: the frame's keys, which model predicted it (fold under cv, draw in the simulated design,
 # -1 for a single split), the argmax class, one probability per class and the model's minority threshold.
 PREDICTION_KEYS = ["path", "video_id", "patient_id", "label", "probe", "fold", "draw", "repeat", "seed"]

@@ -43,9 +43,10 @@ DESIGNS = {CV: "viral", HOLDOUT: "viral", ORIGINAL_VIDEO: "viral", SIMULATED: "s
 ORIGINAL_REPLICA = "seed_replica"  # conditions on the original study's recipe: `seed_replica[_<plain name>]`
 
 # --- synthetic families ------------------------------------------------------------------------------------------
-DDPM_VARIANTS = ("3_mixed", "train_all", "3_mixed_any_split", "seed_3_mixed")
+DDPM_VARIANTS = ("3_mixed", "train_all", "3_mixed_any_split", "class_conditional", "seed_3_mixed")
 DDPM_LEAKAGE_VARIANT = "3_mixed_any_split"  # the labelled leakage ablation: 3 frames whatever their split
 DDPM_ORIGINAL_VARIANT = "seed_3_mixed"  # the original study's generator: 3 frames of any split, its sampler and gate
+DDPM_CONDITIONAL_VARIANT = "class_conditional"  # one model of every class's training frames, asked for the minority
 DDPM_LEAKY_VARIANTS = (DDPM_LEAKAGE_VARIANT, DDPM_ORIGINAL_VARIANT)  # one set for every split, marked leaky
 ORIGINAL_SET = f"ddpm_{DDPM_ORIGINAL_VARIANT}"  # the original replica's set family
 TI_MODES = ("txt2img", "img2img")
@@ -71,6 +72,14 @@ def ti_set_refs(base_model: str, base_tag: str, split: "Split") -> tuple["SetRef
     repeat_dependent = base_model == "domain" and split.protocol == CV
     return tuple(SetRef.for_split(ti_family(mode, base_tag), split, repeat_dependent=repeat_dependent)
                  for mode in TI_MODES)
+
+
+def ddpm_set_ref(variant: str, split: "Split", k: int = 0) -> "SetRef":
+    """The set (and generator) a DDPM variant trains on `split`. The class-conditional DDPM learns every class's
+    training frames, and under cv the other classes' patients move between parts from one repeat to the next, so
+    its set is the repeat's; the other variants learn minority frames only, the same in every repeat."""
+    repeat_dependent = variant == DDPM_CONDITIONAL_VARIANT and split.protocol == CV
+    return SetRef.for_split(ddpm_family(variant), split, k, repeat_dependent=repeat_dependent)
 
 
 def is_leaky_family(family: str) -> bool:

@@ -102,3 +102,55 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "cache"
     monkeypatch.setenv("LUS_CACHE_DIR", str(path))
     return path
+
+
+# --- ultrasound-like frames with clear structure (realism and conditional generator tests) -------------------
+US_KINDS = ("a_lines", "b_lines", "consolidation", "minority")
+
+
+def ultrasound_frames(n: int, kind: str, seed: int, size: int = 64) -> np.ndarray:
+    """`n` grey uint8 frames that look like convex lung ultrasound: a dark background around a fan-shaped
+    sector of speckle that fades with depth, and a bright horizontal pleural line; below it, per `kind`,
+    A-lines (fainter copies of the pleural line at multiples of its depth), B-lines (bright vertical
+    streaks), a consolidation (a dark patch with bright dots) or, for `minority`, a thick broken pleural
+    line over B-lines and a patch. Seeded: the same arguments give the same frames."""
+    import cv2
+
+    if kind not in US_KINDS:
+        raise ValueError(kind)
+    rng = np.random.default_rng([seed, US_KINDS.index(kind)])
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    out = []
+    for _ in range(n):
+        apex = (size / 2 + rng.uniform(-2, 2), -0.15 * size)
+        radius = np.hypot(xx - apex[0], yy - apex[1])
+        angle = np.degrees(np.arctan2(xx - apex[0], yy - apex[1]))
+        half = rng.uniform(30, 38)
+        sector = (np.abs(angle) < half) & (radius > 0.2 * size) & (radius < 1.1 * size)
+        speckle = cv2.GaussianBlur(rng.rayleigh(1.0, (size, size)), (0, 0), 0.6)
+        tissue = rng.uniform(70, 100) * np.exp(-yy / (rng.uniform(1.2, 1.8) * size)) * speckle
+        depth = int(rng.uniform(0.25, 0.35) * size)
+        structure = np.zeros((size, size))
+        structure[depth:depth + 2] = 150
+        if kind == "a_lines":
+            tissue[depth + 2:] *= 0.5
+            for m, gain in ((2, 80), (3, 45)):
+                if m * depth < size - 1:
+                    structure[m * depth:m * depth + 2] = gain
+        elif kind == "b_lines":
+            for x in rng.integers(int(0.3 * size), int(0.7 * size), rng.integers(1, 4)):
+                structure[depth:, x:x + 2] = 110
+        elif kind == "consolidation":
+            top, left = depth + 3, int(rng.uniform(0.3, 0.55) * size)
+            tissue[top:top + size // 4, left:left + size // 4] *= 0.3
+            dots = rng.integers(0, size // 4, (6, 2))
+            structure[top + dots[:, 0], left + dots[:, 1]] = 160
+        else:
+            structure[depth:depth + 4] = 150 * (rng.random(size) < 0.7)[None, :]
+            for x in rng.integers(int(0.3 * size), int(0.7 * size), 2):
+                structure[depth:, x:x + 2] = 90
+            top, left = depth + 5, int(rng.uniform(0.35, 0.5) * size)
+            tissue[top:top + size // 6, left:left + size // 6] *= 0.4
+        image = (tissue + structure * speckle.clip(0.5, 1.5)) * sector
+        out.append(np.clip(np.rint(image), 0, 255).astype(np.uint8))
+    return np.stack(out)

@@ -438,3 +438,26 @@ def test_the_original_split_leak_is_counted_from_frames_csv(tmp_path):
     table.to_csv(tmp_path / "data" / "frames.csv", index=False)
     sentence = original_claim.split_leak(tmp_path, "viral")
     assert "repeat 0: 12 of 12 patients, 4 viral (p0, p1, p2, p3)" in sentence
+
+
+def test_the_audit_table_shows_each_family_s_structure_verdict_beside_the_second_opinion(tmp_path):
+    from lus_utils.compare.audit_tables import audit_display, load_audits
+
+    def structure(p: float, density: float) -> dict:
+        pair = {"kid": {"mean": 1.0}, "density": {"mean": density}, "coverage": {"mean": 0.5}}
+        return {"realism": {"synthetic_vs_holdout": {"kid": {"mean": 0.01}},
+                            "structure": {"farther_than_reference": {"p_value": p}, "synthetic_vs_holdout": pair,
+                                          "real_train_vs_holdout": {**pair, "density": {"mean": 1.0}}}}}
+
+    for name, reached, second, p, density in (("ddpm_class_conditional_r0_fold0", True, True, 0.5, 0.8),
+                                              ("ddpm_class_conditional_r0_fold1", False, True, 0.01, 0.4),
+                                              ("ddpm_class_conditional_r0_fold2", True, False, 0.3, 0.6),
+                                              ("ddpm_3_mixed_fold0", False, True, 0.001, 0.1)):
+        write_audit(tmp_path, name, reached, {"second_opinion_reached_realism": second, **structure(p, density)})
+    table = audit_display(load_audits(tmp_path)).set_index("family")
+    conditional = table.loc["class-conditional DDPM"]
+    assert (conditional["sets"], conditional["reached realism"], conditional["second opinion"]) == (3, "2 of 3", "2 of 3")
+    assert conditional["structure p"] == 0.3  # the median over its sets
+    assert conditional["density"] == pytest.approx(0.6) and conditional["density real"] == 1.0
+    assert table.loc["DDPM, 3 frames", "reached realism"] == "0 of 1"
+    assert {"kept share", "coverage", "coverage real", "leakage ablation"} <= set(table.columns)

@@ -14,7 +14,9 @@ def _with(profile: Profile, **sections) -> Profile:
     return replace(profile, sections={**profile.sections, **sections})
 
 
-VIRAL_ONLY = ["simulated_minority.targets=[]", "data.protocol=cv", "grid.augment_synthetic=false"]  # the viral design's planning under cv, unaugmented synthetic conditions (the simulated design: its own tests)
+# the viral design's planning under cv, whose folds are what these tests check (smoke itself runs hold-out; the
+# simulated design: its own tests)
+VIRAL_ONLY = ["simulated_minority.targets=[]", "data.protocol=cv"]
 
 
 def _plan(tmp_path, root, repeats=2, **grid_changes):
@@ -26,14 +28,19 @@ def _plan(tmp_path, root, repeats=2, **grid_changes):
 def test_generators_are_planned_per_fold_one_fold_per_minority_patient(tmp_path, tiny_root):
     profile, runs = _plan(tmp_path, tiny_root)
     assert generator_folds(profile, {"out_dir": str(tmp_path / "out"), "data_root": str(tiny_root)}) == [0, 1, 2, 3]
+    assert "3_mixed" in profile.ddpm_runs.variants and "class_conditional" in profile.ddpm_runs.variants
     ddpm = [r for r in runs if r.stage == "05"]
-    per_fold = [v for v in profile.ddpm_runs.variants if v not in DDPM_LEAKY_VARIANTS]
+    per_fold = [v for v in profile.ddpm_runs.variants if v not in (*DDPM_LEAKY_VARIANTS, "class_conditional")]
     assert sorted((r.params["variant"], r.params["split_column"]) for r in ddpm) == sorted(
         [(v, f"cv_r0_f{f}") for v in per_fold for f in range(4)]  # once per fold, every repeat's
-        + [(v, "split") for v in profile.ddpm_runs.variants if v not in per_fold]  # a leaky one: once for all
+        + [("class_conditional", f"cv_r{r}_f{f}") for r in (0, 1) for f in range(4)]  # it learns every class
+        + [(v, "split") for v in DDPM_LEAKY_VARIANTS if v in profile.ddpm_runs.variants]  # a leaky one: once for all
         + [("seed_3_mixed", "split")])  # the original study's generator: one for the study
     families = synthetic_families(runs)
     assert [p for _, p in families.pop("ddpm_seed_3_mixed")] == ["05_ddpm_seed_3_mixed"]
+    conditional = families.pop("ddpm_class_conditional")
+    assert [ref.name for ref, _ in conditional] == [f"ddpm_class_conditional_r{r}_fold{f}" for r in (0, 1)
+                                                    for f in range(4)]
     families = {f: p for f, p in families.items() if not is_leaky_family(f)}
     made = {f"ddpm_{v}" for v in per_fold} | {"ti_txt2img_tiny", "ti_img2img_tiny"}
     assert made <= set(families) and len(made) >= 3
@@ -58,7 +65,8 @@ def test_every_family_amount_strategy_repeat_and_seed_gets_a_run_after_all_its_f
             assert run.stage == ("02" if run.params["strategy"] == "none" else "03")
             assert run.params["protocol"] == "cv"
             if run.params.get("synthetic_set") in families:
-                producers = families[run.params["synthetic_set"]]
+                producers = [(ref, p) for ref, p in families[run.params["synthetic_set"]]
+                             if ref.repeat in (None, run.params["repeat"])]  # the repeat's own, if it has its own
                 assert {p for _, p in producers} <= set(run.after)
                 assert run.reads == tuple(ref for ref, _ in producers)  # every fold's set is fingerprinted
     over = [r for r in runs if r.params.get("oversample_amount")]
@@ -88,11 +96,16 @@ def test_domain_textual_inversion_is_planned_per_repeat_and_fold(tmp_path, tiny_
 
 
 def test_augment_strategies_add_classical_augmentation_comparators(tmp_path, tiny_root):
+    def comparators(runs):  # the oversampling control and the sets are augmented by grid.augment_synthetic
+        return [r for r in runs if r.params.get("augment") and not r.params.get("synthetic_set")
+                and not r.params.get("oversample_amount")]
+
     _, runs = _plan(tmp_path, tiny_root, repeats=1, augment_strategies=["none"])
-    comparators = [r for r in runs if r.params.get("augment") and not r.params.get("synthetic_set")]
-    assert len(comparators) == len(load_profile("smoke").grid.archs)
-    assert all(r.run_id.endswith("-aug") and r.stage == "02" for r in comparators)
+    assert len(comparators(runs)) == len(load_profile("smoke").grid.archs)
+    assert all(r.run_id.endswith("-aug") and r.stage == "02" for r in comparators(runs))
     _, runs = _plan(tmp_path, tiny_root, repeats=1, augment_strategies=[])
+    assert not comparators(runs) and [r for r in runs if r.params.get("augment")], "augment_synthetic still augments"
+    _, runs = _plan(tmp_path, tiny_root, repeats=1, augment_strategies=[], augment_synthetic=False)
     assert not [r for r in runs if r.params.get("augment")]
 
 
@@ -139,9 +152,10 @@ def test_the_leakage_ablation_generator_is_planned_once_and_serves_every_fold(tm
 
 def test_the_simulated_design_is_planned_per_target_with_its_curve_and_draw_generators(tmp_path, tiny_root):
     profile = load_profile("smoke", ["simulated_minority.draws=3", "simulated_minority.curve=[1, 2, 3, 99]",
-                                     "ddpm_runs.variants=[3_mixed]"])
+                                     "ddpm_runs.variants=[train_all]", "ddpm_runs.simulated_variants=[3_mixed]"])
     runs = plan(profile, tmp_path / "out", tiny_root)
     generators = [r for r in runs if r.stage == "05" and r.params["split_column"].startswith("sim_")]
+    assert {r.params["variant"] for r in generators} == {"3_mixed"}, "a draw trains ddpm_runs.simulated_variants"
     assert sorted(r.params["split_column"] for r in generators) == [f"sim_pneumonia_d{d}" for d in range(3)]
     assert {(r.params["target_class"], r.params["real_patients"]) for r in generators} == {("pneumonia", 3)}
     simulated = [RunKey.from_params(r.params) for r in runs if r.params.get("protocol") == "simulated"]
@@ -165,3 +179,32 @@ def test_a_primary_is_planned_by_name_whatever_the_protocol(tmp_path, tiny_root)
     absent = "ddpm_3_mixed@2ratio+augment vs none+augment: minority_ap"
     profile = load_profile("smoke", [f"compare.primary=['{absent}']"])
     assert unplanned_primaries(profile, plan(profile, tmp_path / "absent", tiny_root)) == [absent]
+
+
+def test_the_class_conditional_ddpm_is_planned_per_repeat_fold_and_draw_and_each_run_reads_its_repeats(tmp_path,
+                                                                                                   tiny_root):
+    """It learns every class's training frames, and the other classes' patients move between parts from one
+    repeat to the next: a repeat reads only its own generators (another repeat's would have seen its test
+    frames, which the classifier's leakage check refuses)."""
+    profile = load_profile("smoke", ["data.protocol=cv", "data.repeats=2", 'ddpm_runs.variants=["class_conditional"]',
+                                     'ddpm_runs.simulated_variants=["class_conditional"]'])
+    runs = plan(profile, tmp_path / "out", tiny_root)
+    generators = {r.run_id: r for r in runs if r.stage == "05"}
+    expected = ({f"05_ddpm_class_conditional_r{r}_fold{f}" for r in (0, 1) for f in range(4)}
+                | {f"05_ddpm_class_conditional_pneumonia_k3_d{d}" for d in range(profile.simulated_minority.draws)}
+                | {"05_ddpm_seed_3_mixed"})
+    assert set(generators) == expected
+    assert generators["05_ddpm_class_conditional_r1_fold2"].params["split_column"] == "cv_r1_f2"
+    drawn = generators["05_ddpm_class_conditional_pneumonia_k3_d1"].params
+    assert (drawn["split_column"], drawn["target_class"], drawn["real_patients"]) == ("sim_pneumonia_d1", "pneumonia", 3)
+    readers = [r for r in runs if r.params.get("synthetic_set") == "ddpm_class_conditional"]
+    assert {r.params["protocol"] for r in readers} == {"cv", "simulated"}
+    for run in readers:
+        if run.params["protocol"] == "cv":
+            repeat = run.params["repeat"]
+            assert [ref.name for ref in run.reads] == [f"ddpm_class_conditional_r{repeat}_fold{f}" for f in range(4)]
+            assert {ref.repeat for ref in run.reads} == {repeat}
+            assert not {g for g in generators if f"_r{1 - repeat}_" in g} & set(run.after)
+        else:
+            assert [ref.name for ref in run.reads] == [f"ddpm_class_conditional_pneumonia_k3_d{d}"
+                                                      for d in range(profile.simulated_minority.draws)]

@@ -38,6 +38,7 @@ def test_rehearsal_keeps_shapes_and_cuts_loops(tmp_path):
     assert (r.seed_replica.audit["min_std"], r.seed_replica.audit["min_entropy"]) == (0.0, 0.0)
     assert r.seed_replica.ddpm["sampler"] == full.seed_replica.ddpm["sampler"]
     assert (r.ddpm.epochs_3_mixed, r.ddpm.epochs_train_all, r.ddpm.sampling_steps) == (1, 1, 2)
+    assert (r.ddpm.conditional_train_steps, r.audit.encoder_steps) == (2, 2)
     assert (r.textual_inversion.steps, r.domain_base_model.domain_steps, r.textual_inversion.n_txt2img) == (2, 2, 1)
     assert r.textual_inversion_runs.base_models == [rehearsal.SD_FOLDER, "domain"]  # relative to the output folder
     assert full.train.epochs == 50 and full.grid.seeds == [0, 1, 2, 3, 4], "the profile itself is untouched"

@@ -89,7 +89,9 @@ def test_exact_copy_of_a_training_frame_counts_as_memorized(frames, tmp_path):
     assert not [p for p in set_dir.iterdir() if p.name.startswith(".")]  # written atomically
     table = synthetic_audit_summary.summary_table(audit)
     assert "synthetic vs minority_train" in set(table.comparison)
-    assert synthetic_audit_summary.realism_table(audit)["feature space"][0] == synthetic_audit_features.NO_FEATURES
+    realism_rows = synthetic_audit_summary.realism_table(audit)
+    assert list(realism_rows["feature space"]) == ["", synthetic_audit_features.NO_FEATURES]
+    assert "too few images" in audit["realism"]["structure"]["not_measured"]  # 2 synthetic images
     text = synthetic_audit_summary.interpretation(audit)
     assert "2 of 2 images passed" in text and "50% of the images count as memorized" in text
     assert "not measured" in text
@@ -164,6 +166,16 @@ def test_c2st_reads_half_for_one_distribution_and_one_for_two():
     assert realism.c2st(a[:40], b, seed=0)["n_per_side"] == 40  # both sides cut to the same size
 
 
+def test_c2st_auroc_is_sklearns_ties_included():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(4)
+    positive, negative = rng.integers(0, 6, 23).astype(float), rng.integers(0, 5, 17).astype(float)  # many ties
+    expected = roc_auc_score(np.r_[np.ones(23), np.zeros(17)], np.r_[positive, negative])
+    assert realism._auroc(positive, negative) == pytest.approx(expected, abs=1e-12)
+    assert realism._auroc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 1.0
+
+
 def test_real_reference_uses_the_same_sizes():
     rng = np.random.default_rng(3)
     synthetic_f, train_f, holdout_f = rng.normal(size=(90, 6)), rng.normal(size=(40, 6)), rng.normal(size=(30, 6))
@@ -230,9 +242,12 @@ def test_pixel_feature_space_gives_numbers(frames, tmp_path):
     assert info["feature_space"].startswith("pixels") and info["feature_dim"] == 256
     assert info["n_per_side"] == 4 and info["synthetic_vs_holdout"]["kid"]["subset_size"] == 2
     assert np.isfinite(info["real_train_vs_holdout"]["c2st"]["auroc"])
-    assert audit["reached_realism"] is info["reached_realism"] and "KID" in audit["reached_realism_criterion"]
+    assert audit["second_opinion_reached_realism"] is info["reached_realism"]
+    assert "KID" in audit["second_opinion_criterion"] and "permutation" in audit["reached_realism_criterion"]
+    assert audit["reached_realism"] is None  # no ultrasound encoder: one class besides the minority
     table = synthetic_audit_summary.realism_table(audit)
-    assert list(table.comparison) == ["synthetic vs held-out real", "real training vs held-out real (reference)"]
+    assert list(table.comparison) == ["- (ultrasound encoder, decides)", "synthetic vs held-out real (second opinion)",
+                                      "real training vs held-out real (reference) (second opinion)"]
     gate = audit["gate_on_real"]  # the test set has no quality_gate record: it was gated by the original study's gate
     assert gate["noise_uniform"]["pass_rate"] == 1.0 and gate["minority_train"]["n"] == 7
     real_range = synthetic_audit.gate_on_real({"minority_train": frames[frames.label == "viral"]}, frames, "split",

@@ -1,7 +1,8 @@
 """The synthetic sets' audit figures as tables: what each audit.json holds (memorization, realism, the
 quality gate), one row per set folder; the same per family (a family is made once per fold or draw: how many of
-its sets reached the realism criterion, the mean of each figure), beside the mean metrics of each condition that
-trained on the family; and the closest synthetic-training pairs for the figure.
+its sets reached the realism criterion, and by the second opinion's rule, the mean of each figure), beside the
+mean metrics of each condition that trained on the family; and the closest synthetic-training pairs for the
+figure.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from lus_utils.vocabulary import NameError_, SetRef, metric_label
 AUDIT_SKIP = ("params", "code_version", "values", "thresholds", "closest_pairs", "real_reference", "intensity")
 
 
-def _numeric_items(obj: dict[str, Any], prefix: str = "", depth: int = 4) -> dict[str, float]:
+def _numeric_items(obj: dict[str, Any], prefix: str = "", depth: int = 5) -> dict[str, float]:
     """Numeric leaves of audit.json as dotted keys (`memorization.all_train.share_memorized`); null is NaN."""
     out: dict[str, float] = {}
     for key, value in obj.items():
@@ -59,6 +60,7 @@ def load_audits(out_dir: Path) -> pd.DataFrame:
         audit = records.read_audit(set_dir / "audit.json") or {}
         row["audited"] = bool(audit)
         row["reached_realism"] = audit.get("reached_realism")
+        row["second_opinion_reached_realism"] = audit.get("second_opinion_reached_realism")
         row["leakage_ablation"] = synthetic_sets.leakage_ablation(set_dir)
         realism = audit.get("realism") if isinstance(audit.get("realism"), dict) else {}
         row["feature space"] = realism.get("feature_space", "")
@@ -80,27 +82,36 @@ def memorization_columns(audits: pd.DataFrame) -> list[str]:
 
 
 def realism_columns(audits: pd.DataFrame) -> list[str]:
-    """Realism figures, whatever the audit calls them (kid.<pair>.mean, c2st.auroc, reached_realism, fd, ...)."""
+    """Realism figures, whatever the audit calls them (kid.<pair>.mean, c2st.auroc, density, coverage, the
+    structure test's p_value, reached_realism, fd, ...)."""
     def realism(column: str) -> bool:
         last = column.rsplit(".", 1)[-1].lower()
         counts = last in ("std", "n", "subset_size", "feature_dim") or last.startswith(("n_", "subset"))
         tokens = re.split(r"[^a-z0-9]+", column.lower())
-        return not counts and any(t.startswith(("fd", "fid", "kid", "c2st", "reached")) for t in tokens)
+        return not counts and any(t.startswith(("fd", "fid", "kid", "c2st", "reached", "density", "coverage",
+                                                "farther")) for t in tokens)
 
     return [c for c in audits.columns if realism(c)]
 
 
+def _reached(verdicts: pd.Series) -> str:
+    """"k of n" sets whose verdict is true, among those with a verdict; "n/a" when none has one."""
+    measured = verdicts.dropna() if verdicts is not None else pd.Series(dtype=object)
+    return f"{int(measured.astype(bool).sum())} of {len(measured)}" if len(measured) else "n/a"
+
+
 def family_audits(audits: pd.DataFrame) -> pd.DataFrame:
     """One row per family: its sets (one per fold or draw), how many were audited and reached the realism
-    criterion, the images kept by the gate, and the mean of every audit figure over its sets."""
+    criterion (and the second opinion's rule), the images kept by the gate, and the mean of every audit figure
+    over its sets."""
     if audits.empty:
         return pd.DataFrame(columns=["family", "sets", "audited", "reached realism"])
     rows = []
     figures = [*memorization_columns(audits), *realism_columns(audits)]
     for family, group in audits.groupby("family", sort=True):
-        reached = group["reached_realism"].dropna()
         row = {"family": family, "sets": len(group), "audited": int(group["audited"].sum()),
-               "reached realism": f"{int(reached.astype(bool).sum())} of {len(reached)}" if len(reached) else "n/a",
+               "reached realism": _reached(group["reached_realism"]),
+               "second opinion reached": _reached(group.get("second_opinion_reached_realism")),
                "leakage_ablation": bool(group["leakage_ablation"].any()),
                "feature space": ", ".join(sorted(set(group["feature space"]) - {""})),
                "images": int(group.get("n_images", pd.Series(dtype=float)).fillna(0).sum()),
@@ -158,30 +169,37 @@ def example_pairs(out_dir: Path, synthetic_set: str, n: int) -> list[tuple[Path,
     return pairs
 
 
-# Short columns of the audit table the report shows (one row per family; the figures are means over its sets):
-# label -> audit key (a dotted key of audit.json, or a column of `family_audits`).
+STRUCTURE_P = "realism.structure.farther_than_reference.p_value"
+# Short columns of the audit table the report shows (one row per family; the figures are means over its sets,
+# the structure test's p their median): label -> audit key (a dotted key of audit.json, or a column of
+# `family_audits`). "real" is the real reference: real training frames against the same held-out frames.
 AUDIT_DISPLAY = {
     "kept share": "kept share", "memorized share": "memorization.all_train.share_memorized",
-    "KID to held-out": "realism.synthetic_vs_holdout.kid.mean",
-    "KID real-vs-real": "realism.real_train_vs_holdout.kid.mean",
-    "structure KID": "realism.structure.synthetic_vs_holdout.kid.mean",
-    "structure KID real-vs-real": "realism.structure.real_train_vs_holdout.kid.mean",
-    "density": "realism.structure.synthetic_vs_holdout.density",
-    "coverage": "realism.structure.synthetic_vs_holdout.coverage",
-}
+    "structure p": STRUCTURE_P,
+    "density": "realism.structure.synthetic_vs_holdout.density.mean",
+    "density real": "realism.structure.real_train_vs_holdout.density.mean",
+    "coverage": "realism.structure.synthetic_vs_holdout.coverage.mean",
+    "coverage real": "realism.structure.real_train_vs_holdout.coverage.mean",
+    "second opinion": "second opinion reached",
+}  # the KIDs of both feature spaces are in synthetic.csv (`synthetic_table`)
 
 
 def audit_display(audits: pd.DataFrame) -> pd.DataFrame:
     """The audit as the report shows it: one row per family, short columns, display labels (blank where an
-    audit does not measure a figure)."""
+    audit does not measure a figure). "reached realism" is the ultrasound encoder's criterion (the structure
+    test's p above 0.05), "second opinion" the random-CNN KID rule's verdict, both as k of n sets."""
     families = family_audits(audits)
     if families.empty:
         return families
     families["kept share"] = families["kept by the gate"] / families["images"].where(families["images"] > 0)
+    if STRUCTURE_P in audits.columns:
+        medians = audits.groupby("family")[STRUCTURE_P].median()
+        families[STRUCTURE_P] = families["family"].map(medians)
     table = pd.DataFrame({"family": [family_label(f) for f in families["family"]], "sets": families["sets"],
                           "reached realism": families["reached realism"]})
     for label, key in AUDIT_DISPLAY.items():
         if key in families.columns:
-            table[label] = families[key].round(3)
+            values = families[key]
+            table[label] = values.round(3) if pd.api.types.is_numeric_dtype(values) else values
     table["leakage ablation"] = families["leakage_ablation"].map({True: "yes", False: ""})
     return table

@@ -12,6 +12,9 @@ from lus_utils.vocabulary import CLASSES, DDPM_LEAKY_VARIANTS, DDPM_ORIGINAL_VAR
 DDPM_SAMPLERS = ("ddpm", "ddim", "dpmsolver", "dpmsolver_ode")
 FEATURE_EXTRACTORS = ("random_cnn", "classifier", "inception", "dinov2", "pixels")
 QUALITY_GATES = ("real_range", "seed")
+CLASS_SAMPLINGS = ("frames", "balanced")
+RUNNER_VARIANTS = tuple(v for v in DDPM_VARIANTS if v != DDPM_ORIGINAL_VARIANT)  # seed_3_mixed: grid.seed_replica
+SIMULATED_VARIANTS = tuple(v for v in DDPM_VARIANTS if v not in DDPM_LEAKY_VARIANTS)  # a draw's generators see only it
 TI_TRAIN_FRAMES = ("3_mixed", "6_mixed", "all")
 TI_SAMPLERS = ("dpmsolver", "ddim", "euler", "pndm")
 
@@ -27,8 +30,8 @@ def _check_split_target(split_column: str, target_class: str, real_patients: int
 
 @dataclass
 class DDPMRunsParams:
-    variants: list[str] = choice(["3_mixed"], DDPM_VARIANTS[:3])  # generators the runner trains, each once per fold (quick: the original study's 3-frame DDPM only; seed_3_mixed comes with grid.seed_replica)
-    simulated_variants: list[str] = choice(["3_mixed"], [v for v in DDPM_VARIANTS if v not in DDPM_LEAKY_VARIANTS])  # generators trained on each simulated draw's first k target patients (each a synthetic condition of that design)
+    variants: list[str] = choice(["3_mixed"], RUNNER_VARIANTS)  # generators the runner trains, each once per fold (class_conditional: per repeat and fold; quick: the original study's 3-frame DDPM only; seed_3_mixed comes with grid.seed_replica)
+    simulated_variants: list[str] = choice(["3_mixed"], SIMULATED_VARIANTS)  # generators trained on each simulated draw's first k target patients (each a synthetic condition of that design; class_conditional learns the draw's other classes too)
 
     def check(self) -> None:
         require(len(self.variants) == len(set(self.variants)), "variants", "must not repeat a variant")
@@ -62,6 +65,11 @@ class DDPMParams:
     gate_retries: int = 0  # the original study's gate only: an image failing both criteria is redrawn (seed + 1000 x attempt), at most this often (its loop)
     sample_batch_size: int = 40  # images denoised together
     output_size: int = planned(32, "train.image_size")  # side in px of the written images: the classifier's input size
+    conditional_train_steps: int = 500  # class_conditional: optimizer steps (batches drawn with replacement from every training frame; 250 failed the structure test on the real data, 500 passed: bench_conditional_ddpm)
+    conditional_batch_size: int = 32  # class_conditional: training images per optimizer step
+    label_dropout: float = 0.15  # class_conditional: share of training labels replaced by the null label (classifier-free guidance)
+    guidance_scale: float = 1.0  # class_conditional: w of eps_u + w (eps_c - eps_u) at sampling; 1 (the conditional prediction alone, half the cost) passed the structure test on viral cv_r0_f0 where 2 and 4 failed (pneumonia, 3 patients: only 4 passed)
+    class_sampling: str = choice("frames", CLASS_SAMPLINGS)  # class_conditional: batches draw every frame (frames) or every class (balanced) equally often
 
     def check(self) -> None:
         _check_split_target(self.split_column, self.target_class, self.real_patients)
@@ -89,6 +97,11 @@ class DDPMParams:
         require(self.n_samples >= 1, "n_samples", "must be >= 1")
         require(self.gate_retries >= 0, "gate_retries", "must be >= 0 (0: no redraw)")
         require(self.output_size >= 8, "output_size", "must be >= 8")
+        require(self.conditional_train_steps >= 1 and self.conditional_batch_size >= 1,
+                "conditional_train_steps/conditional_batch_size", "must be >= 1")
+        require(0 < self.label_dropout < 1, "label_dropout",
+                "must lie in (0, 1): guidance needs the unconditional prediction, the class the conditional one")
+        require(self.guidance_scale >= 0, "guidance_scale", "must be >= 0 (1: the conditional prediction alone)")
 
 
 @dataclass
@@ -107,9 +120,13 @@ class AuditParams:
     kid_subset: int = 50  # images per KID subset (at most the images per side)
     kid_subsets: int = 100  # KID subsets averaged (their 2.5-97.5 % range is the interval)
     c2st_folds: int = 5  # cross-validation folds of the classifier two-sample test
-    feature_extractor: str = choice("random_cnn", FEATURE_EXTRACTORS)  # feature space of KID and C2ST (random_cnn: seeded random CNN, fixed across conditions)
+    feature_extractor: str = choice("random_cnn", FEATURE_EXTRACTORS)  # feature space of the second opinion's KID and C2ST (random_cnn: seeded random CNN, fixed across conditions); the ultrasound encoder decides realism
     feature_run_dir: str = planned("", "grid (its first baseline run)")  # baseline classifier run folder (real data only) for classifier features, relative to out_dir or absolute; empty: none
     audit_seed: int = 0  # seed of the subsets and reference frames
+    encoder_size: int = 32  # side in px at which the ultrasound encoder reads frames (structure realism; the classifier's input in quick)
+    encoder_steps: int = 300  # optimizer steps of the ultrasound encoder, trained once per split on the other classes' training frames
+    structure_neighbours: int = 3  # k of density and coverage's k-NN balls (Naeem et al. 2020: 5 for thousands of images; sets here hold 10-100)
+    structure_permutations: int = 1000  # relabellings of the structure permutation test (its smallest p is 1 / (1 + this))
 
     def check(self) -> None:
         require(self.min_std >= 0 and self.min_entropy >= 0, "min_std/min_entropy", "must be >= 0")
@@ -124,6 +141,11 @@ class AuditParams:
         require(0 <= self.gate_quantile < 0.5 and self.gate_margin >= 0, "gate_quantile/gate_margin",
                 "must lie in [0, 0.5) and be >= 0")
         require(self.audit_seed >= 0, "audit_seed", "must be >= 0")
+        require(self.encoder_size >= 16, "encoder_size", "must be >= 16 (the encoder pools three times)")
+        require(self.encoder_steps >= 1, "encoder_steps", "must be >= 1")
+        require(self.structure_neighbours >= 1, "structure_neighbours", "must be >= 1")
+        require(self.structure_permutations >= 19, "structure_permutations",
+                "must be >= 19 (fewer cannot give p <= 0.05)")
 
 
 @dataclass

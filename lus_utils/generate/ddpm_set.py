@@ -14,12 +14,13 @@ from lus_utils.generate import realism
 from lus_utils.images import resize
 from lus_utils.paths import OutLayout
 from lus_utils.provenance import provenance, read_json, stable_hash
-from lus_utils.vocabulary import DDPM_LEAKY_VARIANTS, SetRef, Split, ddpm_family
+from lus_utils.vocabulary import DDPM_CONDITIONAL_VARIANT, DDPM_LEAKY_VARIANTS, SetRef, Split, ddpm_set_ref
 
 
 def set_ref(p: DDPMParams) -> SetRef:
-    """The set (and generator) a DDPM run makes: its family on its split (one for every split if leaky)."""
-    return SetRef.for_split(ddpm_family(p.variant), Split.from_column(p.split_column), p.real_patients)
+    """The set (and generator) a DDPM run makes: its family on its split (one for every split if leaky; the
+    repeat's for the class-conditional variant under cv)."""
+    return ddpm_set_ref(p.variant, Split.from_column(p.split_column), p.real_patients)
 
 
 def generator_dir(layout: OutLayout, p: DDPMParams) -> Path:
@@ -41,8 +42,9 @@ def write_synthetic_set(set_dir: Path, images: np.ndarray, seeds: list[int], p: 
     """
     verdicts, gate_record = realism.quality_gate(images, audit, realism.calibration_images(frames, split_column, audit))
     attempts = list(attempts) if attempts is not None else [0] * len(seeds)
+    guidance = {"guidance_scale": p.guidance_scale} if p.variant == DDPM_CONDITIONAL_VARIANT else {}
     rows = [{"label": p.target_class, "generator": "ddpm", "variant": p.variant, "sampler": p.sampler,
-             "steps": p.sampling_steps, "seed": int(image_seed), "redraws": int(redraws), **verdict}
+             "steps": p.sampling_steps, "seed": int(image_seed), "redraws": int(redraws), **guidance, **verdict}
             for image_seed, redraws, verdict in zip(seeds, attempts, verdicts, strict=True)]
     resized = [resize(image, p.output_size) for image in images]
     kept = sum(r["passed_gate"] for r in rows)
@@ -56,6 +58,7 @@ def write_synthetic_set(set_dir: Path, images: np.ndarray, seeds: list[int], p: 
         {"ddpm": asdict(p), "audit": asdict(audit)}, set=set_ref(p).to_dict(), training_frames=sorted(selected["path"]),
         leakage_ablation=p.variant in DDPM_LEAKY_VARIANTS, split_column=split_column,
         training_frame_parts=selected[split_column].value_counts().to_dict(),
+        training_frames_per_class=selected["label"].value_counts().to_dict(),
         frames_fingerprint=generator_record["training_key"]["frames_fingerprint"],
         generator={"name": Path(gen_dir).name, "created": generator_record["created"],
                    "training_key_hash": stable_hash(generator_record["training_key"]),

@@ -9,7 +9,9 @@ same, with what reproducibility needs on top:
   patients of its pool) and are recorded (frames.csv `path`) in the generator's provenance; the exceptions
   are `3_mixed_any_split`, the explicitly marked leakage ablation, and `seed_3_mixed`, the original study's
   generator (the same frames; sampled with its DDPM steps and gated by its rule with its redraw loop,
-  `ddpm_sampling.sample_set`), marked the same way.
+  `ddpm_sampling.sample_set`), marked the same way. The `class_conditional` variant learns the whole training
+  part, every class, with the class as a label; its loop is `conditional_ddpm_training`, which reuses this
+  module's model, optimiser, checkpoints and cache.
 - Every random draw of training (batch order, flips, noise, timesteps) comes from a generator seeded by
   (seed, step), so a run resumed from a checkpoint ends with the same weights as an uninterrupted one.
 - Checkpoints (`checkpoint-N`: model, EMA, optimizer, LR schedule, grad scaler, RNG states, step) are
@@ -50,8 +52,8 @@ from lus_utils.images import load_image
 from lus_utils.provenance import (atomic_dir, atomic_path, fingerprint_files, provenance, read_json, write_csv_atomic,
                                   write_json_atomic)
 from lus_utils.reproducibility import resolve_device, resolve_precision, thread_count
+from lus_utils.vocabulary import DDPM_CONDITIONAL_VARIANT, VIRAL
 from lus_utils.vocabulary import DDPM_LEAKY_VARIANTS as LEAKY_VARIANTS
-from lus_utils.vocabulary import VIRAL
 
 N_MIXED = 3  # frames of the 3-frame variants (the original study's)
 MIN_FRAMES = {"3_mixed": N_MIXED, "train_all": N_MIXED, "3_mixed_any_split": N_MIXED, "seed_3_mixed": N_MIXED}
@@ -70,7 +72,7 @@ TRAINING_KEYS = ("variant", "split_column", "target_class", "real_patients", "se
                  "ema_decay")
 
 
-def _generator(seed: int, stream: int, index: int) -> torch.Generator:
+def stream_generator(seed: int, stream: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed_for(seed, stream, index))
 
 
@@ -84,14 +86,17 @@ def select_training_frames(frames: pd.DataFrame, variant: str, split_column: str
     - `train_all`: every `label` frame of the training part.
     - `3_mixed_any_split`: three frames of three different `label` videos whatever their split (the
       leakage ablation); `seed_3_mixed` picks the same way (the original study's generator).
+    - `class_conditional`: every training frame of the split, every class it covers (`every_training_frame`).
     In a simulated-minority draw (`real_patients` k > 0) the training part of `label` is its first k pool
     patients'. Stops with the counts when there are too few frames or videos.
     """
-    if variant not in MIN_FRAMES:
-        raise ValueError(f"unknown DDPM variant '{variant}'; known: {sorted(MIN_FRAMES)}")
+    if variant not in MIN_FRAMES and variant != DDPM_CONDITIONAL_VARIANT:
+        raise ValueError(f"unknown DDPM variant '{variant}'; known: {sorted(MIN_FRAMES) + [DDPM_CONDITIONAL_VARIANT]}")
     if split_column not in frames.columns:
         raise ValueError(f"frames have no column '{split_column}' (was frames.csv built with enough folds?)")
     frames = simulated_minority.within_real_patients(frames, split_column, real_patients)
+    if variant == DDPM_CONDITIONAL_VARIANT:
+        return every_training_frame(frames, split_column, label)
     minority = frames[frames["label"] == label]
     rng = np.random.default_rng([seed, 2024])
     if variant in LEAKY_VARIANTS:
@@ -113,6 +118,18 @@ def select_training_frames(frames: pd.DataFrame, variant: str, split_column: str
     # from three videos when there are three, else as spread as the training split allows.
     picks = splits.spread_over_videos(pool, N_MIXED, rng)
     return frames.loc[picks]
+
+
+def every_training_frame(frames: pd.DataFrame, split_column: str, label: str) -> pd.DataFrame:
+    """The class-conditional variant's frames: the split's whole training part (every class it covers; a
+    simulated draw's target already cut to its first k patients), sorted by path. Stops when `label` has no
+    training frame or no other class has one (there would be nothing to learn ultrasound from)."""
+    train = frames[frames[split_column] == "train"]
+    counts = train["label"].value_counts().to_dict()
+    if counts.get(label, 0) == 0 or len(counts) < 2:
+        raise TooFewFramesError(f"variant {DDPM_CONDITIONAL_VARIANT} needs training frames of '{label}' and of at "
+                                f"least one other class in '{split_column}'; its training part has {counts}")
+    return train.sort_values("path")
 
 
 def load_training_tensor(selected: pd.DataFrame, image_size: int) -> torch.Tensor:
@@ -140,13 +157,14 @@ def block_types(p: DDPMParams) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return down, up
 
 
-def build_unet(p: DDPMParams):
-    """UNet2DModel from the parameters: one grey channel in and out."""
+def build_unet(p: DDPMParams, n_classes: int = 0):
+    """UNet2DModel from the parameters: one grey channel in and out; with `n_classes`, a class embedding of
+    n_classes + 1 labels (the last one the null label of classifier-free guidance)."""
     down, up = block_types(p)
     groups = 32 if all(c % 32 == 0 for c in p.block_out_channels) else 8
     return UNet2DModel(sample_size=p.image_size, in_channels=1, out_channels=1, layers_per_block=p.layers_per_block,
                        block_out_channels=tuple(p.block_out_channels), down_block_types=down, up_block_types=up,
-                       norm_num_groups=groups)
+                       norm_num_groups=groups, num_class_embeds=n_classes + 1 if n_classes else None)
 
 
 def build_noise_scheduler():
@@ -249,11 +267,12 @@ def _pipeline_is_current(gen_dir: Path, key: dict[str, Any]) -> bool:
     return read_json(record_path).get("training_key") == key
 
 
-def _grid_paths(gen_dir: Path) -> list[Path]:
-    return sorted((Path(gen_dir) / "grids").glob("epoch_*.png"))
+def grid_paths(gen_dir: Path) -> list[Path]:
+    """The sample grids saved while training: `epoch_<n>.png` (class_conditional: `step_<n>.png`)."""
+    return sorted((Path(gen_dir) / "grids").glob("*_*.png"))
 
 
-def _write_png(path: Path, image: np.ndarray) -> None:
+def write_png(path: Path, image: np.ndarray) -> None:
     ok, encoded = cv2.imencode(".png", image)
     if not ok:
         raise OSError(f"cannot encode {path}")
@@ -272,7 +291,7 @@ def _save_grid(path: Path, model, ema, p: DDPMParams, device: torch.device, prec
     finally:
         ema.restore(model.parameters())
         model.train()
-    _write_png(path, np.concatenate(list(images), axis=1))
+    write_png(path, np.concatenate(list(images), axis=1))
 
 
 def make_pipeline(unet):
@@ -280,7 +299,7 @@ def make_pipeline(unet):
 
 
 @dataclass
-class _Training:
+class Training:
     """What one training run updates: the model, its EMA, the optimiser, the LR schedule and the scaler."""
 
     model: Any
@@ -300,34 +319,34 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if precision == "bf16" else None
 
 
-def _cached_result(gen_dir: Path, key: dict[str, Any], total_steps: int) -> TrainResult | None:
+def cached_result(gen_dir: Path, key: dict[str, Any], total_steps: int) -> TrainResult | None:
     """The saved pipeline's result when it was trained with `key`, else None."""
     if not _pipeline_is_current(gen_dir, key):
         return None
     log = pd.read_csv(gen_dir / "train_log.csv") if (gen_dir / "train_log.csv").is_file() else pd.DataFrame()
     return TrainResult(gen_dir, gen_dir / "pipeline", True, total_steps, total_steps,
                        float(read_json(gen_dir / "provenance.json").get("train_seconds", 0.0)), None, log,
-                       _grid_paths(gen_dir))
+                       grid_paths(gen_dir))
 
 
-def _start_training(p: DDPMParams, runtime: RuntimeParams, total_steps: int) -> _Training:
-    """Seeded model, EMA (with warm-up), AdamW, cosine schedule with warm-up, grad scaler, on the runtime's
-    device, threads and precision."""
+def start_training(p: DDPMParams, runtime: RuntimeParams, total_steps: int, n_classes: int = 0) -> Training:
+    """Seeded model (class-conditional with `n_classes`), EMA (with warm-up), AdamW, cosine schedule with
+    warm-up, grad scaler, on the runtime's device, threads and precision."""
     device = resolve_device(runtime.device)
     torch.set_num_threads(thread_count(runtime.threads))
     torch.use_deterministic_algorithms(True, warn_only=True)
     dtype = autocast_dtype(resolve_precision(runtime.precision, device), device)
     torch.manual_seed(p.seed)
-    model = build_unet(p).to(device)
+    model = build_unet(p, n_classes).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=p.lr, betas=ADAM_BETAS, weight_decay=ADAM_WEIGHT_DECAY)
     ema = EMAModel(model.parameters(), decay=p.ema_decay, use_ema_warmup=True, inv_gamma=1.0, power=EMA_POWER,
                    model_cls=type(model), model_config=model.config)
-    return _Training(model, ema, optimizer, get_cosine_schedule_with_warmup(optimizer, p.warmup_steps, total_steps),
+    return Training(model, ema, optimizer, get_cosine_schedule_with_warmup(optimizer, p.warmup_steps, total_steps),
                      torch.amp.GradScaler("cuda", enabled=dtype == torch.float16), build_noise_scheduler(), device,
                      dtype)
 
 
-def _resume(gen_dir: Path, key: dict[str, Any], p: DDPMParams, run: _Training,
+def resume_or_restart(gen_dir: Path, key: dict[str, Any], p: DDPMParams, run: Training,
             total_steps: int) -> tuple[int, list[dict[str, Any]], int | None]:
     """(first step, log so far, step resumed from): continue the last checkpoint made with `key` when
     p.resume is 'latest'; delete checkpoints that cannot be resumed."""
@@ -349,9 +368,9 @@ def _training_batch(data: torch.Tensor, p: DDPMParams, step: int,
                     steps_per_epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Step `step`'s frames (seeded epoch order, random horizontal flips), noise and timesteps."""
     epoch, within = divmod(step, steps_per_epoch)
-    order = torch.randperm(len(data), generator=_generator(p.seed, STREAM_BATCH_ORDER, epoch))
+    order = torch.randperm(len(data), generator=stream_generator(p.seed, STREAM_BATCH_ORDER, epoch))
     index = order[within * p.batch_size:(within + 1) * p.batch_size]
-    g = _generator(p.seed, STREAM_STEP, step)
+    g = stream_generator(p.seed, STREAM_STEP, step)
     batch = data[index]
     flip = torch.rand(len(index), generator=g) < 0.5
     batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
@@ -360,13 +379,16 @@ def _training_batch(data: torch.Tensor, p: DDPMParams, step: int,
     return batch, noise, timesteps
 
 
-def _optimizer_step(run: _Training, batch: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> float:
-    """One noise-prediction step (MSE, grad clipping, AdamW, LR schedule, EMA); returns the loss."""
+def optimizer_step(run: Training, batch: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
+                   class_labels: torch.Tensor | None = None) -> float:
+    """One noise-prediction step (MSE, grad clipping, AdamW, LR schedule, EMA), given the class labels for a
+    class-conditional model; returns the loss."""
     batch, noise, timesteps = batch.to(run.device), noise.to(run.device), timesteps.to(run.device)
+    labels = class_labels.to(run.device) if class_labels is not None else None
     noisy = run.noise_scheduler.add_noise(batch, noise, timesteps)
     with torch.autocast(run.device.type, dtype=run.autocast_dtype or torch.float32,
                         enabled=run.autocast_dtype is not None):
-        prediction = run.model(noisy, timesteps).sample
+        prediction = run.model(noisy, timesteps, class_labels=labels).sample
     loss = torch.nn.functional.mse_loss(prediction.float(), noise)
     run.scaler.scale(loss).backward()
     run.scaler.unscale_(run.optimizer)
@@ -379,7 +401,7 @@ def _optimizer_step(run: _Training, batch: torch.Tensor, noise: torch.Tensor, ti
     return float(loss.detach())
 
 
-def _save_pipeline(gen_dir: Path, run: _Training, p: DDPMParams, key: dict[str, Any], selected: pd.DataFrame,
+def _save_pipeline(gen_dir: Path, run: Training, p: DDPMParams, key: dict[str, Any], selected: pd.DataFrame,
                    log: pd.DataFrame, seconds: float, cpu_seconds: float, resumed_from: int | None,
                    total_steps: int, steps_per_epoch: int) -> None:
     """The EMA weights as a DDPMPipeline, the loss log and the provenance (with the training's wall and CPU
@@ -413,11 +435,11 @@ def train_ddpm(selected: pd.DataFrame, p: DDPMParams, gen_dir: Path, runtime: Ru
     steps_per_epoch = math.ceil(len(selected) / p.batch_size)
     epochs = epochs_for(p)
     total_steps = epochs * steps_per_epoch
-    cached = _cached_result(gen_dir, key, total_steps)
+    cached = cached_result(gen_dir, key, total_steps)
     if cached is not None:
         return cached
-    run = _start_training(p, runtime, total_steps)
-    start, log, resumed_from = _resume(gen_dir, key, p, run, total_steps)
+    run = start_training(p, runtime, total_steps)
+    start, log, resumed_from = resume_or_restart(gen_dir, key, p, run, total_steps)
     run.ema.to(run.device)
     data = load_training_tensor(selected, p.image_size)
     stop = total_steps if max_steps is None else min(total_steps, max_steps)
@@ -426,7 +448,7 @@ def train_ddpm(selected: pd.DataFrame, p: DDPMParams, gen_dir: Path, runtime: Ru
     run.model.train()
     bar = tqdm(total=total_steps, initial=start, desc=f"train {gen_dir.name}", unit="step", disable=not progress)
     for step in range(start, stop):
-        loss = _optimizer_step(run, *_training_batch(data, p, step, steps_per_epoch))
+        loss = optimizer_step(run, *_training_batch(data, p, step, steps_per_epoch))
         done, epoch = step + 1, step // steps_per_epoch + 1
         log.append({"step": done, "epoch": epoch, "loss": loss, "lr": float(run.lr_scheduler.get_last_lr()[0])})
         bar.update(1)
@@ -444,5 +466,5 @@ def train_ddpm(selected: pd.DataFrame, p: DDPMParams, gen_dir: Path, runtime: Ru
         _save_pipeline(gen_dir, run, p, key, selected, log_frame, seconds, cpu_seconds, resumed_from,
                        total_steps, steps_per_epoch)
     return TrainResult(gen_dir, gen_dir / "pipeline" if finished else None, False, stop, total_steps, seconds,
-                       resumed_from, log_frame, _grid_paths(gen_dir))
+                       resumed_from, log_frame, grid_paths(gen_dir))
 

@@ -47,8 +47,8 @@ def loss_and_sample_grids(losses: pd.DataFrame, grids: Sequence[tuple[str, Any]]
 
 def ddpm_training_progress(log: pd.DataFrame, grid_paths: Sequence, max_grids: int = 6) -> plt.Figure:
     """Training loss over optimizer steps, and the sample grids saved during training (same noise each time)."""
-    grids = [(f"EMA samples after epoch {int(str(path).rsplit('_', 1)[-1].split('.')[0])}", path)
-             for path in grid_paths]
+    grids = [(f"EMA samples after {Path(path).stem.split('_')[0]} {int(Path(path).stem.rsplit('_', 1)[-1])}", path)
+             for path in grid_paths]  # epoch_<n>.png, or step_<n>.png for the class-conditional variant
     return loss_and_sample_grids(log, grids, max_grids, "no training log (pipeline reused from the cache)")
 
 

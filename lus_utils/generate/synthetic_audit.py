@@ -13,12 +13,17 @@ What "close" means for real data is shown beside it: held-out minority frames (o
 training frames, and each minority training frame against the other training frames (its own video's
 neighbours, which are near-copies).
 
-Realism (`realism` module): KID with a subset interval and a classifier two-sample test (C2ST AUROC) of the
-synthetic images against held-out real minority frames (patients the generator never saw), beside the
-real reference (the minority training frames against the same held-out frames, same sizes), in a feature
-space fixed across conditions (`synthetic_audit_features`). `reached_realism` says whether the set meets
-`realism.REALISM_CRITERION`. The quality gate is also applied to real frames and to noise, so its pass
-rates can be read. Plus grey-level histograms. The audit's tables and sentences are `synthetic_audit_summary`.
+Realism: the synthetic images against held-out real minority frames (patients the generator never saw), beside
+the real reference (the minority training frames against the same held-out frames, same sizes), in two feature
+spaces. The deciding one knows ultrasound (`structure_figures`): an encoder trained on the split's training
+frames of the other classes (`ultrasound_encoder`, cached per split under the output folder's
+`generators/encoders`), where a permutation test, KID, density and coverage are read (`structure_realism`);
+`reached_realism` says whether the set meets `structure_realism.STRUCTURE_CRITERION`. The second opinion is the
+earlier measure (`realism_figures`): KID with a subset interval and a classifier two-sample test (C2ST AUROC) in a
+space fixed across conditions (`synthetic_audit_features`, a seeded random CNN by default), which reads intensity
+statistics rather than structure; its verdict is `second_opinion_reached_realism`. The quality gate is also
+applied to real frames and to noise, so its pass rates can be read. Plus grey-level histograms. The audit's
+tables and sentences are `synthetic_audit_summary`.
 """
 from __future__ import annotations
 
@@ -35,8 +40,11 @@ from lus_utils import records, synthetic_sets
 from lus_utils.config.generate import AuditParams
 from lus_utils.data.simulated_minority import within_real_patients
 from lus_utils.generate import realism
+from lus_utils.generate.structure_realism import STRUCTURE_CRITERION, compare_structure
 from lus_utils.generate.synthetic_audit_features import feature_function, load_grey
+from lus_utils.generate.ultrasound_encoder import EncoderSpec, encoder_for_split
 from lus_utils.images import load_image
+from lus_utils.paths import OutLayout
 from lus_utils.provenance import code_version, write_csv_atomic, write_json_atomic
 from lus_utils.vocabulary import VIRAL, SetRef
 
@@ -118,6 +126,43 @@ def realism_figures(synthetic_paths: list[str], train_paths: list[str], holdout_
     result["feature_dim"] = int(features[0].shape[1])
     result["reached_realism"] = realism.REALISM_CRITERION(result)
     return result
+
+
+def structure_figures(synthetic_paths: list[str], train_paths: list[str], holdout_paths: list[str],
+                      frames: pd.DataFrame, split_column: str, label: str, params: AuditParams,
+                      encoder_cache: Path | None) -> dict[str, Any]:
+    """The deciding realism figures: in the split's ultrasound encoder (trained on its training frames of the
+    classes other than `label`), KID, density and coverage of the synthetic images and of the real reference
+    against held-out real frames, the permutation test, and whether the set meets STRUCTURE_CRITERION."""
+    n = {"synthetic": len(synthetic_paths), "minority_train": len(train_paths), "minority_holdout": len(holdout_paths)}
+    result: dict[str, Any] = {"feature_space": "", "n": n, "reached_realism": None,
+                              "criterion": STRUCTURE_CRITERION.text}
+    k = params.structure_neighbours
+    if min(n.values()) <= k:
+        result["not_measured"] = f"too few images ({n}); density and coverage with k={k} need more than {k} per side"
+        return result
+    spec = EncoderSpec(size=params.encoder_size, steps=params.encoder_steps, seed=params.audit_seed)
+    try:
+        encoder = encoder_for_split(frames, split_column, label, spec, encoder_cache)
+    except ValueError as err:  # fewer than two other classes to train an encoder on (tiny test data)
+        result["not_measured"] = f"no ultrasound encoder for {split_column}: {err}"
+        return result
+    result["feature_space"] = encoder.description
+    result["encoder"] = {key: encoder.record.get(key) for key in ("classes", "n_frames", "frames_per_class",
+                                                                  "key_hash", "train_cpu_seconds")}
+    features = [encoder(load_grey(paths, params.encoder_size)) for paths in (synthetic_paths, train_paths,
+                                                                              holdout_paths)]
+    result.update(compare_structure(*features, params.kid_subset, params.kid_subsets, k, params.audit_seed,
+                                    params.structure_permutations))
+    result["reached_realism"] = STRUCTURE_CRITERION(result)
+    return result
+
+
+def default_encoder_cache(set_dir: Path) -> Path | None:
+    """Where a set's split encoder is cached: its output folder's `generators/encoders` when the set sits in an
+    output folder's `synthetic/`, else nowhere (trained in memory)."""
+    set_dir = Path(set_dir)
+    return OutLayout(set_dir.parent.parent).encoders if set_dir.parent.name == "synthetic" else None
 
 
 def intensity_histograms(groups: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -228,15 +273,17 @@ def closest_pairs(manifest: pd.DataFrame, nearest_by_pool: dict, population: np.
 
 
 def audit_set(set_dir: Path, frames: pd.DataFrame, split_column: str, audit_params: AuditParams,
-              feature_run_dir: str = "") -> dict[str, Any]:
+              feature_run_dir: str = "", encoder_cache: Path | None = None) -> dict[str, Any]:
     """Audit the synthetic set in `set_dir`; write `<set_dir>/audit.json`, fill the manifest's nearest columns.
 
     `frames` is frames.csv (with `abspath`); `split_column` the split the generator was trained for.
     Shares are over the images that passed the gate (the ones a classifier would use), or over all images
-    when none passed. Realism is measured in `audit_params.feature_extractor`'s space against minority frames
-    the generator never saw (`realism_figures`); `feature_run_dir` (else `audit_params.feature_run_dir`) is
-    the baseline classifier run (absolute, or relative to the output folder `<out>/synthetic/<set>` lies in),
-    needed only for the `classifier` feature space.
+    when none passed. Realism is measured against minority frames the generator never saw, in the split's
+    ultrasound encoder (`structure_figures`, which decides; cached in `encoder_cache`, by default
+    `default_encoder_cache`) and in `audit_params.feature_extractor`'s space (`realism_figures`, the second
+    opinion); `feature_run_dir` (else `audit_params.feature_run_dir`) is the baseline classifier run (absolute,
+    or relative to the output folder `<out>/synthetic/<set>` lies in), needed only for the `classifier` feature
+    space.
     """
     set_dir = Path(set_dir)
     p = audit_params
@@ -265,8 +312,11 @@ def audit_set(set_dir: Path, frames: pd.DataFrame, split_column: str, audit_para
     unseen = parts.minority_holdout[~parts.minority_holdout["path"].isin(parts.seen["path"])]
     run_dir = feature_run_dir or p.feature_run_dir  # planned relative to the output folder, which holds the set
     run_dir = str(set_dir.parent.parent / run_dir) if run_dir and not Path(run_dir).is_absolute() else run_dir
-    figures = realism_figures(manifest.loc[population, "abspath"].tolist(), parts.minority_train["abspath"].tolist(),
-                              unseen["abspath"].tolist(), p, run_dir)
+    compared = (manifest.loc[population, "abspath"].tolist(), parts.minority_train["abspath"].tolist(),
+                unseen["abspath"].tolist())
+    figures = realism_figures(*compared, p, run_dir)
+    figures["structure"] = structure_figures(*compared, frames, split_column, label, p,
+                                             encoder_cache or default_encoder_cache(set_dir))
     audit = {
         **records.audit_identity(ref),
         "generator": str(manifest["generator"].iloc[0]) if len(manifest) and "generator" in manifest else "",
@@ -284,8 +334,10 @@ def audit_set(set_dir: Path, frames: pd.DataFrame, split_column: str, audit_para
         "real_reference": real_reference(parts, pools, train_grey, p),
         "closest_pairs": closest_pairs(manifest, nearest_by_pool, population, ablation, p.n_closest_pairs),
         "realism": figures,
-        "reached_realism": figures["reached_realism"],
-        "reached_realism_criterion": figures["criterion"],
+        "reached_realism": figures["structure"]["reached_realism"],
+        "reached_realism_criterion": figures["structure"]["criterion"],
+        "second_opinion_reached_realism": figures["reached_realism"],
+        "second_opinion_criterion": figures["criterion"],
         "intensity": intensity_histograms({
             "synthetic": synthetic_grey[population], "minority_train": pools["minority_train"][1],
             "minority_holdout": load_grey(parts.minority_holdout["abspath"].tolist(), p.audit_size)}),

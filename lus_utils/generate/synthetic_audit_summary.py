@@ -23,20 +23,72 @@ def summary_table(audit: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _interval(figure: dict[str, float], digits: int = 4) -> str:
+    return f"{figure['mean']:.{digits}f} [{figure['ci_low']:.{digits}f}, {figure['ci_high']:.{digits}f}]"
+
+
+REALISM_SPACES = (("structure", "ultrasound encoder, decides"), ("", "second opinion"))
+REALISM_PAIRS = {"synthetic_vs_holdout": "synthetic vs held-out real",
+                 "real_train_vs_holdout": "real training vs held-out real (reference)"}
+
+
 def realism_table(audit: dict[str, Any]) -> pd.DataFrame:
-    """KID and C2ST AUROC (with intervals) of the synthetic set and of the real reference against held-out
-    real minority frames; one row saying why when nothing was measured."""
+    """KID (with intervals), density and coverage or C2ST AUROC of the synthetic set and of the real reference
+    against held-out real minority frames, in the ultrasound encoder's space (with the permutation test's p) and
+    in the second opinion's; one row saying why for a space where nothing was measured."""
     info = audit["realism"]
+    rows = []
+    for key, space in REALISM_SPACES:
+        figures = info.get(key, {}) if key else info
+        if "synthetic_vs_holdout" not in figures:
+            rows.append({"comparison": f"- ({space})", "feature space": figures.get("feature_space", ""),
+                         "why not measured": figures.get("not_measured", "not in this audit")})
+            continue
+        for pair, label in REALISM_PAIRS.items():
+            f = figures[pair]
+            row = {"comparison": f"{label} ({space})", "n per side": figures["n_per_side"],
+                   "KID": f["kid"]["mean"], "KID low": f["kid"]["ci_low"], "KID high": f["kid"]["ci_high"]}
+            if "density" in f:
+                row.update({"density": f["density"]["mean"], "coverage": f["coverage"]["mean"]})
+            if "c2st" in f:
+                row.update({"C2ST AUROC": f["c2st"]["auroc"], "C2ST low": f["c2st"]["ci_low"],
+                            "C2ST high": f["c2st"]["ci_high"]})
+            if pair == "synthetic_vs_holdout" and "farther_than_reference" in figures:
+                row["structure p"] = figures["farther_than_reference"]["p_value"]
+            rows.append({**row, "feature space": figures["feature_space"]})
+    return pd.DataFrame(rows)
+
+
+def realism_sentences(audit: dict[str, Any]) -> list[str]:
+    """The realism verdict in words: the ultrasound encoder's figures and verdict, then the second opinion's."""
+    info = audit["realism"]
+    structure = info.get("structure", {})
+    if "synthetic_vs_holdout" not in structure:
+        lines = [f"Realism in the ultrasound encoder's space: not measured "
+                 f"({structure.get('not_measured', 'not in this audit')})."]
+    else:
+        syn, ref, test = (structure["synthetic_vs_holdout"], structure["real_train_vs_holdout"],
+                          structure["farther_than_reference"])
+        lines = [f"Realism against {structure['n_per_side']} held-out real minority frames per side, in an ultrasound "
+                 f"encoder trained on this split's other classes: the set lies farther from them than real training "
+                 f"frames do by D = {test['difference']:.3g} (permutation p = {test['p_value']:.3f}); KID "
+                 f"{_interval(syn['kid'], 3)} against {_interval(ref['kid'], 3)} for real training frames; density "
+                 f"{syn['density']['mean']:.2f} (real {ref['density']['mean']:.2f}) and coverage "
+                 f"{syn['coverage']['mean']:.2f} (real {ref['coverage']['mean']:.2f}).",
+                 ("The generator reached realism" if structure["reached_realism"] else
+                  "The generator did NOT reach realism") + f" by the criterion: {structure['criterion']}."]
     if "synthetic_vs_holdout" not in info:
-        return pd.DataFrame([{"comparison": "-", "feature space": info["feature_space"],
-                              "why not measured": info.get("not_measured", "")}])
-    names = {"synthetic_vs_holdout": "synthetic vs held-out real",
-             "real_train_vs_holdout": "real training vs held-out real (reference)"}
-    return pd.DataFrame([{"comparison": label, "n per side": info["n_per_side"],
-                          "KID": info[key]["kid"]["mean"], "KID low": info[key]["kid"]["ci_low"],
-                          "KID high": info[key]["kid"]["ci_high"], "C2ST AUROC": info[key]["c2st"]["auroc"],
-                          "C2ST low": info[key]["c2st"]["ci_low"], "C2ST high": info[key]["c2st"]["ci_high"],
-                          "feature space": info["feature_space"]} for key, label in names.items()])
+        lines.append(f"Second opinion: not measured ({info.get('not_measured', info['feature_space'])}).")
+    else:
+        syn, ref = info["synthetic_vs_holdout"], info["real_train_vs_holdout"]
+        verdict = "would count as realistic" if info["reached_realism"] else "would not count as realistic"
+        random_cnn = info["feature_space"].startswith("random CNN")
+        reads = "; it reads intensity statistics, not structure" if random_cnn else ""
+        lines.append(f"Second opinion ({info['feature_space']}, {info['n_per_side']} frames per side{reads}): KID "
+                     f"{_interval(syn['kid'])} for the synthetic set, {_interval(ref['kid'])} for real training frames; C2ST AUROC {syn['c2st']['auroc']:.2f} "
+                     f"[{syn['c2st']['ci_low']:.2f}, {syn['c2st']['ci_high']:.2f}] against {ref['c2st']['auroc']:.2f} "
+                     f"for real frames (0.5: indistinguishable); by its rule ({info['criterion']}) the set {verdict}.")
+    return lines
 
 
 def interpretation(audit: dict[str, Any]) -> str:
@@ -68,20 +120,7 @@ def interpretation(audit: dict[str, Any]) -> str:
         lines.append(f"Leakage ablation: against the minority test frames the median is {test['correlation']['median']:.3f} "
                      f"and {test['share_memorized']:.0%} count as copies of test frames; a classifier tested on "
                      "those frames would be flattered.")
-    info = audit["realism"]
-    if "synthetic_vs_holdout" not in info:
-        lines.append(f"Realism: not measured ({info.get('not_measured', info['feature_space'])}).")
-    else:
-        syn, ref = info["synthetic_vs_holdout"], info["real_train_vs_holdout"]
-        lines.append(f"Realism against {info['n_per_side']} held-out real minority frames per side "
-                     f"({info['feature_space']}): KID {syn['kid']['mean']:.4f} "
-                     f"[{syn['kid']['ci_low']:.4f}, {syn['kid']['ci_high']:.4f}] for the synthetic set, "
-                     f"{ref['kid']['mean']:.4f} [{ref['kid']['ci_low']:.4f}, {ref['kid']['ci_high']:.4f}] for real "
-                     f"training frames; C2ST AUROC {syn['c2st']['auroc']:.2f} [{syn['c2st']['ci_low']:.2f}, "
-                     f"{syn['c2st']['ci_high']:.2f}] against {ref['c2st']['auroc']:.2f} for real frames "
-                     "(0.5: indistinguishable).")
-        lines.append(("The generator reached realism" if info["reached_realism"] else
-                      "The generator did NOT reach realism") + f" by the criterion: {info['criterion']}.")
+    lines += realism_sentences(audit)
     return "\n".join(lines)
 
 

@@ -71,7 +71,8 @@ def gate_summary(manifests: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def audit_summary(audits: dict[str, dict[str, Any]]) -> pd.DataFrame:
-    """One row per set: gate, nearest-training-frame similarity, memorized share, and the real reference."""
+    """One row per set: gate, nearest-training-frame similarity, memorized share, the real reference, and the
+    realism verdicts (the ultrasound encoder's structure test, with its p, and the second opinion's)."""
     rows = []
     for mode, audit in audits.items():
         minority = audit["memorization"].get("minority_train", {})
@@ -83,5 +84,8 @@ def audit_summary(audits: dict[str, dict[str, Any]]) -> pd.DataFrame:
                      "max r to minority train": minority.get("correlation", {}).get("max"),
                      "memorized (minority train)": minority.get("share_memorized"),
                      "memorized (frames the generator saw)": seen.get("share_memorized"),
-                     "real held-out median r (reference)": reference.get("correlation", {}).get("median")})
+                     "real held-out median r (reference)": reference.get("correlation", {}).get("median"),
+                     "structure p": audit["realism"].get("structure", {}).get("farther_than_reference", {}).get("p_value"),
+                     "reached realism": audit.get("reached_realism"),
+                     "second opinion": audit.get("second_opinion_reached_realism")})
     return pd.DataFrame(rows).set_index("set")

@@ -10,9 +10,9 @@ The grid is archs x conditions x data.repeats x seeds; one classifier run covers
 Generators are planned per FOLD on that fold's training frames only (under `cv`: one fold per viral patient,
 counted from frames.csv, else from the data's file list): a DDPM trains on viral frames only, which are the
 same in every repeat (the viral patients' folds do not change), so each DDPM variant is trained once per fold
-(on repeat 0's column) and serves every repeat. The textual-inversion token with the `domain` base model is
-planned per (repeat, fold), since the domain model learns from the other classes' training frames, which differ
-between repeats. A synthetic condition's classifier run waits for all folds' generators of its family and reads
+(on repeat 0's column) and serves every repeat. The class-conditional DDPM and the textual-inversion token with
+the `domain` base model are planned per (repeat, fold), since they learn from the other classes' training
+frames, which differ between repeats. A synthetic condition's classifier run waits for all folds' generators of its family and reads
 fold f's set for fold f; its cache key fingerprints exactly those sets (`Run.reads`). A leaky family's frames
 ignore the split, so one generator (one set) serves every fold.
 
@@ -38,9 +38,9 @@ from lus_utils.config.schema import ParamError, as_dict, build
 from lus_utils.data import dataset, simulated_minority, splits
 from lus_utils.paths import NOTEBOOKS_DIR, OutLayout
 from lus_utils.stages import STAGES, TABLE
-from lus_utils.vocabulary import (CV, DDPM_LEAKY_VARIANTS, DDPM_ORIGINAL_VARIANT, HOLDOUT, METADATA_REFERENCE,
-                                  ORIGINAL_SET, ORIGINAL_VIDEO, SIMULATED, VIRAL, Condition, RunKey, SetRef, Split,
-                                  base_model_tag, ddpm_family, ti_set_refs)
+from lus_utils.vocabulary import (CV, DDPM_CONDITIONAL_VARIANT, DDPM_LEAKY_VARIANTS, DDPM_ORIGINAL_VARIANT, HOLDOUT,
+                                  METADATA_REFERENCE, ORIGINAL_SET, ORIGINAL_VIDEO, SIMULATED, VIRAL, Condition,
+                                  RunKey, SetRef, Split, base_model_tag, ddpm_set_ref, ti_set_refs)
 
 NOTEBOOKS = {stage.id: stage.notebook for stage in TABLE}
 
@@ -154,14 +154,24 @@ def plan_feature_baseline(profile: Profile, common: dict[str, Any], planned: lis
     return [classifier_run(profile, common, feature_key(profile), [r.run_id for r in planned])]
 
 
-def plan_ddpm(profile: Profile, common: dict[str, Any], planned: list[Run]) -> list[Run]:
-    """One notebook 05 run per variant and fold (the viral frames of a fold are the same in every repeat); one in
-    all for a leaky variant, whose frames ignore the split; the original study's generator last."""
-    feature_dir = _feature_run_dir(profile, common, planned)
+def ddpm_splits(profile: Profile, common: dict[str, Any], variant: str) -> list[Split]:
+    """The viral design's splits a DDPM variant is trained on: one in all for a leaky variant, whose frames ignore
+    the split; one per fold (the viral frames of a fold are the same in every repeat); one per repeat and fold
+    for the class-conditional variant, which learns every class's training frames."""
+    if variant in DDPM_LEAKY_VARIANTS:
+        return [Split(HOLDOUT)]
     folds = generator_folds(profile, common)
-    generators = [(variant, fold, {}) for variant in profile.ddpm_runs.variants
-                  for fold in ([-1] if variant in DDPM_LEAKY_VARIANTS else folds)]
-    generators = [(variant, generator_split(fold), 0, overrides) for variant, fold, overrides in generators]
+    if variant == DDPM_CONDITIONAL_VARIANT and profile.data.protocol == CV:
+        return [Split(CV, repeat, fold) for repeat in repeats(profile) for fold in folds]
+    return [generator_split(fold) for fold in folds]
+
+
+def plan_ddpm(profile: Profile, common: dict[str, Any], planned: list[Run]) -> list[Run]:
+    """One notebook 05 run per variant and split (`ddpm_splits`), then the original study's generator, then one
+    per variant and simulated draw."""
+    feature_dir = _feature_run_dir(profile, common, planned)
+    generators = [(variant, split, 0, {}) for variant in profile.ddpm_runs.variants
+                  for split in ddpm_splits(profile, common, variant)]
     if profile.grid.seed_replica:
         generators.append((DDPM_ORIGINAL_VARIANT, Split(HOLDOUT), 0, profile.seed_replica.overrides()))
     k = profile.simulated_minority.real_patients
@@ -169,7 +179,7 @@ def plan_ddpm(profile: Profile, common: dict[str, Any], planned: list[Run]) -> l
                    for variant in profile.ddpm_runs.simulated_variants]
     runs = []
     for variant, split, k, overrides in generators:
-        ref = SetRef.for_split(ddpm_family(variant), split, k)
+        ref = ddpm_set_ref(variant, split, k)
         values = {**as_dict(profile.ddpm), **as_dict(profile.audit), **as_dict(profile.runtime), "variant": variant,
                   "split_column": split.column, "target_class": split.target or VIRAL, "real_patients": k,
                   "output_size": profile.train.image_size, "feature_run_dir": feature_dir, **overrides}
