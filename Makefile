@@ -9,7 +9,7 @@ LOCK := requirements.lock
 PROFILE ?= quick
 JOBS ?= 2  # notebooks run at once (the CPU profiles use one thread each; use 1 on a single GPU)
 
-.PHONY: study smoke test env lock clean-outputs
+.PHONY: study smoke test findings env lock clean-outputs
 
 env: $(STAMP)
 
@@ -35,6 +35,10 @@ lock:
 
 study: $(STAMP)
 	$(PY) run_all.py --profile $(PROFILE) --jobs $(JOBS)
+
+# The README's findings block, generated from the finished study in outputs/$(PROFILE).
+findings: $(STAMP)
+	$(PY) -m lus_utils.compare.findings outputs/$(PROFILE)
 
 smoke: $(STAMP)
 	$(PY) run_all.py --profile smoke --jobs $(JOBS)

@@ -24,6 +24,11 @@ TINY_FILES = (
 )
 
 
+def cv_data(**changes) -> DataParams:
+    """The data section with cv folds (the defaults, quick's, run hold-out), two repeats unless changed."""
+    return DataParams(**{"protocol": "cv", "repeats": 2, **changes})
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The smoke study (integration tests, one xdist group) first: under `make test`'s two workers it runs
     beside the unit tests instead of after them."""
@@ -94,7 +99,7 @@ def tiny_root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def tiny_params() -> DataParams:
-    return DataParams(n_workers=1, few_patients=5)
+    return cv_data(n_workers=1, few_patients=5)
 
 
 @pytest.fixture

@@ -76,8 +76,11 @@ def test_smoke_trains_every_generator_variant_the_study_has(tiny_root, tmp_path)
     from lus_utils.run.planning import plan
 
     smoke = load_profile("smoke")
-    variants = {v for name in ("quick", "full", "full+rehearsal") for v in load_profile(name).ddpm_runs.variants}
-    assert variants == {"3_mixed", "train_all", "3_mixed_any_split"} and variants <= set(smoke.ddpm_runs.variants)
+    profiles = [load_profile(name) for name in ("quick", "full", "full+rehearsal")]
+    variants = {v for p in profiles for v in p.ddpm_runs.variants + p.ddpm_runs.simulated_variants}
+    assert variants == {"3_mixed", "train_all", "3_mixed_any_split", "class_conditional"}
+    assert variants <= set(smoke.ddpm_runs.variants)
+    assert {v for p in profiles for v in p.ddpm_runs.simulated_variants} <= set(smoke.ddpm_runs.simulated_variants)
     runs = plan(smoke, tmp_path / "out", tiny_root)
     for variant in variants:
         assert any(r.stage == "05" and r.params["variant"] == variant for r in runs), variant

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from lus_utils.data import splits
-from lus_utils.config.data import DataParams
+from conftest import cv_data
+
 
 
 def synthetic_frames(patients_per_class: dict[str, int], seed: int = 0) -> pd.DataFrame:
@@ -26,7 +27,7 @@ COUNTS = {"covid": 12, "pneumonia": 20, "regular": 15, "viral": 4}
 
 def test_holdout_groups_patients_and_keeps_classes_in_train():
     frames = synthetic_frames(COUNTS)
-    split = splits.holdout(frames, DataParams())
+    split = splits.holdout(frames, cv_data())
     assert (frames.assign(split=split).groupby("patient_id").split.nunique() == 1).all()
     for label in COUNTS:
         assert "train" in set(split[frames.label == label])
@@ -34,16 +35,16 @@ def test_holdout_groups_patients_and_keeps_classes_in_train():
 
 def test_few_patient_class_follows_seed_rule():
     frames = synthetic_frames(COUNTS)
-    split = splits.holdout(frames, DataParams(few_patients=5))
+    split = splits.holdout(frames, cv_data(few_patients=5))
     viral = frames.assign(split=split)[frames.label == "viral"].groupby("patient_id").split.first()
     assert sorted(viral.value_counts().items()) == [("test", 2), ("train", 1), ("val", 1)]
 
 
 def test_split_is_seeded():
     frames = synthetic_frames(COUNTS)
-    a = splits.holdout(frames, DataParams(split_seed=3))
-    assert a.equals(splits.holdout(frames, DataParams(split_seed=3)))
-    assert not a.equals(splits.holdout(frames, DataParams(split_seed=4)))
+    a = splits.holdout(frames, cv_data(split_seed=3))
+    assert a.equals(splits.holdout(frames, cv_data(split_seed=3)))
+    assert not a.equals(splits.holdout(frames, cv_data(split_seed=4)))
 
 
 def test_patient_with_two_labels_stays_in_one_part():
@@ -51,13 +52,13 @@ def test_patient_with_two_labels_stays_in_one_part():
     mixed = frames[frames.patient_id == "regular-0"].assign(label="pneumonia", video_id="extra",
                                                             path=lambda d: "x" + d.path)
     frames = pd.concat([frames, mixed], ignore_index=True)
-    out = splits.assign_all(frames, DataParams())
+    out = splits.assign_all(frames, cv_data())
     assert out[out.patient_id == "regular-0"].split.nunique() == 1
 
 
 def test_cv_tests_each_minority_patient_once_per_repeat_with_no_minority_validation():
     frames = synthetic_frames(COUNTS)
-    out = splits.assign_all(frames, DataParams(repeats=3))
+    out = splits.assign_all(frames, cv_data(repeats=3))
     assert splits.cv_repeats(out) == {r: [0, 1, 2, 3] for r in range(3)}  # one fold per viral patient
     splits.check_cv(out, list(COUNTS), [0, 1, 2])
     for r in range(3):
@@ -76,15 +77,15 @@ def test_cv_tests_each_minority_patient_once_per_repeat_with_no_minority_validat
     fold_of = lambda r: out.groupby("patient_id")[[splits.cv_column(r, f) for f in range(4)]].first().eq("test").idxmax(axis=1).str[-1]  # noqa: E731
     viral = [p for p in fold_of(0).index if p.startswith("viral")]
     assert fold_of(0)[viral].equals(fold_of(1)[viral]) and not fold_of(0).equals(fold_of(1))
-    assert out.equals(splits.assign_all(frames, DataParams(repeats=3)))  # seeded
+    assert out.equals(splits.assign_all(frames, cv_data(repeats=3)))  # seeded
 
 
 def test_cv_needs_two_minority_patients_and_a_broken_fold_is_caught():
     with pytest.raises(splits.SplitError, match="at least 2 'viral' patients"):
         splits.assign_all(synthetic_frames({"covid": 6, "regular": 6, "viral": 1}),
-                          DataParams(classes=["covid", "regular", "viral"]))
-    assert "cv_r0_f0" not in splits.assign_all(synthetic_frames(COUNTS), DataParams(protocol="holdout"))
-    out = splits.assign_all(synthetic_frames(COUNTS), DataParams(repeats=1))
+                          cv_data(classes=["covid", "regular", "viral"]))
+    assert "cv_r0_f0" not in splits.assign_all(synthetic_frames(COUNTS), cv_data(protocol="holdout"))
+    out = splits.assign_all(synthetic_frames(COUNTS), cv_data(repeats=1))
     viral = out.index[(out.label == "viral") & (out.cv_r0_f0 == "test")]
     out.loc[viral, "cv_r0_f0"] = "train"  # now never tested
     with pytest.raises(splits.SplitError, match="tested exactly once"):
@@ -109,7 +110,7 @@ def test_straddling_patient_is_refused():
 
 def test_summary_is_printable():
     frames = synthetic_frames(COUNTS)
-    frames["split"] = splits.holdout(frames, DataParams())
+    frames["split"] = splits.holdout(frames, cv_data())
     table = splits.summary_wide(frames)
     assert table.loc["viral", ("patients", "train")] == 1
     assert table[("frames", "train")].sum() + table[("frames", "val")].sum() + table[("frames", "test")].sum() == len(frames)
@@ -117,7 +118,7 @@ def test_summary_is_printable():
 
 def test_original_video_split_follows_the_seed_rule_by_video():
     frames = synthetic_frames(COUNTS)
-    out = splits.assign_all(frames, DataParams(repeats=2))
+    out = splits.assign_all(frames, cv_data(repeats=2))
     for r in (0, 1):
         column = splits.original_video_column(r)
         assert (out.groupby("video_id")[column].nunique() == 1).all()  # a video sits in one part
@@ -128,7 +129,7 @@ def test_original_video_split_follows_the_seed_rule_by_video():
                         {"train": int(0.7 * n), "val": int(0.15 * n), "test": n - int(0.7 * n) - int(0.15 * n)})
             assert {k: int(per_video.get(k, 0)) for k in expected} == expected, (label, r)
     assert not out[splits.original_video_column(0)].equals(out[splits.original_video_column(1)])
-    assert out[splits.original_video_column(0)].equals(splits.assign_all(frames, DataParams(repeats=2))["seed_video_r0"])
+    assert out[splits.original_video_column(0)].equals(splits.assign_all(frames, cv_data(repeats=2))["seed_video_r0"])
 
 
 def test_original_video_split_lets_patients_straddle_parts_and_says_so():
@@ -137,7 +138,7 @@ def test_original_video_split_lets_patients_straddle_parts_and_says_so():
              "label": label} for label in ("regular", "viral") for v in range(10) for f in range(2)]
     frames = pd.DataFrame(rows).assign(video_id=lambda d: d.label + d.video_id, path=lambda d: d.label + d.path,
                                        patient_id=lambda d: d.label + d.patient_id)
-    params = DataParams(classes=["regular", "viral"])
+    params = cv_data(classes=["regular", "viral"])
     column = splits.original_video_split(frames, params, 0)
     with_split = frames.assign(seed_video_r0=column)
     assert splits.straddling_patients(with_split, "seed_video_r0")

@@ -16,7 +16,8 @@ from sklearn.utils.class_weight import compute_class_weight
 from lus_utils import records, synthetic_sets
 from lus_utils.classify import frame_tensors, loop, models, run_data, training
 from lus_utils.config.classify import ClassifierRunParams, EvaluationParams, TrainParams
-from lus_utils.config.data import DataParams
+from conftest import cv_data
+
 from lus_utils.config.notebooks import notebook_defaults
 from lus_utils.config.runtime import RuntimeParams
 from lus_utils.config.schema import ParamError, build
@@ -55,7 +56,7 @@ def make_frames(root: Path, frames_per_video: int = 3, size: int = 24, patients:
                 rows.append({"path": f"../frames/{video}/{f}.png", "video_id": video, "patient_id": patient,
                              "label": label, "probe": "linear" if label == "viral" else "convex", "kind": "video",
                              "frame_index": f, "width": 300 if label == "viral" else 600 + 10 * p, "height": 400})
-    frames = splits.assign_all(pd.DataFrame(rows), DataParams(repeats=1))
+    frames = splits.assign_all(pd.DataFrame(rows), cv_data(repeats=1))
     frames_csv = root / "data" / "frames.csv"
     frames_csv.parent.mkdir(parents=True)
     frames.to_csv(frames_csv, index=False)

@@ -67,7 +67,7 @@ def parse_primary(entries: list[str]) -> list[PrimaryComparison]:
 class CompareParams:
     minority_class: str = choice(VIRAL, CLASSES)  # the viral design's minority, whose AUROC, AP, sensitivity, recall and F1 are compared (a simulated minority's figures are its target's)
     metrics: list[str] = choice(["minority_auroc", "minority_ap", "minority_sens_at_spec", "balanced_accuracy", "accuracy", "weighted_f1", "video_balanced_accuracy"], tuple(METRICS))  # table columns and exploratory effect metrics (minority_: of the condition's minority class)
-    primary: list[str] = field(default_factory=lambda: ["ddpm_3_mixed@1ratio+augment vs none+augment: minority_ap", "ddpm_3_mixed@1ratio+augment vs oversampling@1ratio+augment: minority_ap"])  # declared primary comparisons '<condition> vs <baseline>: <metric>' (at most 4 over both designs; Holm over these alone)
+    primary: list[str] = field(default_factory=lambda: ["pneumonia-k3/ddpm_class_conditional@1ratio+augment vs pneumonia-k3/none+augment: minority_ap", "pneumonia-k3/ddpm_class_conditional@1ratio+augment vs pneumonia-k3/oversampling@1ratio+augment: minority_ap"])  # declared primary comparisons '<condition> vs <baseline>: <metric>' (at most 4 over both designs; Holm over these alone)
     mde_power: float = 0.8  # power at which the minimum detectable effect of a primary comparison is stated
     n_example_pairs: int = 4  # synthetic images per set shown beside their nearest training frame
     compare_seed: int = 0  # seed of every bootstrap resampling

@@ -31,7 +31,7 @@ def _check_split_target(split_column: str, target_class: str, real_patients: int
 @dataclass
 class DDPMRunsParams:
     variants: list[str] = choice(["3_mixed"], RUNNER_VARIANTS)  # generators the runner trains, each once per fold (class_conditional: per repeat and fold; quick: the original study's 3-frame DDPM only; seed_3_mixed comes with grid.seed_replica)
-    simulated_variants: list[str] = choice(["3_mixed"], SIMULATED_VARIANTS)  # generators trained on each simulated draw's first k target patients (each a synthetic condition of that design; class_conditional learns the draw's other classes too)
+    simulated_variants: list[str] = choice(["class_conditional"], SIMULATED_VARIANTS)  # generators trained on each simulated draw's first k target patients (each a synthetic condition of that design; class_conditional learns the draw's other classes too)
 
     def check(self) -> None:
         require(len(self.variants) == len(set(self.variants)), "variants", "must not repeat a variant")
@@ -46,10 +46,10 @@ class DDPMParams:
     target_class: str = planned(VIRAL, "simulated_minority.targets", CLASSES)  # the class the generator makes (viral, or a simulated minority's target)
     real_patients: int = planned(0, "simulated_minority.real_patients")  # simulated: the draw's first k target patients it may learn from (0: every training patient)
     seed: int = 0  # seed of frame choice, initial weights, training noise and sampling
-    image_size: int = 64  # generator resolution in px (square); the original study 128
-    block_out_channels: list[int] = listof([16, 32, 64, 128])  # UNet channels per level; the original study 128,128,256,256,512,512
+    image_size: int = 32  # generator resolution in px (square; the set is written at train.image_size); the original study 128
+    block_out_channels: list[int] = listof([16, 32, 64])  # UNet channels per level; the original study 128,128,256,256,512,512
     layers_per_block: int = 1  # ResNet layers per UNet level (the original study 2)
-    attention_levels: list[int] = listof([3])  # 0-based UNet levels with self-attention (the original study: [4])
+    attention_levels: list[int] = listof([])  # 0-based UNet levels with self-attention (the original study: [4])
     epochs_3_mixed: int = 1000  # passes over the frames for the 3-frame variants (the original study and full 3000; quick's fold 1 reaches realism only at 3000, 1000 fits quick's hour: bench_generator_budget)
     epochs_train_all: int = 100  # passes over the frames for train_all (the original study 2000)
     batch_size: int = 16  # training images per optimizer step (the original study 16)
@@ -61,10 +61,10 @@ class DDPMParams:
     resume: str = choice("latest", ("latest", "none"))  # continue an interrupted training from its last checkpoint
     sampler: str = choice("dpmsolver", DDPM_SAMPLERS)  # ddpm (ancestral), ddim, dpmsolver (SDE-DPM-Solver++) or dpmsolver_ode (DPM-Solver++)
     sampling_steps: int = 20  # denoising steps (the original study: ddpm 500; usual: ddim 50, dpmsolver 20)
-    n_samples: int = 160  # images generated, kept and rejected alike
+    n_samples: int = 200  # images generated, kept and rejected alike (amount 1 ratio asks for as many kept images as the minority's real training frames: 3 pneumonia patients give at most 45 at 10 frames per video)
     gate_retries: int = 0  # the original study's gate only: an image failing both criteria is redrawn (seed + 1000 x attempt), at most this often (its loop)
     sample_batch_size: int = 40  # images denoised together
-    output_size: int = planned(32, "train.image_size")  # side in px of the written images: the classifier's input size
+    output_size: int = planned(48, "train.image_size")  # side in px of the written images: the classifier's input size
     conditional_train_steps: int = 500  # class_conditional: optimizer steps (batches drawn with replacement from every training frame; 250 failed the structure test on the real data, 500 passed: bench_conditional_ddpm)
     conditional_batch_size: int = 32  # class_conditional: training images per optimizer step
     label_dropout: float = 0.15  # class_conditional: share of training labels replaced by the null label (classifier-free guidance)
@@ -123,7 +123,7 @@ class AuditParams:
     feature_extractor: str = choice("random_cnn", FEATURE_EXTRACTORS)  # feature space of the second opinion's KID and C2ST (random_cnn: seeded random CNN, fixed across conditions); the ultrasound encoder decides realism
     feature_run_dir: str = planned("", "grid (its first baseline run)")  # baseline classifier run folder (real data only) for classifier features, relative to out_dir or absolute; empty: none
     audit_seed: int = 0  # seed of the subsets and reference frames
-    encoder_size: int = 32  # side in px at which the ultrasound encoder reads frames (structure realism; the classifier's input in quick)
+    encoder_size: int = 32  # side in px at which the ultrasound encoder reads frames (structure realism; the generators' resolution in quick)
     encoder_steps: int = 300  # optimizer steps of the ultrasound encoder, trained once per split on the other classes' training frames
     structure_neighbours: int = 3  # k of density and coverage's k-NN balls (Naeem et al. 2020: 5 for thousands of images; sets here hold 10-100)
     structure_permutations: int = 1000  # relabellings of the structure permutation test (its smallest p is 1 / (1 + this))
@@ -207,7 +207,7 @@ class TextualInversionParams:
     sampling_steps: int = 20  # denoising steps per image
     guidance_scale: float = 3.0  # classifier-free guidance scale (1: none)
     sample_batch_size: int = 20  # images denoised together
-    output_size: int = planned(32, "train.image_size")  # side in px of the written images: the classifier's input size
+    output_size: int = planned(48, "train.image_size")  # side in px of the written images: the classifier's input size
 
     def check(self) -> None:
         require(bool(self.base_model.strip()), "base_model", "must be tiny, domain, a hub id or a folder")
