@@ -65,10 +65,10 @@ class DDPMParams:
     gate_retries: int = 0  # the original study's gate only: an image failing both criteria is redrawn (seed + 1000 x attempt), at most this often (its loop)
     sample_batch_size: int = 40  # images denoised together
     output_size: int = planned(48, "train.image_size")  # side in px of the written images: the classifier's input size
-    conditional_train_steps: int = 500  # class_conditional: optimizer steps (batches drawn with replacement from every training frame; 250 failed the structure test on the real data, 500 passed: bench_conditional_ddpm)
+    conditional_train_steps: int = 500  # class_conditional: optimizer steps (batches drawn with replacement from every training frame; 250 failed the structure test on viral and pneumonia, 500 passed on both at the right guidance: benchmarks/RESULTS.md)
     conditional_batch_size: int = 32  # class_conditional: training images per optimizer step
     label_dropout: float = 0.15  # class_conditional: share of training labels replaced by the null label (classifier-free guidance)
-    guidance_scale: float = 1.0  # class_conditional: w of eps_u + w (eps_c - eps_u) at sampling; 1 (the conditional prediction alone, half the cost) passed the structure test on viral cv_r0_f0 where 2 and 4 failed (pneumonia, 3 patients: only 4 passed)
+    guidance_scale: float = 4.0  # class_conditional: w of eps_u + w (eps_c - eps_u) at sampling; on pneumonia cut to 3 patients (quick's primary target) only 4 passed the structure test (1 and 2 failed); on viral cv_r0_f0 only 1 passed (benchmarks/RESULTS.md)
     class_sampling: str = choice("frames", CLASS_SAMPLINGS)  # class_conditional: batches draw every frame (frames) or every class (balanced) equally often
 
     def check(self) -> None:
