@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
+import cv2
 import numpy as np
 
 
 def resize(image: np.ndarray, size: int) -> np.ndarray:
     """`image` squashed to a `size` x `size` square: area averaging to shrink, bicubic to enlarge."""
-    import cv2
-
     if image.shape[0] == size and image.shape[1] == size:
         return image
     interpolation = cv2.INTER_AREA if size < max(image.shape[:2]) else cv2.INTER_CUBIC
@@ -20,8 +19,6 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
 
 def load_image(path: str | Path, size: int | None = None, grayscale: bool = False) -> np.ndarray:
     """One frame as a uint8 RGB (or grey) array, optionally resized to a square of `size` pixels."""
-    import cv2
-
     image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR)
     if image is None:
         raise OSError(f"cannot read image {path}")

@@ -17,7 +17,7 @@ def thread_count(threads: int) -> int:
 def seed_everything(seed: int, num_threads: int | None = None) -> None:
     """Seed python, numpy and torch; fix the thread count (0: every core); ask torch for deterministic
     algorithms."""
-    import torch
+    import torch  # lazy: the runner and notebook 01 use this module without torch
 
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     random.seed(seed)
@@ -42,7 +42,7 @@ def resolve_precision(precision: str, device) -> str:
 
 def resolve_device(name: str):
     """`auto` picks cuda when torch sees a GPU, else cpu; an explicit `cuda` without a GPU is an error."""
-    import torch
+    import torch  # lazy: the runner and notebook 01 use this module without torch
 
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' asked for but torch sees no GPU; set device to auto or cpu")

@@ -23,6 +23,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pandas as pd
 import torch
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as F
 from tqdm.auto import tqdm
 
 from lus_utils.classify import metrics as M
@@ -35,7 +37,6 @@ from lus_utils.vocabulary import STRATEGIES
 @dataclass(frozen=True)
 class Augmentation:
     """Light classical augmentation for ultrasound, applied per frame on uint8 tensors (torchvision v2)."""
-
     max_rotation: float = 10.0  # degrees
     max_shift: float = 0.06  # share of the image size
     scale: tuple[float, float] = (0.9, 1.1)
@@ -44,9 +45,6 @@ class Augmentation:
     hflip: bool = True  # never vertical: depth runs top to bottom
 
     def __call__(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        from torchvision.transforms.v2 import InterpolationMode
-        from torchvision.transforms.v2 import functional as F
-
         n, _, height, width = batch.shape
         u = torch.rand((n, 7), generator=generator, dtype=torch.float64).tolist()
         out = torch.empty_like(batch)

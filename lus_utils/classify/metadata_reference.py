@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from lus_utils.config.schema import ParamError
 
@@ -28,9 +31,6 @@ def features(table: pd.DataFrame) -> pd.DataFrame:
 def fit_predict(train: pd.DataFrame, others: list[pd.DataFrame], classes: list[str], seed: int) -> list[np.ndarray]:
     """Fit on `train` (rows with label), return class probabilities (columns in `classes` order) for each
     table of `others`; a class absent from `train` gets probability 0."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
     model.fit(features(train), train["label"].to_numpy())

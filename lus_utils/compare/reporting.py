@@ -43,7 +43,7 @@ footer { margin-top: 2.5rem; }
 
 
 def _exporter() -> Any:
-    from jinja2 import DictLoader
+    from jinja2 import DictLoader  # lazy: nbconvert and its templates load only when a report is built
     from nbconvert import HTMLExporter
 
     return HTMLExporter(extra_loaders=[DictLoader({"offline.html.j2": OFFLINE_TEMPLATE})],
@@ -137,7 +137,7 @@ SECTIONS = (
 
 def answer_section(folder: Path) -> str:
     """The first screen: the question, the generated answer and the figure that shows it."""
-    import mistune
+    import mistune  # lazy: as nbconvert
 
     if not (folder / "answer.md").is_file():
         return ("<section id='answer'><p>Notebook 06 has not written a comparison in this output folder yet "
@@ -158,7 +158,7 @@ def body_sections(out_dir: Path) -> list[tuple[str, str, str]]:
         if any(parts):
             sections.append((section_id, heading, "\n".join(p for p in parts if p)))
     if (folder / "conclusions.md").is_file():
-        import mistune
+        import mistune  # lazy: as nbconvert
 
         sections.append(("conclusions", "The conclusions in full",
                          mistune.html((folder / "conclusions.md").read_text(encoding="utf-8"))))

@@ -12,7 +12,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
+from PIL import Image
 
 from lus_utils.config.data import DataParams
 from lus_utils.paths import CACHE_DIR_ENV
@@ -55,16 +57,12 @@ def is_flat(image: np.ndarray) -> bool:
 
 
 def _write_frame(path: Path, image: np.ndarray) -> int:
-    import cv2
-
     if not cv2.imwrite(str(path), image):
         raise write_failed(path, "cv2.imwrite returned False")
     return path.stat().st_size
 
 
 def decode_video(path: str, out: Path, params: DataParams) -> dict[str, Any]:
-    import cv2
-
     cv2.setNumThreads(1)
     capture = cv2.VideoCapture(path)
     if not capture.isOpened():
@@ -104,8 +102,6 @@ def decode_video(path: str, out: Path, params: DataParams) -> dict[str, Any]:
 
 def _truncation(path: str) -> str | None:
     """Why PIL finds the file cut short, else None (OpenCV fills a truncated JPEG's missing part with grey)."""
-    from PIL import Image
-
     try:
         with Image.open(path) as image:
             image.load()
@@ -115,8 +111,6 @@ def _truncation(path: str) -> str | None:
 
 
 def copy_image(path: str, out: Path) -> dict[str, Any]:
-    import cv2
-
     image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if image is None:
         return {"error": "unreadable image (cannot be decoded)"}

@@ -24,7 +24,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
+import torch
+from scipy.stats import rankdata
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from lus_utils.synthetic_sets import original_gate
 from lus_utils.images import load_image
@@ -43,8 +50,6 @@ GATES = (REAL_RANGE_GATE, ORIGINAL_GATE)
 # --- feature space ------------------------------------------------------------------------------------------
 def resize_grey(images: np.ndarray, size: int) -> np.ndarray:
     """Images (N, H, W) or RGB (N, H, W, 3) as grey float32 (N, size, size): area averaging down, bicubic up."""
-    import cv2
-
     images = np.asarray(images)
     if images.ndim == 4:
         images = images.mean(axis=-1)
@@ -60,8 +65,6 @@ class RandomCNN:
     standard deviation of every stage's channels (multi-scale texture statistics), 2 * sum(CNN_WIDTHS) numbers."""
 
     def __init__(self, seed: int = FEATURE_SEED, size: int = FEATURE_SIZE):
-        import torch
-
         self.size = size
         generator = torch.Generator().manual_seed(seed)
         self.weights, channels = [], 1
@@ -75,8 +78,6 @@ class RandomCNN:
 
     def __call__(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Features (N, D) of grey uint8 images (N, H, W) (or RGB (N, H, W, 3), averaged to grey)."""
-        import torch
-
         grey = resize_grey(images, self.size)
         out = []
         with torch.no_grad():
@@ -119,7 +120,6 @@ def kid(a: np.ndarray, b: np.ndarray, subset_size: int, n_subsets: int, seed: in
 def _auroc(positive: np.ndarray, negative: np.ndarray) -> float:
     """sklearn's roc_auc_score by its rank form (Mann-Whitney U, ties at half): the same number without its
     input validation, which cost ~6 ms a call and so most of C2ST's 500-resample bootstrap."""
-    from scipy.stats import rankdata
 
     ranks = rankdata(np.concatenate([positive, negative]))
     n1, n0 = len(positive), len(negative)
@@ -134,10 +134,6 @@ def c2st(a: np.ndarray, b: np.ndarray, seed: int, n_splits: int = 5, n_boot: int
     folds; the interval is a seeded percentile bootstrap of the out-of-fold predictions. 0.5 means the
     classifier cannot tell the sets apart.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     n = min(len(a), len(b))
@@ -198,7 +194,6 @@ def gate_statistics(images: np.ndarray) -> dict[str, np.ndarray]:
     """Per-image statistics the gate reads, at GATE_SIZE px: grey mean and std (0-255), the share of dark
     pixels (< DARK_LEVEL) and roughness (std of the image minus its 3x3 box blur, over the image's std;
     about 1 for pixel noise, small for smooth images)."""
-    import cv2
 
     grey = resize_grey(images, GATE_SIZE)
     mean = grey.mean(axis=(1, 2))

@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 
 from lus_utils.generate.realism import kid, resize_grey
@@ -150,7 +151,6 @@ def degraded_images(images: np.ndarray, size: int, seed: int, blur_sigma: float 
       written at a larger size);
     - `half_denoised`: the frames under Gaussian noise of their own spread (a sampler that stopped half-way, as
       DDIM's few deterministic steps leave a briefly trained generator's images)."""
-    import cv2
 
     grey = resize_grey(images, size)
     rng = np.random.default_rng([seed, 29])

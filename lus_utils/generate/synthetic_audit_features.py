@@ -60,7 +60,7 @@ def feature_function(kind: str, feature_run_dir: str = "", batch_size: int = 32)
             return None, NO_FEATURES
         # Sideways, into the classifier's layer, and lazily so that no other feature space loads it: issue 21
         # replaces this feature space (tests/test_layers.py allows this import by name until then).
-        from lus_utils.classify.models import extract_features
+        from lus_utils.classify.models import extract_features  # lazy: the classifier feature space only (a known layer exception)
         from lus_utils.classify.training import load_run_model
 
         model, _, image_size = load_run_model(Path(feature_run_dir))
@@ -79,7 +79,7 @@ def feature_function(kind: str, feature_run_dir: str = "", batch_size: int = 32)
 def _inception_features(batch_size: int):
     # Lazy: the audit imports without torch, and only this feature space needs torchvision's models.
     import torch
-    from torchvision.models import Inception_V3_Weights, inception_v3
+    from torchvision.models import Inception_V3_Weights, inception_v3  # lazy: the inception feature space only
 
     try:
         model = inception_v3(weights=Inception_V3_Weights.IMAGENET1K_V1)
@@ -107,7 +107,7 @@ def _inception_features(batch_size: int):
 def _dinov2_features(batch_size: int):
     # Lazy: the audit imports without torch, and only this feature space needs transformers' models.
     import torch
-    from transformers import AutoImageProcessor, AutoModel
+    from transformers import AutoImageProcessor, AutoModel  # lazy: the dinov2 feature space only
 
     try:
         processor = AutoImageProcessor.from_pretrained(DINOV2_MODEL)

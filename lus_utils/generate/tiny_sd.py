@@ -29,7 +29,7 @@ N_MERGES = 49152 - 256 - 2
 def clip_bpe_path() -> Path:
     """open_clip's copy of CLIP's BPE merges (shipped inside the open_clip_torch wheel)."""
     try:  # lazy: open_clip (and torch's vision stack it loads) only for its BPE file, with a clear error if absent
-        from open_clip.tokenizer import default_bpe
+        from open_clip.tokenizer import default_bpe  # lazy: open_clip only for the offline test pipeline
     except ImportError as err:
         raise ImportError("the offline CLIP tokenizer is built from open_clip's BPE file: "
                           "pip install open_clip_torch") from err

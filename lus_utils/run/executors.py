@@ -98,7 +98,7 @@ def execute_run(spec: RunSpec) -> RunResult:
     message names the notebook, the failing cell and that file; an interruption does the same and re-raises.
     """
     # Lazy: papermill brings the Jupyter machinery (about 2 CPU-seconds); planning and dry runs do without it.
-    import papermill
+    import papermill  # lazy: a dry run or a SLURM submission needs no kernel machinery
     from papermill.exceptions import PapermillExecutionError
 
     run = spec.run

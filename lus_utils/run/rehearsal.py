@@ -52,7 +52,7 @@ def sd_sized_pipeline(seed: int = 0):
     tokenizer), built from configs: nothing is downloaded."""
     # Lazy: the runner imports this module to plan; torch, diffusers and transformers load only when the
     # rehearsal writes its SD-sized base model.
-    import torch
+    import torch  # lazy: only --rehearse builds the SD-sized stand-in (torch, diffusers, transformers)
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
 

@@ -303,6 +303,6 @@ def refresh_report(study: StudyResult, runs: list[Run]) -> str:
     if not compare_runs:
         return ""
     # Lazy: the report loads pandas and the compare package, which the runner needs only once notebook 06 ran.
-    from lus_utils.compare.reporting import build_report
+    from lus_utils.compare.reporting import build_report  # lazy: nbconvert loads only when a report is built
 
     return str(build_report(study.out_dir))
