@@ -121,6 +121,7 @@ def test_the_answer_says_what_real_patients_and_the_synthetic_set_are_worth(simu
     assert "DDPM, 3 frames, 1x (augmented) is worth +3.0" in answer
     assert f"{DRAWS} paired draws" in answer and "after Holm" in answer
     assert "pneumonia-k3/" not in answer and "minority_ap" not in answer  # labels, not raw names
+    assert "DDPM, 3 frames, 1x (augmented): whether its generators reached realism was not measured" in answer  # no audit here
 
 
 def test_a_flat_curve_says_the_classifier_is_the_limit(tmp_path):

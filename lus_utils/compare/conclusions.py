@@ -97,6 +97,10 @@ def answer(comp: Comparison) -> list[str]:
                     if len(helped) else "Synthetic data did not help detectably in any primary comparison.")
         lines.append(f"**Answer.** {headline}")
     lines += [f"- {_effect_words(comp, r)}" for _, r in primary.iterrows()]
+    for condition in dict.fromkeys(primary["condition"]) if not primary.empty else []:  # why, when images were poor
+        note = realism_note(comp, condition).strip()
+        if note:
+            lines.append(f"- {condition_label(condition)}: {note[0].lower() + note[1:]}")
     for _, c in comp.control[comp.control["metric"] == "minority_ap"].iterrows() if not comp.control.empty else []:
         label = metric_label("minority_ap", c["target"])
         rates = comp.exchange[(comp.exchange["target"] == c["target"]) & (comp.exchange["metric"] == "minority_ap")
@@ -140,15 +144,16 @@ def realism_note(comp: Comparison, condition: str) -> str:
     verdicts = [v if isinstance(v, bool) else None for v in sets["reached_realism"]]
     measured = [v for v in verdicts if v is not None]
     missing = len(verdicts) - len(measured)
-    unmeasured = f" ({plural(missing, 'fold')} not measured)" if missing else ""
+    unit = "draw" if parsed.target else "fold"  # a simulated condition's sets are one per draw
+    unmeasured = f" ({plural(missing, unit)} not measured)" if missing else ""
     if not measured:
         return " Whether its generators reached realism was not measured."
     reached = sum(bool(v) for v in measured)
     if reached < len(measured):
-        return (f" Caution: its generator reached realism in only {reached} of {plural(len(measured), 'fold')}"
+        return (f" Caution: its generator reached realism in only {reached} of {plural(len(measured), unit)}"
                 f"{unmeasured} (audit criterion), so this compares these images, not synthetic data that looks "
                 "like ultrasound.")
-    return (f" Its generator reached realism in {reached} of {plural(len(measured), 'fold')}{unmeasured} "
+    return (f" Its generator reached realism in {reached} of {plural(len(measured), unit)}{unmeasured} "
             "(audit criterion).")
 
 
