@@ -161,3 +161,10 @@ def test_findings_are_written_between_the_markers_from_a_finished_study(simulate
     with pytest.raises(ValueError, match="findings markers"):
         findings.update_readme(out, readme)
     assert findings.main([str(tmp_path / "nowhere"), "--readme", str(readme)]) == 2
+
+
+def test_an_interval_bound_that_rounds_to_zero_has_no_minus_sign():
+    from lus_utils.compare.text import interval
+    assert interval(-2.0, -0.0438, digits=1) == "[-2.0, +0.0]"
+    assert interval(-0.088, -0.005) == "[-0.088, -0.005]"
+    assert interval(0.1, 0.2, signed=False) == "[0.100, 0.200]"

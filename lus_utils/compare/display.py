@@ -10,7 +10,7 @@ from lus_utils.compare import conditions as K
 from lus_utils.compare import patients as PT
 from lus_utils.compare.audit_tables import audit_display
 from lus_utils.compare.conclusions import LEAKAGE_NOTE, ORIGINAL_REPLICA_NOTE
-from lus_utils.compare.labels import arch_label, comparison_label, condition_label, glossary
+from lus_utils.compare.labels import arch_label, comparison_label, condition_label, design_label, glossary
 from lus_utils.compare.result import Comparison
 from lus_utils.compare.text import fmt_p, interval
 from lus_utils.config.classify import EvaluationParams
@@ -61,7 +61,7 @@ def effects_display(table: pd.DataFrame, evaluation: EvaluationParams) -> pd.Dat
     for _, r in table.iterrows():
         kind = ("original replica" if Condition.parse(r["condition"]).original_replica else "leakage ablation"
                 if r["leakage"] else "primary" if r["primary"] else "exploratory")
-        rows.append({"kind": kind, "design": r["design"], "arch": arch_label(r["arch"]),
+        rows.append({"kind": kind, "design": design_label(r["design"]), "arch": arch_label(r["arch"]),
                      "comparison": comparison_label(r["condition"], r["baseline"]),
                      "metric": metric_label(r["metric"], r["target_class"]), "pairs": r["n_pairs"],
                      f"difference [{level} interval]": K.cell(r["mean_diff"], r["ci_low"], r["ci_high"], r["n_pairs"]),
@@ -85,6 +85,7 @@ def references_display(comp: Comparison) -> pd.DataFrame:
                         for value, raw in zip(flat[column], flat[column].str.extract(r"\(([^)]*)\)$")[0].fillna(""))]
     flat["condition"] = flat["condition"].map(condition_label)
     flat["arch"] = flat["arch"].map(arch_label)
+    flat["design"] = flat["design"].map(design_label)
     return flat.set_index(["design", "arch", "condition", "metric"])
 
 

@@ -31,6 +31,11 @@ def family_label(family: str) -> str:
     return family
 
 
+def design_label(design: str) -> str:
+    """`simulated_minority` -> "simulated minority"; `viral` -> "viral (the real minority)"."""
+    return {"viral": "viral (the real minority)"}.get(design, design.replace("_", " "))
+
+
 def arch_label(arch: str) -> str:
     """An architecture as the report names it: the metadata reference is no network."""
     return "metadata reference (no image)" if arch == METADATA_REFERENCE else arch

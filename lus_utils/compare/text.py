@@ -22,7 +22,8 @@ def interval(lo: float, hi: float, signed: bool = True, digits: int = 3) -> str:
     if not (math.isfinite(num(lo)) and math.isfinite(num(hi))):
         return "no interval"
     form = f"{{:{'+' if signed else ''}.{digits}f}}"
-    return f"[{form.format(lo)}, {form.format(hi)}]"
+    # + 0.0 turns a bound that rounds to zero from "-0.0" into "+0.0"
+    return f"[{form.format(round(lo, digits) + 0.0)}, {form.format(round(hi, digits) + 0.0)}]"
 
 
 def plural(count: int, noun: str) -> str:
