@@ -44,7 +44,7 @@ smoke: $(STAMP)
 	$(PY) run_all.py --profile smoke --jobs $(JOBS)
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadgroup  # two workers: the smoke study (one group) beside the unit tests
+	$(PY) -m pytest  # the smoke study starts in the background at collection (tests/conftest.py)
 
 clean-outputs:
 	rm -rf outputs/smoke outputs/quick outputs/full outputs/notebook

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +34,57 @@ def cv_data(**changes) -> DataParams:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The smoke study (integration tests, one xdist group) first: under `make test`'s two workers it runs
-    beside the unit tests instead of after them."""
-    items.sort(key=lambda item: item.get_closest_marker("integration") is None)  # stable: order kept otherwise
+    """Integration tests last: the smoke study they check runs in the background while the unit tests run."""
+    items.sort(key=lambda item: item.get_closest_marker("integration") is not None)  # stable: order kept otherwise
+
+
+SMOKE_STUDY = pytest.StashKey[dict]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the smoke study as soon as the tests are collected, when an integration test will check it: on two
+    cores it overlaps the unit tests (about 4 CPU-minutes each) instead of following them."""
+    if not REAL_DATA_ROOT or os.environ.get("LUS_SMOKE_OUT") or session.config.option.collectonly:
+        return
+    if not any(item.get_closest_marker("integration") for item in session.items):
+        return
+    from lus_utils.paths import PROJECT_ROOT
+
+    out = Path(tempfile.mkdtemp(prefix="lus-smoke-"))
+    log = open(out / "run_all.log", "w")  # a file, not a pipe: a full pipe would stall the study
+    command = [sys.executable, "run_all.py", "--profile", "smoke", "--data-root", REAL_DATA_ROOT,
+               "--out", str(out / "study"), "--jobs", "2"]
+    process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
+    session.config.stash[SMOKE_STUDY] = {"process": process, "out": out, "log": log}
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop a smoke study nobody waited for (an interrupted run); remove its outputs unless a test failed."""
+    study = session.config.stash.get(SMOKE_STUDY, None)
+    if study is None:
+        return
+    if study["process"].poll() is None:
+        study["process"].kill()
+        study["process"].wait()
+    study["log"].close()
+    if exitstatus == 0:
+        shutil.rmtree(study["out"], ignore_errors=True)
+    else:
+        print(f"\nsmoke study outputs kept in {study['out']}")
+
+
+@pytest.fixture(scope="session")
+def smoke_out(request: pytest.FixtureRequest) -> Path:
+    """The smoke study's output folder once it has finished (LUS_SMOKE_OUT: a finished one, checked again)."""
+    if os.environ.get("LUS_SMOKE_OUT"):
+        return Path(os.environ["LUS_SMOKE_OUT"])
+    study = request.config.stash[SMOKE_STUDY]
+    # A guard against a hung study, not a budget check (per-fold generators make smoke slower on a busy CPU).
+    returncode = study["process"].wait(timeout=3600)
+    study["log"].flush()
+    tail = (study["out"] / "run_all.log").read_text()[-8000:]
+    assert returncode == 0, f"smoke study failed (log: {study['out'] / 'run_all.log'}):\n{tail}"
+    return study["out"] / "study"
 
 
 FPS = 9.0  # POCOVID keeps every int(9 / 3) = 3rd frame

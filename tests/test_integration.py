@@ -1,14 +1,13 @@
 """The smoke profile end to end on the real data (LUS_DATA_ROOT), and the no-leakage invariants on its outputs.
 
-Skipped, with the reason in the summary, when LUS_DATA_ROOT is not set; CI sets it. LUS_SMOKE_OUT=<folder> checks
-a finished smoke study there instead of running one.
+Skipped, with the reason in the summary, when LUS_DATA_ROOT is not set; CI sets it. The study starts in the
+background once the tests are collected (conftest.smoke_out) and these tests, collected last, wait for it.
+LUS_SMOKE_OUT=<folder> checks a finished smoke study there instead of running one.
 """
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -17,27 +16,13 @@ import pytest
 from lus_utils import records
 from lus_utils.data import simulated_minority, splits
 from lus_utils.data.dataset import read_frames
-from lus_utils.paths import PROJECT_ROOT, OutLayout
+from lus_utils.paths import OutLayout
 from lus_utils.vocabulary import (DDPM_VARIANTS, ORIGINAL_VIDEO, SIMULATED, SetRef, Split, ddpm_family, is_leaky_family,
                                   split_columns)
 
 DATA_ROOT = os.environ.get("LUS_DATA_ROOT", "")
 pytestmark = [pytest.mark.integration,
-              pytest.mark.xdist_group("smoke"),  # one worker runs the smoke study once, the other the unit tests
               pytest.mark.skipif(not DATA_ROOT, reason="LUS_DATA_ROOT is not set: no real data to run the smoke study on")]
-
-
-@pytest.fixture(scope="module")
-def smoke_out(tmp_path_factory) -> Path:
-    if os.environ.get("LUS_SMOKE_OUT"):  # check a finished smoke study's outputs again without re-running it
-        return Path(os.environ["LUS_SMOKE_OUT"])
-    out = tmp_path_factory.mktemp("smoke")
-    command = [sys.executable, "run_all.py", "--profile", "smoke", "--data-root", DATA_ROOT, "--out", str(out),
-               "--jobs", "2"]
-    # A guard against a hung study, not a budget check (per-fold generators make smoke slower on a busy CPU).
-    result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=3600)
-    assert result.returncode == 0, f"smoke study failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    return out
 
 
 def test_frames_contract(smoke_out):
