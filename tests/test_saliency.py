@@ -217,10 +217,32 @@ def test_explain_run_writes_files_and_skips_a_run_without_network(tmp_path, caps
     run_dir, frames = make_run(tmp_path, folds=[-1])
     result = saliency.explain_run(run_dir, frames)
     assert result is not None and (run_dir / "cam" / "cam_panel.png").is_file()
+    assert saliency.saved_panel(run_dir).data.startswith(b"\x89PNG")  # the notebook shows the saved panel
     bare = tmp_path / "runs" / "metadata"
     bare.mkdir()  # a run without a checkpoint: nothing to explain
     assert saliency.explain_run(bare, frames) is None
     assert "trained no network" in capsys.readouterr().out
+
+
+def test_saved_maps_are_read_back_only_while_they_match_the_runs_weights_and_sample(tmp_path, monkeypatch):
+    run_dir, frames = make_run(tmp_path, folds=[0, 1])
+    assert saliency.saved_run(run_dir) is None  # nothing written yet
+    computed = saliency.explain_run(run_dir, frames)
+    saved = saliency.saved_run(run_dir)
+    pd.testing.assert_frame_equal(saved.table, computed.table)
+    assert saved.arch == computed.arch and all(np.array_equal(a, b) for a, b in zip(saved.overlays, computed.overlays))
+    assert saliency.saved_run(run_dir, per_class=1) is None and saliency.saved_run(run_dir, target="pred") is None
+
+    def no_grad_cam(*args, **kwargs):
+        raise AssertionError("the maps were computed again")
+
+    monkeypatch.setattr(saliency, "run_saliency", no_grad_cam)
+    assert list(saliency.runs_saliency({"none": run_dir}, frames)) == ["none"]  # read back, not recomputed
+    with open(run_dir / "metrics.json", "a") as handle:  # the run was retrained: other weights, other maps
+        handle.write(" ")
+    assert saliency.saved_run(run_dir) is None
+    with pytest.raises(AssertionError, match="computed again"):
+        saliency.runs_saliency({"none": run_dir}, frames)
 
 
 def test_study_panel_saves_the_panel_and_returns_shares(tmp_path, capsys):

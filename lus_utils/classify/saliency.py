@@ -13,11 +13,12 @@ predictions table by class, so runs on the same frames (conditions of one study)
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -39,7 +40,7 @@ from lus_utils.data.dataset import read_frames
 from lus_utils.images import load_image, to_grey
 from lus_utils.paths import OutLayout
 from lus_utils.plots import image_grid
-from lus_utils.provenance import atomic_path, write_csv_atomic
+from lus_utils.provenance import atomic_path, sha256_file, write_csv_atomic, write_json_atomic
 from lus_utils.vocabulary import Split
 
 SECTOR_THRESHOLD = 5  # grey level above which a pixel belongs to the image (compression noise in the black stays below)
@@ -47,6 +48,7 @@ SECTOR_CLOSING = 0.03  # closing radius, as a share of the frame's shorter side 
 MIN_CAM_CELLS = 3  # a ResNet stage is used for Grad-CAM only if its map is at least this many cells a side
 CAM_PER_CLASS, CAM_SEED = 4, 0  # the sample: frames per class, and its seed (fixed, so every condition shows the same)
 CAM_DIR = "cam"  # a run folder's subfolder holding its Grad-CAM overlays and table
+CAM_RECORD = "cam_run.json"  # written last in CAM_DIR: what the maps were drawn from (their presence means complete)
 
 
 # --- the ultrasound sector ------------------------------------------------------------------------------------
@@ -272,10 +274,15 @@ def save_figure(fig: plt.Figure, target: Path, dpi: int = 110) -> Path:
     return target
 
 
-def save_run(result: RunSaliency, run_dir: str | Path) -> Path:
-    """Write the overlays (cam/cam_NN_<class>.png), the table (cam/cam_saliency.csv) and the panel."""
+def save_run(result: RunSaliency, run_dir: str | Path, per_class: int = CAM_PER_CLASS, seed: int = CAM_SEED,
+             target: str = "label") -> Path:
+    """Write the overlays (cam/cam_NN_<class>.png), the table (cam/cam_saliency.csv), the panel and, last, the
+    record of what they were drawn from (cam/cam_run.json), which lets notebook 06 reuse them (`saved_run`)."""
     folder = Path(run_dir) / CAM_DIR
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / CAM_RECORD).unlink(missing_ok=True)  # maps being replaced are not complete until the record is back
+    for old in folder.glob("cam_[0-9]*_*.png"):
+        old.unlink()
     for i, (row, picture) in enumerate(zip(result.table.itertuples(), result.overlays)):
         with atomic_path(folder / f"cam_{i:02d}_{row.label}.png") as tmp:
             Image.fromarray(picture).save(tmp, format="png", compress_level=1)  # fast; overlays are viewed, not archived
@@ -283,7 +290,34 @@ def save_run(result: RunSaliency, run_dir: str | Path) -> Path:
     figure = plot_run(result)
     save_figure(figure, folder / "cam_panel.png")
     plt.close(figure)
+    write_json_atomic(folder / CAM_RECORD, _cam_record(run_dir, result.arch, per_class, seed, target))
     return folder
+
+
+def _cam_record(run_dir: str | Path, arch: str, per_class: int, seed: int, target: str) -> dict:
+    # The run's metrics.json is rewritten whenever the run is retrained: its hash ties the maps to those weights.
+    return {"arch": arch, "per_class": per_class, "seed": seed, "target": target,
+            "metrics_sha256": sha256_file(Path(run_dir) / "metrics.json")}
+
+
+def saved_run(run_dir: str | Path, per_class: int = CAM_PER_CLASS, seed: int = CAM_SEED,
+              target: str = "label") -> RunSaliency | None:
+    """The maps `save_run` wrote for this run, if they are complete and were drawn with this sample from the
+    run's current weights; None otherwise (then compute them again with `run_saliency`)."""
+    folder = Path(run_dir) / CAM_DIR
+    if not (folder / CAM_RECORD).is_file() or not (Path(run_dir) / "metrics.json").is_file():
+        return None
+    record = json.loads((folder / CAM_RECORD).read_text())
+    if record != _cam_record(run_dir, record.get("arch", ""), per_class, seed, target):
+        return None
+    text = ["path", "video_id", "label", "probe", "split", "pred", "target"]
+    table = pd.read_csv(folder / "cam_saliency.csv", dtype=dict.fromkeys(text, str), keep_default_na=False,
+                        na_values={c: [""] for c in ("share_inside", "sector_fraction", "enrichment")})
+    pictures = sorted(folder.glob("cam_[0-9]*_*.png"))
+    if len(pictures) != len(table):
+        return None
+    overlays = [np.asarray(Image.open(p).convert("RGB")) for p in pictures]
+    return RunSaliency(run_id=Path(run_dir).name, arch=record["arch"], table=table, overlays=overlays)
 
 
 def explain_run(run_dir: str | Path, frames: pd.DataFrame, threads: int = 1) -> RunSaliency | None:
@@ -297,6 +331,13 @@ def explain_run(run_dir: str | Path, frames: pd.DataFrame, threads: int = 1) -> 
     result = run_saliency(run_dir, frames, threads=threads)
     print(f"Grad-CAM overlays, table and panel written to {save_run(result, run_dir)}")
     return result
+
+
+def saved_panel(run_dir: str | Path) -> Any:
+    """The run's panel as `save_run` wrote it (cam/cam_panel.png), for a notebook to show without drawing it again."""
+    from IPython.display import Image as ShownImage  # lazy: only a notebook shows it
+
+    return ShownImage(filename=str(Path(run_dir) / CAM_DIR / "cam_panel.png"))
 
 
 def condition_panel(results: Mapping[str, RunSaliency], shown_per_class: int = 2,
@@ -344,8 +385,10 @@ def pick_runs(runs: pd.DataFrame, runs_dir: str | Path, arch: str | None = None)
 
 def runs_saliency(runs: Mapping[str, str | Path], frames: pd.DataFrame, per_class: int = CAM_PER_CLASS,
                   seed: int = CAM_SEED, threads: int = 1) -> dict[str, RunSaliency]:
-    """run_saliency of several runs (name -> run folder), the same frames in each: the input of condition_panel."""
-    return {name: run_saliency(run_dir, frames, per_class, seed, threads=threads) for name, run_dir in runs.items()}
+    """run_saliency of several runs (name -> run folder), the same frames in each: the input of condition_panel.
+    Maps a run's notebook already saved for this sample are read back instead of computed again."""
+    return {name: saved_run(run_dir, per_class, seed) or run_saliency(run_dir, frames, per_class, seed, threads=threads)
+            for name, run_dir in runs.items()}
 
 
 def study_panel(out_dir: str | Path, runs: pd.DataFrame, target: str | Path, threads: int = 1) -> pd.DataFrame:
