@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -41,36 +42,61 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 SMOKE_STUDY = pytest.StashKey[dict]()
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """Start the smoke study as soon as the tests are collected, when an integration test will check it: on two
-    cores it overlaps the unit tests (about 4 CPU-minutes each) instead of following them."""
-    if not REAL_DATA_ROOT or os.environ.get("LUS_SMOKE_OUT") or session.config.option.collectonly:
-        return
-    if not any(item.get_closest_marker("integration") for item in session.items):
-        return
+def _may_check_the_smoke_study(config: pytest.Config) -> bool:
+    """Whether this session may hold integration tests: real data, no finished study given, and a whole folder
+    or the integration module among the paths, not excluded by -m."""
+    if not REAL_DATA_ROOT or os.environ.get("LUS_SMOKE_OUT") or config.option.collectonly:
+        return False
+    if "not integration" in (config.option.markexpr or ""):
+        return False
+    paths = [Path(str(arg).split("::")[0]) for arg in config.args]
+    return any(path.is_dir() or path.name == "test_integration.py" for path in paths)
+
+
+def _start_smoke_study(config: pytest.Config) -> None:
     from lus_utils.paths import PROJECT_ROOT
 
     out = Path(tempfile.mkdtemp(prefix="lus-smoke-"))
     log = open(out / "run_all.log", "w")  # a file, not a pipe: a full pipe would stall the study
     command = [sys.executable, "run_all.py", "--profile", "smoke", "--data-root", REAL_DATA_ROOT,
                "--out", str(out / "study"), "--jobs", "2"]
-    process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
-    session.config.stash[SMOKE_STUDY] = {"process": process, "out": out, "log": log}
+    # Its own process group, so that stopping it stops its pool workers too.
+    process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    config.stash[SMOKE_STUDY] = {"process": process, "out": out, "log": log}
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Stop a smoke study nobody waited for (an interrupted run); remove its outputs unless a test failed."""
-    study = session.config.stash.get(SMOKE_STUDY, None)
+def _stop_smoke_study(config: pytest.Config, keep: bool) -> None:
+    study = config.stash.get(SMOKE_STUDY, None)
     if study is None:
         return
     if study["process"].poll() is None:
-        study["process"].kill()
+        os.killpg(study["process"].pid, signal.SIGKILL)
         study["process"].wait()
     study["log"].close()
-    if exitstatus == 0:
-        shutil.rmtree(study["out"], ignore_errors=True)
-    else:
+    del config.stash[SMOKE_STUDY]
+    if keep:
         print(f"\nsmoke study outputs kept in {study['out']}")
+    else:
+        shutil.rmtree(study["out"], ignore_errors=True)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Start the smoke study before collecting (about 20 s of imports on one core) when integration tests may
+    check it: on two cores it then overlaps collection and the unit tests (about 4 CPU-minutes each)."""
+    if _may_check_the_smoke_study(config):
+        _start_smoke_study(config)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Keep the smoke study only if an integration test was collected (-k or a node id may select none)."""
+    if not any(item.get_closest_marker("integration") for item in session.items):
+        _stop_smoke_study(session.config, keep=False)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop a smoke study nobody waited for (an interrupted run); keep its outputs only when a test failed."""
+    _stop_smoke_study(session.config, keep=exitstatus != 0)
 
 
 @pytest.fixture(scope="session")
@@ -78,6 +104,8 @@ def smoke_out(request: pytest.FixtureRequest) -> Path:
     """The smoke study's output folder once it has finished (LUS_SMOKE_OUT: a finished one, checked again)."""
     if os.environ.get("LUS_SMOKE_OUT"):
         return Path(os.environ["LUS_SMOKE_OUT"])
+    if SMOKE_STUDY not in request.config.stash:  # selected in a way _may_check_the_smoke_study did not foresee
+        _start_smoke_study(request.config)
     study = request.config.stash[SMOKE_STUDY]
     # A guard against a hung study, not a budget check (per-fold generators make smoke slower on a busy CPU).
     returncode = study["process"].wait(timeout=3600)
