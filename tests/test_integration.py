@@ -1,7 +1,7 @@
 """The smoke profile end to end on the real data (LUS_DATA_ROOT), and the no-leakage invariants on its outputs.
 
 Skipped, with the reason in the summary, when LUS_DATA_ROOT is not set; CI sets it. The study starts in the
-background once the tests are collected (conftest.smoke_out) and these tests, collected last, wait for it.
+background before the tests are collected (conftest.py) and these tests, run last, wait for it.
 LUS_SMOKE_OUT=<folder> checks a finished smoke study there instead of running one.
 """
 from __future__ import annotations
