@@ -7,7 +7,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -40,6 +42,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 SMOKE_STUDY = pytest.StashKey[dict]()
+SMOKE_SECONDS = pytest.StashKey[float]()  # the smoke study's wall time, for the summary
 
 
 def _may_check_the_smoke_study(config: pytest.Config) -> bool:
@@ -63,7 +66,7 @@ def _start_smoke_study(config: pytest.Config) -> None:
     # Its own process group, so that stopping it stops its pool workers too.
     process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
-    config.stash[SMOKE_STUDY] = {"process": process, "out": out, "log": log}
+    config.stash[SMOKE_STUDY] = {"process": process, "out": out, "log": log, "started": time.perf_counter()}
 
 
 def _stop_smoke_study(config: pytest.Config, keep: bool) -> None:
@@ -94,6 +97,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         _stop_smoke_study(session.config, keep=False)
 
 
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if SMOKE_SECONDS in config.stash:
+        terminalreporter.write_line(f"smoke study: {config.stash[SMOKE_SECONDS]:.0f} s wall, beside the unit tests")
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Stop a smoke study nobody waited for (an interrupted run); keep its outputs only when a test failed."""
     _stop_smoke_study(session.config, keep=exitstatus != 0)
@@ -109,6 +117,7 @@ def smoke_out(request: pytest.FixtureRequest) -> Path:
     study = request.config.stash[SMOKE_STUDY]
     # A guard against a hung study, not a budget check (per-fold generators make smoke slower on a busy CPU).
     returncode = study["process"].wait(timeout=3600)
+    request.config.stash[SMOKE_SECONDS] = time.perf_counter() - study["started"]
     study["log"].flush()
     tail = (study["out"] / "run_all.log").read_text()[-8000:]
     assert returncode == 0, f"smoke study failed (log: {study['out'] / 'run_all.log'}):\n{tail}"
