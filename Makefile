@@ -49,7 +49,7 @@ smoke: $(STAMP)
 	$(PY) run_all.py --profile smoke --jobs $(JOBS)
 
 test: $(STAMP)
-	$(PY) -m pytest  # the smoke study starts in the background at collection (tests/conftest.py)
+	$(PY) -m pytest  # the smoke study starts in the background before collection (tests/conftest.py)
 
 clean-outputs:
 	rm -rf outputs/smoke outputs/quick outputs/full outputs/notebook

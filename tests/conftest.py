@@ -60,13 +60,14 @@ def _start_smoke_study(config: pytest.Config) -> None:
     from lus_utils.paths import PROJECT_ROOT
 
     out = Path(tempfile.mkdtemp(prefix="lus-smoke-"))
-    log = open(out / "run_all.log", "w")  # a file, not a pipe: a full pipe would stall the study
     command = [sys.executable, "run_all.py", "--profile", "smoke", "--data-root", REAL_DATA_ROOT,
                "--out", str(out / "study"), "--jobs", "2"]
-    # Its own process group, so that stopping it stops its pool workers too.
-    process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
-    config.stash[SMOKE_STUDY] = {"process": process, "out": out, "log": log, "started": time.perf_counter()}
+    # Its log is a file, not a pipe (a full pipe would stall the study); its own process group, so that stopping
+    # it stops its pool workers too. The child holds its own copy of the file, so ours closes at once.
+    with open(out / "run_all.log", "w") as log:
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    config.stash[SMOKE_STUDY] = {"process": process, "out": out, "started": time.perf_counter()}
 
 
 def _stop_smoke_study(config: pytest.Config, keep: bool) -> None:
@@ -76,7 +77,6 @@ def _stop_smoke_study(config: pytest.Config, keep: bool) -> None:
     if study["process"].poll() is None:
         os.killpg(study["process"].pid, signal.SIGKILL)
         study["process"].wait()
-    study["log"].close()
     del config.stash[SMOKE_STUDY]
     if keep:
         print(f"\nsmoke study outputs kept in {study['out']}")
@@ -118,7 +118,6 @@ def smoke_out(request: pytest.FixtureRequest) -> Path:
     # A guard against a hung study, not a budget check (per-fold generators make smoke slower on a busy CPU).
     returncode = study["process"].wait(timeout=3600)
     request.config.stash[SMOKE_SECONDS] = time.perf_counter() - study["started"]
-    study["log"].flush()
     tail = (study["out"] / "run_all.log").read_text()[-8000:]
     assert returncode == 0, f"smoke study failed (log: {study['out'] / 'run_all.log'}):\n{tail}"
     return study["out"] / "study"
